@@ -1,0 +1,327 @@
+"""The lifecycle of one MPI-backed ipyparallel cluster whose engines run MLX.
+
+One :class:`MxCluster` owns a controller, one ``mpiexec`` job of engines, a
+private profile directory and a watchdog that cleans up if the kernel dies.
+Every process it starts, it stops by pid.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+from traitlets import Float, HasTraits, Integer, List, Unicode
+
+from mxnb import mpi
+from mxnb.errors import MxnbError
+
+__all__ = ["DEFAULT_NP", "ClusterError", "ClusterStatus", "MxCluster"]
+
+#: Ranks started when ``%%mxdist`` is used without ``-n`` and nothing runs.
+DEFAULT_NP = 4
+
+log = logging.getLogger("mxnb.cluster")
+
+
+class ClusterError(MxnbError, RuntimeError):
+    """The cluster could not be started or is not usable; says why."""
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What ``%mxdist status`` reports."""
+
+    running: bool
+    n: int
+    backend: str = "mpi"
+    mpi_library: str = ""
+    mlx_version: str = ""
+    hosts: tuple[str, ...] = ()
+    uptime: float = 0.0
+    profile_dir: str = ""
+
+    def __str__(self) -> str:
+        if not self.running:
+            return "mxdist: no cluster running"
+        hosts = ", ".join(sorted(set(self.hosts)))
+        return (
+            f"mxdist: {self.n} ranks, backend {self.backend}, mlx {self.mlx_version}\n"
+            f"  MPI library: {self.mpi_library}\n"
+            f"  hosts: {hosts}\n"
+            f"  uptime: {self.uptime:.0f} s\n"
+            f"  profile: {self.profile_dir}"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kill_pids(pids: list[int], grace: float = 3.0) -> None:
+    """SIGTERM the given processes, then SIGKILL what is left after ``grace``."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+class MxCluster(HasTraits):
+    """A controller plus N MLX ranks launched by one ``mpiexec``.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop` (safe to
+    call twice).  Interpreter exit stops it too, and a watchdog process stops
+    it if this process is killed.
+    """
+
+    n = Integer(DEFAULT_NP, help="Number of MPI ranks (engines) to start.")
+    mpi_args = List(Unicode(), help="Extra options passed to mpiexec.")
+    start_timeout = Float(60.0, help="Seconds to wait for every rank to register before giving up.")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._ipp: Any = None
+        self._client: Any = None
+        self._view: Any = None
+        self._ranks: list[dict[str, Any]] = []
+        self._profile_dir: str | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
+        self._mpi: mpi.OpenMPI | None = None
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._client is not None
+
+    @property
+    def view(self) -> Any:
+        """A DirectView on all ranks, in rank order (engine id == rank)."""
+        if self._view is None:
+            raise ClusterError("no cluster running; start one with %mxdist -n N")
+        return self._view
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise ClusterError("no cluster running; start one with %mxdist -n N")
+        return self._client
+
+    @property
+    def profile_dir(self) -> str | None:
+        return self._profile_dir
+
+    def pids(self) -> list[int]:
+        """Every process this cluster started: controller, mpiexec, ranks."""
+        found: list[int] = []
+        roots = []
+        if self._ipp is not None:
+            ctl = self._ipp.controller
+            if ctl is not None and getattr(ctl, "pid", None):
+                roots.append(ctl.pid)
+            for es in self._ipp.engines.values():
+                if getattr(es, "pid", None):
+                    roots.append(es.pid)
+        for pid in roots:
+            found.append(pid)
+            try:
+                found += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        found += [r["pid"] for r in self._ranks if r["pid"] not in found]
+        return found
+
+    def rank_pids(self, ranks: list[int]) -> list[int]:
+        """Process ids of the given ranks, in the same order."""
+        by_rank = {r["rank"]: r["pid"] for r in self._ranks}
+        return [by_rank[r] for r in ranks]
+
+    def start(self) -> MxCluster:
+        """Start controller and ranks; verify every rank sees the whole group."""
+        if self.running:
+            return self
+        if self.n < 1:
+            raise ClusterError(f"n must be at least 1, got {self.n}")
+        self._mpi = mpi.find_openmpi()
+        self._profile_dir = tempfile.mkdtemp(prefix="mxnb-")
+        atexit.register(self.stop)
+        try:
+            self._launch()
+            self._verify()
+            self._start_watchdog()
+        except BaseException:
+            self.stop()
+            raise
+        self._started_at = time.time()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything this cluster started; idempotent."""
+        pids = self.pids()
+        if self._client is not None:
+            try:
+                self._client.close(linger=0)
+            except Exception:
+                pass
+        self._client = self._view = None
+        if pids:
+            kill_pids(pids)
+        if self._ipp is not None:
+            self._ipp.controller = None
+            self._ipp.engines = {}
+        self._ipp = None
+        self._ranks = []
+        if self._watchdog is not None:
+            kill_pids([self._watchdog.pid], grace=1.0)
+            self._watchdog.wait()
+            self._watchdog = None
+        if self._profile_dir:
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+            self._profile_dir = None
+        atexit.unregister(self.stop)
+
+    def restart(self, n: int | None = None) -> MxCluster:
+        self.stop()
+        if n is not None:
+            self.n = n
+        return self.start()
+
+    def status(self) -> ClusterStatus:
+        if not self.running:
+            return ClusterStatus(running=False, n=0)
+        first = self._ranks[0]
+        return ClusterStatus(
+            running=True,
+            n=len(self._ranks),
+            mpi_library=self._mpi.describe() if self._mpi else "",
+            mlx_version=first["mlx_version"],
+            hosts=tuple(r["host"] for r in self._ranks),
+            uptime=time.time() - self._started_at,
+            profile_dir=self._profile_dir or "",
+        )
+
+    def __enter__(self) -> MxCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- steps of start() ----------------------------------------------------
+
+    def _config(self) -> Any:
+        from traitlets.config import Config
+
+        assert self._mpi is not None
+        env = mpi.launch_env(self._mpi)
+        cfg = Config()
+        es = cfg.MPIEngineSetLauncher
+        es.engine_cmd = [sys.executable, "-m", "mxnb.engine"]
+        es.mpi_cmd = [str(self._mpi.mpiexec)]
+        es.mpi_args = mpi.mpiexec_args(self.n, env, extra=list(self.mpi_args))
+        es.environment = env
+        es.stop_seconds_until_kill = 2
+        cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
+        return cfg
+
+    def _launch(self) -> None:
+        from ipyparallel import Cluster
+        from ipyparallel.cluster.launcher import MPIEngineSetLauncher
+
+        quiet = logging.getLogger("mxnb.ipyparallel")
+        quiet.setLevel(logging.WARNING)
+        self._ipp = Cluster(
+            n=self.n,
+            profile_dir=self._profile_dir,
+            engine_launcher_class=MPIEngineSetLauncher,
+            controller_ip="127.0.0.1",
+            delay=0,
+            shutdown_atexit=False,
+            engine_timeout=int(self.start_timeout),
+            config=self._config(),
+            log=quiet,
+        )
+        self._ipp.start_cluster_sync()
+        self._client = self._ipp.connect_client_sync()
+        self._wait_for_engines()
+        self._view = self._client[list(range(self.n))]
+        self._view.block = True
+
+    def _engine_output(self) -> str:
+        if self._ipp is None or self._ipp.engine_set is None:
+            return ""
+        text = self._ipp.engine_set.get_output() or ""
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        return "\n".join(lines[-25:])
+
+    def _wait_for_engines(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        es = self._ipp.engine_set
+        while len(self._client.ids) < self.n:
+            if (es is not None and es.state == "after") or (
+                es is not None and es.pid and not _alive(es.pid)
+            ):
+                raise ClusterError(
+                    f"mpiexec exited before all {self.n} ranks started.\n"
+                    f"Its output:\n{self._engine_output()}"
+                )
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"only {len(self._client.ids)} of {self.n} ranks registered "
+                    f"within {self.start_timeout:.0f} s.\n"
+                    f"mpiexec output:\n{self._engine_output()}"
+                )
+            time.sleep(0.05)
+
+    def _verify(self) -> None:
+        from mxnb.engine.session import prepare
+
+        info = self._view.apply_sync(prepare)
+        bad = []
+        for eid, r in zip(self._view.targets, info, strict=True):
+            if r["size"] != self.n:
+                bad.append(
+                    f"engine {eid}: MLX group size {r['size']}, expected {self.n} "
+                    "(MLX did not get MPI: is MLX_MPI_LIBNAME the real libmpi?)"
+                )
+            elif r["rank"] != eid:
+                bad.append(f"engine {eid} reports MPI rank {r['rank']}")
+        if bad:
+            raise ClusterError("ranks do not form one MLX group:\n  " + "\n  ".join(bad))
+        self._ranks = list(info)
+
+    def _start_watchdog(self) -> None:
+        assert self._profile_dir is not None
+        pidfile = os.path.join(self._profile_dir, "mxnb-pids")
+        with open(pidfile, "w") as f:
+            f.write("\n".join(str(p) for p in self.pids()))
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-m", "mxnb.watchdog", str(os.getpid()), self._profile_dir],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )

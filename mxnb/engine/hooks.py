@@ -1,0 +1,99 @@
+"""The seam where ``mx.distributed`` operations can be observed on a rank.
+
+Tracing (per-rank array views) and checked communication attach here as
+observers.  The wrappers call the real MLX function unchanged; an observer
+sees each call before it is made and its (still lazy) result after.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: Every communication operation of ``mlx.core.distributed``.
+OPS = (
+    "all_sum",
+    "all_gather",
+    "all_max",
+    "all_min",
+    "sum_scatter",
+    "send",
+    "recv",
+    "recv_like",
+)
+
+
+@dataclass
+class OpCall:
+    """One call of a distributed op, as an observer sees it."""
+
+    op: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    seq: int
+    result: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Observer(Protocol):
+    def before(self, call: OpCall) -> None: ...
+
+    def after(self, call: OpCall) -> None: ...
+
+
+_observers: list[Observer] = []
+_originals: dict[str, Callable[..., Any]] = {}
+_seq = 0
+
+
+def _wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(real)
+    def op(*args: Any, **kwargs: Any) -> Any:
+        global _seq
+        if not _observers:
+            return real(*args, **kwargs)
+        _seq += 1
+        call = OpCall(name, args, kwargs, _seq)
+        for obs in list(_observers):
+            obs.before(call)
+        call.result = real(*args, **kwargs)
+        for obs in list(_observers):
+            obs.after(call)
+        return call.result
+
+    op.__mxnb_original__ = real  # type: ignore[attr-defined]
+    return op
+
+
+def install() -> None:
+    """Wrap the ops in ``mlx.core.distributed`` once; idempotent."""
+    import mlx.core as mx
+
+    dist = mx.distributed
+    for name in OPS:
+        real = getattr(dist, name, None)
+        if real is None or name in _originals:
+            continue
+        _originals[name] = real
+        setattr(dist, name, _wrap(name, real))
+
+
+def uninstall() -> None:
+    """Put the original MLX functions back."""
+    import mlx.core as mx
+
+    for name, real in _originals.items():
+        setattr(mx.distributed, name, real)
+    _originals.clear()
+
+
+def add_observer(obs: Observer) -> None:
+    if obs not in _observers:
+        _observers.append(obs)
+
+
+def remove_observer(obs: Observer) -> None:
+    if obs in _observers:
+        _observers.remove(obs)

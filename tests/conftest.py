@@ -1,0 +1,76 @@
+"""Shared fixtures: one in-process IPython shell, one real cluster per size.
+
+Starting ranks costs seconds, so tests that only run cells share a session
+cluster; the ``nranks`` parameter groups them so each size starts once.
+Tests that kill or break a cluster start their own.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from procs import cluster_processes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ip() -> Iterator[Any]:
+    """An IPython shell in this process with the extension loaded."""
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "mxnb")
+    yield shell
+    shell.run_line_magic("mxdist", "stop")
+
+
+@pytest.fixture(scope="session")
+def magics(ip: Any) -> Any:
+    return ip.magics_manager.registry["MxdistMagics"]
+
+
+@pytest.fixture(scope="session", params=[2, 4], ids=lambda n: f"{n}ranks")
+def nranks(request: pytest.FixtureRequest, ip: Any, magics: Any) -> Iterator[int]:
+    """A running cluster of 2, then 4, ranks behind the shell's magic."""
+    n = request.param
+    ip.run_line_magic("mxdist", f"-n {n}")
+    assert magics.cluster is not None and magics.cluster.n == n
+    yield n
+    profile = magics.cluster.profile_dir if magics.cluster else None
+    ip.run_line_magic("mxdist", "stop")
+    if profile:
+        from procs import wait_gone
+
+        assert wait_gone(profile, 10) == []
+
+
+@pytest.fixture
+def run(ip: Any, nranks: int) -> Any:
+    """Run a %%mxdist cell on the shared cluster; returns what the magic returns."""
+
+    def _run(code: str, line: str = "") -> Any:
+        if "-n" not in line.split():
+            line = f"-n {nranks} {line}"
+        return ip.run_cell_magic("mxdist", line, code)
+
+    return _run
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    left = cluster_processes()
+    if left:
+        print("\nmxnb test session left cluster processes:", [p.pid for p in left])
+        for p in left:
+            try:
+                p.kill()
+            except Exception:
+                pass
+        session.exitstatus = 1

@@ -1,0 +1,49 @@
+"""Counting the processes a cluster leaves behind, by its private profile dir.
+
+Controller, mpiexec, ranks and their helpers all carry ``IPP_PROFILE_DIR`` in
+their environment; the watchdog names the profile dir on its command line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+
+
+def _profile_of(p: psutil.Process) -> str | None:
+    try:
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return None
+        cmd = p.cmdline()
+        if "mxnb.watchdog" in cmd:
+            return cmd[-1]
+        return p.environ().get("IPP_PROFILE_DIR")
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return None
+
+
+def processes_with(profile: str) -> list[psutil.Process]:
+    """Live processes that belong to the cluster with this profile dir."""
+    return [p for p in psutil.process_iter() if _profile_of(p) == profile]
+
+
+def cluster_processes() -> list[psutil.Process]:
+    """Every live process that belongs to some mxnb cluster."""
+    found = []
+    for p in psutil.process_iter():
+        prof = _profile_of(p)
+        if prof and os.path.basename(prof).startswith("mxnb-"):
+            found.append(p)
+    return found
+
+
+def wait_gone(profile: str, timeout: float) -> list[psutil.Process]:
+    """Wait until no process belongs to ``profile``; return what is left."""
+    deadline = time.monotonic() + timeout
+    left = processes_with(profile)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = processes_with(profile)
+    return left

@@ -1,0 +1,137 @@
+"""Cluster lifecycle: every process started is stopped, whatever way it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mxnb import mpi
+from mxnb.cluster import ClusterError, MxCluster
+from procs import cluster_processes, processes_with, wait_gone
+
+pytestmark = pytest.mark.cluster
+
+
+def test_start_stop_leaves_nothing(tmp_path):
+    c = MxCluster(n=2)
+    c.start()
+    profile = c.profile_dir
+    assert profile and Path(profile).is_dir()
+    assert oct(Path(profile).stat().st_mode & 0o777) == "0o700"
+    procs = processes_with(profile)
+    # controller, mpiexec, 2 ranks, watchdog at least
+    assert len(procs) >= 5, [p.cmdline() for p in procs]
+    assert set(c.pids()) <= {p.pid for p in psutil_all()}
+    c.stop()
+    assert wait_gone(profile, 5) == []
+    assert not Path(profile).exists()
+    c.stop()  # idempotent
+    assert not c.running
+
+
+def psutil_all():
+    import psutil
+
+    return list(psutil.process_iter())
+
+
+def test_context_manager_and_restart():
+    with MxCluster(n=2) as c:
+        first = c.profile_dir
+        assert c.view.apply_sync(os.getpid) == c.rank_pids([0, 1])
+        c.restart(n=3)
+        assert wait_gone(first, 5) == []
+        assert len(c.view.targets) == 3
+        second = c.profile_dir
+    assert wait_gone(second, 5) == []
+
+
+def test_failed_start_cleans_up(monkeypatch):
+    """An MLX that cannot load MPI makes every rank exit; nothing is left running."""
+    real = mpi.launch_env
+
+    def broken(m):
+        env = real(m)
+        env["MLX_MPI_LIBNAME"] = "/nonexistent/libmpi.so.40"
+        return env
+
+    monkeypatch.setattr(mpi, "launch_env", broken)
+    before = {p.pid for p in cluster_processes()}
+    c = MxCluster(n=2, start_timeout=30)
+    with pytest.raises(ClusterError, match="could not initialise its MPI backend"):
+        c.start()
+    assert not c.running and c.profile_dir is None
+    time.sleep(0.5)
+    assert {p.pid for p in cluster_processes()} <= before
+
+
+def test_bad_mpiexec_option_reports_mpiexec_output():
+    c = MxCluster(n=2, mpi_args=["--no-such-mpiexec-option"], start_timeout=30)
+    with pytest.raises(ClusterError, match="mpiexec exited before all 2 ranks started"):
+        c.start()
+    assert c.profile_dir is None
+
+
+START = (
+    "import sys\n"
+    "from mxnb.cluster import MxCluster\n"
+    "c = MxCluster(n=2).start()\n"
+    "print(c.profile_dir, flush=True)\n"
+)
+
+
+def _spawn(code: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    profile = proc.stdout.readline().strip()
+    assert profile.startswith("/"), profile
+    return proc, profile
+
+
+def test_interpreter_exit_stops_cluster():
+    proc, profile = _spawn(START + "sys.exit(0)\n")
+    assert proc.wait(timeout=30) == 0
+    assert wait_gone(profile, 5) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_owner_killed_watchdog_cleans_up(sig):
+    proc, profile = _spawn(START + "import time\ntime.sleep(600)\n")
+    assert len(processes_with(profile)) >= 5
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=10)
+    assert wait_gone(profile, 15) == []
+    assert not Path(profile).exists()
+
+
+def test_ranks_and_controller_listen_on_loopback_only():
+    """The controller and the MLX ranks accept connections from this host only.
+
+    (Open MPI's own launcher, prterun, still listens on all interfaces for its
+    out-of-band channel; see the README's security notes.)
+    """
+    import psutil
+
+    with MxCluster(n=2) as c:
+        ranks = set(c.rank_pids([0, 1]))
+        controller = {p.pid for p in processes_with(c.profile_dir)
+                      if "ipyparallel.controller" in " ".join(p.cmdline())}
+        assert controller
+        listening = [
+            (conn.pid, conn.laddr.ip)
+            for conn in psutil.net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN and conn.pid in ranks | controller
+        ]
+        assert listening, "expected the controller to listen"
+        assert all(ip == "127.0.0.1" for _, ip in listening), listening

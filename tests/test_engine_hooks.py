@@ -1,0 +1,58 @@
+"""The observation seam: observers see every op, results are unchanged."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import pytest
+
+from mxnb.engine import hooks
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, int]] = []
+
+    def before(self, call: hooks.OpCall) -> None:
+        self.seen.append(("before", call.op, call.seq))
+
+    def after(self, call: hooks.OpCall) -> None:
+        self.seen.append(("after", call.op, call.seq))
+
+
+@pytest.fixture
+def recorder():
+    hooks.install()
+    rec = Recorder()
+    hooks.add_observer(rec)
+    yield rec
+    hooks.remove_observer(rec)
+    hooks.uninstall()
+
+
+def test_observer_sees_ops_in_order_and_results_unchanged(recorder):
+    group = mx.distributed.init()  # a single-process group of size 1
+    x = mx.arange(3, dtype=mx.float32)
+    y = mx.distributed.all_sum(x, group=group)
+    z = mx.distributed.all_gather(x, group=group)
+    assert y.tolist() == [0.0, 1.0, 2.0]
+    assert z.tolist() == [0.0, 1.0, 2.0]
+    ops = [(k, op) for k, op, _ in recorder.seen]
+    assert ops == [
+        ("before", "all_sum"),
+        ("after", "all_sum"),
+        ("before", "all_gather"),
+        ("after", "all_gather"),
+    ]
+    seqs = [s for _, _, s in recorder.seen]
+    assert seqs[0] == seqs[1] and seqs[2] == seqs[1] + 1
+
+
+def test_install_is_idempotent_and_uninstall_restores():
+    real = mx.distributed.all_sum
+    hooks.install()
+    hooks.install()
+    wrapped = mx.distributed.all_sum
+    assert wrapped is not real
+    assert wrapped.__mxnb_original__ is real
+    hooks.uninstall()
+    assert mx.distributed.all_sum is real

@@ -1,0 +1,94 @@
+"""A real Jupyter kernel: the mxnb kernel spec, and no orphans however it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from procs import wait_gone
+
+pytestmark = pytest.mark.cluster
+
+PROFILE = "print(get_ipython().magics_manager.registry['MxdistMagics'].cluster.profile_dir)"
+
+
+def execute(kc: Any, code: str, timeout: float = 120) -> tuple[str, list[dict[str, Any]]]:
+    """Run code; return its stream text and any error contents."""
+    text: list[str] = []
+    errors: list[dict[str, Any]] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            text.append(content["text"])
+        elif kind == "error":
+            errors.append(content)
+        elif kind in ("execute_result", "display_data"):
+            text.append(content["data"].get("text/plain", ""))
+
+    kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+    return "".join(text), errors
+
+
+@pytest.fixture
+def kernel(request: pytest.FixtureRequest):
+    km = KernelManager(kernel_name=getattr(request, "param", "mxnb"))
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    yield km, kc
+    kc.stop_channels()
+    if km.is_alive():
+        km.shutdown_kernel(now=True)
+
+
+def _start_ranks(kc: Any) -> str:
+    out, errors = execute(kc, "%%mxdist -n 2\nprint('hi from', rank)")
+    assert not errors, errors
+    assert "[rank 0] hi from 0" in out and "[rank 1] hi from 1" in out
+    out, errors = execute(kc, PROFILE)
+    assert not errors, errors
+    profile = out.strip()
+    assert profile.startswith("/")
+    return profile
+
+
+def test_mxnb_kernel_preloads_extension_and_errors_fail_the_cell(kernel):
+    _, kc = kernel
+    _start_ranks(kc)
+    _, errors = execute(kc, "%%mxdist\nassert rank == 0, f'rank {rank} disagrees'")
+    assert len(errors) == 1
+    assert errors[0]["ename"] == "RankError"
+    assert "rank 1: AssertionError: rank 1 disagrees" in errors[0]["evalue"]
+    assert any("--- rank 1 raised AssertionError ---" in ln for ln in errors[0]["traceback"])
+
+
+def test_kernel_shutdown_stops_cluster(kernel):
+    km, kc = kernel
+    profile = _start_ranks(kc)
+    km.shutdown_kernel(now=False)
+    assert wait_gone(profile, 15) == []
+
+
+def test_kernel_restart_stops_cluster(kernel):
+    km, kc = kernel
+    profile = _start_ranks(kc)
+    km.restart_kernel(now=False)
+    assert wait_gone(profile, 15) == []
+    kc.wait_for_ready(timeout=60)
+    out, _ = execute(kc, "%mxdist status")
+    assert "no cluster running" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_kernel_leaves_no_orphans(kernel, sig):
+    km, kc = kernel
+    profile = _start_ranks(kc)
+    pid = km.provisioner.process.pid
+    os.kill(pid, sig)
+    assert wait_gone(profile, 15) == []
