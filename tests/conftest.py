@@ -40,8 +40,14 @@ def magics(ip: Any) -> Any:
 @pytest.fixture(scope="session", params=[2, 4], ids=lambda n: f"{n}ranks")
 def nranks(request: pytest.FixtureRequest, ip: Any, magics: Any) -> Iterator[int]:
     """A running cluster of 2, then 4, ranks behind the shell's magic."""
+    from mxnb.cluster import DEFAULT_NP
+
     n = request.param
-    ip.run_line_magic("mxdist", f"-n {n}")
+    if n == DEFAULT_NP and magics.cluster is None:
+        # a bare %%mxdist starts the documented default size
+        ip.run_cell_magic("mxdist", "", "pass")
+    else:
+        ip.run_line_magic("mxdist", f"-n {n}")
     assert magics.cluster is not None and magics.cluster.n == n
     yield n
     profile = magics.cluster.profile_dir if magics.cluster else None

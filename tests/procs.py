@@ -2,24 +2,34 @@
 
 Controller, mpiexec, ranks and their helpers all carry ``IPP_PROFILE_DIR`` in
 their environment; the watchdog names the profile dir on its command line.
+Every process started during a test session inherits ``MXNB_TEST_SESSION``,
+so counting never mistakes someone else's cluster on the same machine for ours.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 
 import psutil
+
+SESSION_VAR = "MXNB_TEST_SESSION"
+os.environ.setdefault(SESSION_VAR, uuid.uuid4().hex)
+SESSION = os.environ[SESSION_VAR]
 
 
 def _profile_of(p: psutil.Process) -> str | None:
     try:
         if p.status() == psutil.STATUS_ZOMBIE:
             return None
+        env = p.environ()
+        if env.get(SESSION_VAR) != SESSION:
+            return None
         cmd = p.cmdline()
         if "mxnb.watchdog" in cmd:
             return cmd[-1]
-        return p.environ().get("IPP_PROFILE_DIR")
+        return env.get("IPP_PROFILE_DIR")
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
         return None
 

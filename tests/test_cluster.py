@@ -125,8 +125,11 @@ def test_ranks_and_controller_listen_on_loopback_only():
 
     with MxCluster(n=2) as c:
         ranks = set(c.rank_pids([0, 1]))
-        controller = {p.pid for p in processes_with(c.profile_dir)
-                      if "ipyparallel.controller" in " ".join(p.cmdline())}
+        controller = {
+            p.pid
+            for p in processes_with(c.profile_dir)
+            if "ipyparallel.controller" in " ".join(p.cmdline())
+        }
         assert controller
         listening = [
             (conn.pid, conn.laddr.ip)

@@ -75,3 +75,26 @@ def test_parse_targets(spec, size, want):
 def test_parse_targets_rejects(spec):
     with pytest.raises(UsageError, match="--targets"):
         parse_targets(spec, 4)
+
+
+def test_resize_and_restart_through_the_magic(fresh, capsys):
+    fresh.run_line_magic("mxdist", "-n 2")
+    fresh.run_cell_magic("mxdist", "", "kept = rank")
+    first = fresh.magics_manager.registry["MxdistMagics"].cluster.profile_dir
+    capsys.readouterr()
+    fresh.run_cell_magic("mxdist", "-n 3", "print(size)")
+    out = capsys.readouterr().out
+    assert "restarting with 3 ranks (was 2); variables on the ranks are lost" in out
+    assert "[rank 2] 3" in out
+    from procs import wait_gone
+
+    assert wait_gone(first, 5) == []
+    from mxnb.render import RankError
+
+    with pytest.raises(RankError, match="NameError"):
+        fresh.run_cell_magic("mxdist", "", "kept")
+    fresh.run_cell_magic("mxdist", "", "kept = 1")
+    fresh.run_line_magic("mxdist", "restart")
+    with pytest.raises(RankError, match="ranks 0-2: NameError"):
+        fresh.run_cell_magic("mxdist", "", "kept")
+    fresh.run_line_magic("mxdist", "stop")
