@@ -165,13 +165,18 @@ def run_cell(
     return result
 
 
+def _finished(child: Any) -> bool:
+    """Reply received *and* all its output: iopub can trail the reply."""
+    return bool(child.done() and child.output.done())
+
+
 def _poll(
     ar: Any, outcomes: list[RankOutcome], streamer: RankStreamer, final: bool = False
 ) -> bool:
     """Stream new output; mark finished ranks.  True when all are done."""
     stdouts, stderrs = ar["stdout"], ar["stderr"]
     for i, (o, child) in enumerate(zip(outcomes, ar._children, strict=True)):
-        if child.done():
+        if _finished(child):
             o.done = True
         end = final or o.done
         o.stdout, o.stderr = stdouts[i], stderrs[i]
@@ -183,7 +188,7 @@ def _poll(
 def _collect(ar: Any, outcomes: list[RankOutcome]) -> None:
     """Fill in results and errors of the ranks that finished."""
     for o, child, md in zip(outcomes, ar._children, ar._metadata, strict=True):
-        if not child.done():
+        if not _finished(child):
             continue
         o.done = True
         if md.get("status") == "error" or md.get("error") is not None:

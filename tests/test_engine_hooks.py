@@ -56,3 +56,24 @@ def test_install_is_idempotent_and_uninstall_restores():
     assert wrapped.__mxnb_original__ is real
     hooks.uninstall()
     assert mx.distributed.all_sum is real
+
+
+def test_call_site_names_the_calling_line(recorder):
+    sites = []
+
+    class Sites:
+        def before(self, call):
+            sites.append(call.site)
+
+        def after(self, call):
+            pass
+
+    obs = Sites()
+    hooks.add_observer(obs)
+    try:
+        mx.distributed.all_sum(mx.ones(2))  # the line under test
+    finally:
+        hooks.remove_observer(obs)
+    assert sites[0] is not None
+    assert sites[0].filename == __file__
+    assert "the line under test" in sites[0].code

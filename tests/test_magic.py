@@ -102,3 +102,12 @@ def test_status_reports_ranks_and_library(ip, nranks, capsys):
     assert f"{nranks} ranks, backend mpi" in out
     assert "Open MPI" in out and "libmpi" in out
     assert "uptime" in out
+
+
+def test_no_output_is_lost_when_replies_beat_output(run, nranks, capsys):
+    """iopub output can arrive after the execute reply; none may be dropped."""
+    for i in range(15):
+        run(f"print('cell {i} rank', rank)")
+        out = capsys.readouterr().out
+        for r in range(nranks):
+            assert f"[rank {r}] cell {i} rank {r}" in out, (i, r, out)

@@ -8,6 +8,8 @@ sees each call before it is made and its (still lazy) result after.
 from __future__ import annotations
 
 import functools
+import linecache
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +27,53 @@ OPS = (
 )
 
 
+@dataclass(frozen=True)
+class CallSite:
+    """Where in the user's cell an op was called (or the nearest caller)."""
+
+    filename: str
+    line: int
+    code: str
+    cell: int | None = None  # the IPython execution count, when known
+
+    def describe(self) -> str:
+        where = f"cell In[{self.cell}]" if self.cell is not None else self.filename
+        return f"{where}, line {self.line}: {self.code.strip()}"
+
+
+def _cell_number(filename: str) -> int | None:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        fmap = getattr(getattr(shell, "compile", None), "_filename_map", {}) or {}
+        return fmap.get(filename)
+    except Exception:  # a best-effort label
+        return None
+
+
+def call_site(depth: int = 2) -> CallSite | None:
+    """The innermost frame that belongs to a notebook cell, else the direct caller.
+
+    Ops called from library code (``mlx.nn.utils.average_gradients``) are
+    attributed to the cell line that called the library.
+    """
+    frame = sys._getframe(depth)
+    first = None
+    while frame is not None:
+        fn = frame.f_code.co_filename
+        if first is None:
+            first = frame
+        cell = _cell_number(fn)
+        if cell is not None or fn.startswith("<ipython-input"):
+            return CallSite(fn, frame.f_lineno, linecache.getline(fn, frame.f_lineno), cell)
+        frame = frame.f_back
+    if first is None:
+        return None
+    fn = first.f_code.co_filename
+    return CallSite(fn, first.f_lineno, linecache.getline(fn, first.f_lineno))
+
+
 @dataclass
 class OpCall:
     """One call of a distributed op, as an observer sees it."""
@@ -33,6 +82,7 @@ class OpCall:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     seq: int
+    site: CallSite | None = None
     result: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -55,7 +105,7 @@ def _wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         if not _observers:
             return real(*args, **kwargs)
         _seq += 1
-        call = OpCall(name, args, kwargs, _seq)
+        call = OpCall(name, args, kwargs, _seq, site=call_site())
         for obs in list(_observers):
             obs.before(call)
         call.result = real(*args, **kwargs)
