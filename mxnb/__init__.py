@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_ipython_extension", "pull", "unload_ipython_extension"]
+__all__ = [
+    "__version__",
+    "last_trace",
+    "load_ipython_extension",
+    "pull",
+    "show",
+    "unload_ipython_extension",
+]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -50,3 +57,21 @@ def pull(name: str, targets: list[int] | None = None) -> list[Any]:
     cluster = magics.cluster
     view = cluster.view if targets is None else cluster.client[targets]
     return list(view.apply_sync(fetch, name))
+
+
+def show(trace: Any = None) -> None:
+    """Display the trace widget of the last ``%%mxdist`` cell (or of ``trace``).
+
+    Shows, op by op, what every rank held before and after each
+    ``mx.distributed`` call; see :mod:`mxnb.viz`.
+    """
+    from mxnb.viz import show as _show
+
+    _show(trace)
+
+
+def last_trace() -> Any:
+    """The :class:`mxnb.trace.Trace` of the last ``%%mxdist`` cell, for use in code."""
+    from mxnb.viz import last_trace as _last
+
+    return _last(_magics())

@@ -32,6 +32,9 @@ DEFAULT_NP = 4
 
 log = logging.getLogger("mxnb.cluster")
 
+#: Controller heartbeat period (ms); ipyparallel's default is 3000.
+HEARTBEAT_MS = 200
+
 
 class ClusterError(MxnbError, RuntimeError):
     """The cluster could not be started or is not usable; says why."""
@@ -160,6 +163,33 @@ class MxCluster(HasTraits):
         by_rank = {r["rank"]: r["pid"] for r in self._ranks}
         return [by_rank[r] for r in ranks]
 
+    def probe_paths(self, ranks: list[int] | None = None) -> dict[int, str]:
+        """Unix sockets where each rank's probe thread answers."""
+        from mxnb.engine.probe import socket_path
+
+        assert self._profile_dir is not None
+        chosen = ranks if ranks is not None else [r["rank"] for r in self._ranks]
+        return {r: socket_path(self._profile_dir, r) for r in chosen}
+
+    def dead_ranks(self) -> list[int]:
+        """Ranks whose process is gone (all of them if mpiexec is gone)."""
+        if not self._ranks:
+            return []
+        es = self._ipp.engine_set if self._ipp is not None else None
+        if es is not None and es.pid and not _alive(es.pid):
+            return [r["rank"] for r in self._ranks]
+        return [r["rank"] for r in self._ranks if not _alive(r["pid"])]
+
+    def mpiexec_output(self, lines: int = 25) -> str:
+        """The last lines mpiexec and the ranks wrote outside of cells."""
+        if self._ipp is None or self._ipp.engine_set is None:
+            return ""
+        es = self._ipp.engine_set
+        es._output = None  # ipyparallel caches the first read
+        text = es.get_output() or ""
+        kept = [ln for ln in text.splitlines() if ln.strip()]
+        return "\n".join(kept[-lines:])
+
     def start(self) -> MxCluster:
         """Start controller and ranks; verify every rank sees the whole group."""
         if self.running:
@@ -195,13 +225,16 @@ class MxCluster(HasTraits):
             self._ipp.engines = {}
         self._ipp = None
         self._ranks = []
+        # Remove the profile before the watchdog: if this process is killed
+        # in between, the watchdog (which exits once the profile is gone)
+        # still finishes the clean-up.
+        if self._profile_dir:
+            shutil.rmtree(self._profile_dir, ignore_errors=True)
+            self._profile_dir = None
         if self._watchdog is not None:
             kill_pids([self._watchdog.pid], grace=1.0)
             self._watchdog.wait()
             self._watchdog = None
-        if self._profile_dir:
-            shutil.rmtree(self._profile_dir, ignore_errors=True)
-            self._profile_dir = None
         atexit.unregister(self.stop)
 
     def restart(self, n: int | None = None) -> MxCluster:
@@ -243,6 +276,8 @@ class MxCluster(HasTraits):
         es.mpi_cmd = [str(self._mpi.mpiexec)]
         es.mpi_args = mpi.mpiexec_args(self.n, env, extra=list(self.mpi_args))
         es.environment = env
+        # ranks start before the controller has written its connection file
+        es.engine_args = ["--IPEngine.wait_for_url_file=60"]
         es.stop_seconds_until_kill = 2
         cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
         return cfg
@@ -258,7 +293,14 @@ class MxCluster(HasTraits):
             profile_dir=self._profile_dir,
             engine_launcher_class=MPIEngineSetLauncher,
             controller_ip="127.0.0.1",
+            # The controller counts an engine as registered only after its
+            # heartbeat is seen; at the default 3 s period that is most of a
+            # cold start.
+            controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}"],
             delay=0,
+            # start the ranks while the controller starts; they wait for its
+            # connection file in the private profile
+            send_engines_connection_env=False,
             shutdown_atexit=False,
             engine_timeout=int(self.start_timeout),
             config=self._config(),
@@ -270,13 +312,6 @@ class MxCluster(HasTraits):
         self._view = self._client[list(range(self.n))]
         self._view.block = True
 
-    def _engine_output(self) -> str:
-        if self._ipp is None or self._ipp.engine_set is None:
-            return ""
-        text = self._ipp.engine_set.get_output() or ""
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        return "\n".join(lines[-25:])
-
     def _wait_for_engines(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         es = self._ipp.engine_set
@@ -286,13 +321,13 @@ class MxCluster(HasTraits):
             ):
                 raise ClusterError(
                     f"mpiexec exited before all {self.n} ranks started.\n"
-                    f"Its output:\n{self._engine_output()}"
+                    f"Its output:\n{self.mpiexec_output()}"
                 )
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"only {len(self._client.ids)} of {self.n} ranks registered "
                     f"within {self.start_timeout:.0f} s.\n"
-                    f"mpiexec output:\n{self._engine_output()}"
+                    f"mpiexec output:\n{self.mpiexec_output()}"
                 )
             time.sleep(0.05)
 

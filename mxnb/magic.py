@@ -15,22 +15,16 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from mxnb import viz
 from mxnb.cluster import DEFAULT_NP, MxCluster
-from mxnb.errors import MxnbError
-from mxnb.render import RankError, RankResults, rank_set
-from mxnb.runner import CellResult, RankStreamer, run_cell
+from mxnb.recovery import Watcher, settle
+from mxnb.render import RankError, RankResults
+from mxnb.runner import CellResult, CellRun, RankStreamer
+from mxnb.settings import Settings
 
 __all__ = ["MxdistMagics", "parse_targets"]
 
 ACTIONS = ("status", "stop", "restart")
-
-
-class CellTimeout(MxnbError):
-    """The cell did not finish on every rank within the timeout."""
-
-
-class CellInterrupted(MxnbError):
-    """The user interrupted the cell."""
 
 
 def _positive_int(text: str) -> int:
@@ -45,13 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _timeout(text: str) -> float:
+    """Seconds > 0, or 'none' (no limit), which is stored as 0."""
+    if text.strip().lower() == "none":
+        return 0.0
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 or 'none', got {text!r}") from None
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 or 'none', got {value}")
     return value
 
 
@@ -88,9 +85,11 @@ class MxdistMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.cluster: MxCluster | None = None
-        #: Seconds a cell may run before control returns; None waits forever.
-        self.timeout: float | None = None
+        self.settings = Settings()
         self.last_result: CellResult | None = None
+        self._lost: str | None = None  # why the last cluster was stopped, told once
+        self._lost_n: int | None = None  # its size, reused by the next cell
+        self._engines_checked = True
 
     # -- cluster lifecycle --------------------------------------------------
 
@@ -101,7 +100,7 @@ class MxdistMagics(Magics):
     def ensure_cluster(self, n: int | None) -> MxCluster:
         """Reuse the running cluster, or (re)start one with ``n`` ranks."""
         running = self._running_n()
-        want = n if n is not None else (running or DEFAULT_NP)
+        want = n if n is not None else (running or self.settings.np)
         if running == want:
             assert self.cluster is not None
             return self.cluster
@@ -111,10 +110,14 @@ class MxdistMagics(Magics):
                 "variables on the ranks are lost."
             )
             self.stop()
+        if self._lost:
+            print(f"mxdist: {self._lost}")
+            self._lost = self._lost_n = None
         print(f"mxdist: starting {want} MPI ranks ...", flush=True)
         t0 = time.monotonic()
         self.cluster = MxCluster(n=want)
         self.cluster.start()
+        self._engines_checked = True
         print(
             f"mxdist: {want} ranks ready in {time.monotonic() - t0:.1f} s "
             "(names ready on every rank: mx, world, rank, size)"
@@ -149,9 +152,36 @@ class MxdistMagics(Magics):
     )
     @argument(
         "--timeout",
-        type=_positive_float,
+        type=_timeout,
         default=None,
-        help="seconds to wait for the cell before returning control",
+        help="seconds before control returns with a per-rank report, or 'none'; "
+        "on the line magic it sets the session default",
+    )
+    @argument(
+        "--check",
+        dest="check",
+        action="store_const",
+        const=True,
+        default=None,
+        help="checked communication: ranks agree on op, shape, dtype first (default)",
+    )
+    @argument(
+        "--no-check",
+        dest="check",
+        action="store_const",
+        const=False,
+        help="turn checked communication off (for this cell, or the session on the line)",
+    )
+    @argument(
+        "--viz",
+        action="store_true",
+        help="after the cell, show what every rank held before and after each op",
+    )
+    @argument(
+        "--no-trace",
+        dest="trace",
+        action="store_false",
+        help="do not record this cell's mx.distributed ops (nothing for --viz or mxnb.show)",
     )
     @line_cell_magic
     def mxdist(self, line: str, cell: str | None = None) -> Any:
@@ -168,7 +198,10 @@ class MxdistMagics(Magics):
         return self._cell(args, cell)
 
     def _line(self, args: argparse.Namespace) -> None:
-        action = args.action or ("start" if args.np else "status")
+        configured = self._configure(args)
+        action = args.action or ("start" if args.np else None if configured else "status")
+        if action is None:
+            return
         if action not in (*ACTIONS, "start"):
             raise UsageError(f"unknown action {action!r}; use one of: {', '.join(ACTIONS)}")
         if args.targets is not None:
@@ -181,43 +214,73 @@ class MxdistMagics(Magics):
             self.stop()
             print("mxdist: cluster stopped" if was else "mxdist: no cluster running")
         elif action == "restart":
-            n = args.np or self._running_n() or DEFAULT_NP
+            n = args.np or self._running_n() or self.settings.np
             self.stop()
             self.ensure_cluster(n)
         else:
             self.ensure_cluster(args.np)
 
+    def _configure(self, args: argparse.Namespace) -> bool:
+        """Line-magic --timeout / --check set the session defaults."""
+        changed = []
+        if args.timeout is not None:
+            self.settings.timeout = args.timeout or None
+            changed.append(f"timeout {self.settings.timeout or 'none'}")
+        if args.check is not None:
+            self.settings.checked = args.check
+            changed.append(f"checked communication {'on' if args.check else 'off'}")
+        if changed:
+            print("mxdist: " + ", ".join(changed))
+        return bool(changed)
+
     def _cell(self, args: argparse.Namespace, cell: str) -> Any:
-        n = args.np or self._running_n() or DEFAULT_NP
+        n = args.np or self._running_n() or self._lost_n or self.settings.np
         targets = parse_targets(args.targets, n) if args.targets else None
         cluster = self.ensure_cluster(n)
-        view = cluster.view if targets is None else cluster.client[targets]
-        timeout = args.timeout if args.timeout is not None else self.timeout
-        result = run_cell(
-            view,
-            cell,
-            timeout=timeout,
-            streamer=RankStreamer(view.targets),
-            rank_pids=cluster.rank_pids(view.targets),
-        )
-        self.last_result = result
-        return self._finish(result, timeout)
+        checked = self.settings.checked if args.check is None else args.check
+        if checked != self._engines_checked:
+            from mxnb.engine.monitor import set_checked
 
-    def _finish(self, result: CellResult, timeout: float | None) -> Any:
-        if result.failed:
-            raise RankError(result)
-        if result.interrupted and result.unfinished:
-            raise CellInterrupted(
-                f"interrupted; {rank_set(result.unfinished)} did not stop. If a rank "
-                "is blocked in a collective, run %mxdist restart (rank state is lost)."
-            )
-        if result.interrupted:
-            raise KeyboardInterrupt
-        if result.timed_out:
-            raise CellTimeout(
-                f"still running after {timeout:g} s on {rank_set(result.unfinished)}. "
-                "A collective or recv that some rank never reaches waits forever; "
-                "run %mxdist restart to get a fresh cluster (rank state is lost)."
-            )
-        shown = RankResults(result.outcomes)
-        return shown if shown else None
+            cluster.view.apply_sync(set_checked, checked)
+            self._engines_checked = checked
+        view = cluster.view if targets is None else cluster.client[targets]
+        timeout = self.settings.timeout if args.timeout is None else (args.timeout or None)
+        if args.viz and not args.trace:
+            raise UsageError("--viz shows the trace that --no-trace turns off; use one of them")
+        viz.before_cell(self, cluster, view, record=args.trace)
+        run = CellRun(view, cell, RankStreamer(view.targets))
+        watcher = Watcher(cluster, self.settings.stall_grace)
+        why = run.wait(timeout, watch=watcher)
+        if why is None and any(
+            o.error and o.error["ename"] == "EngineError" for o in run.result.outcomes
+        ):
+            why = "crash"
+        if why is None:
+            result = self.last_result = run.finish()
+            viz.after_cell(self, view, result, show=args.viz)
+            if result.failed:
+                raise RankError(result)
+            shown = RankResults(result.outcomes)
+            return shown if shown else None
+        settled = settle(cluster, run, why, watcher.diagnosis)
+        result = self.last_result = run.finish()
+        result.timed_out = why == "timeout"
+        result.interrupted = why == "interrupt"
+        if settled.cluster_lost:
+            self.cluster = None
+            self._lost_n = cluster.n
+            self._lost = f"the previous ranks were stopped ({HEADLINES[why]})."
+        raise RankError(
+            result,
+            note=settled.note,
+            report=settled.report,
+            headline=HEADLINES[why] + (f" after {timeout:g} s" if why == "timeout" else ""),
+        )
+
+
+HEADLINES = {
+    "crash": "a rank died",
+    "stall": "the cell cannot finish: ranks wait for peers that will not come",
+    "timeout": "the cell timed out",
+    "interrupt": "the cell was interrupted",
+}

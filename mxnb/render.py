@@ -66,13 +66,28 @@ def _group_errors(failed: Sequence[RankOutcome]) -> list[tuple[list[int], dict[s
     return list(groups.values())
 
 
-class RankError(MxnbError):
-    """One or more ranks raised; the rendering names each and its traceback."""
+#: Errors that mxnb's own interrupt caused; the report explains those ranks.
+INTERRUPT_ERRORS = ("KeyboardInterrupt", "CommInterrupted", "EngineError")
 
-    def __init__(self, result: CellResult, note: str = "") -> None:
+
+class RankError(MxnbError):
+    """Ranks raised, or the cell could not finish; names each rank.
+
+    ``report`` (where each rank was, the likely cause) and ``note`` (what
+    became of the cluster) follow the tracebacks.  Tracebacks of ranks that
+    mxnb interrupted are left out: the report says where those ranks were.
+    """
+
+    def __init__(
+        self, result: CellResult, note: str = "", report: str = "", headline: str = ""
+    ) -> None:
         self.result = result
         self.note = note
-        self.failures = _group_errors(result.failed)
+        self.report = report
+        self.headline = headline
+        hide = INTERRUPT_ERRORS if report else ()
+        self.shown = [o for o in result.failed if o.error and o.error["ename"] not in hide]
+        self.failures = _group_errors(self.shown)
         super().__init__(self.summary())
 
     @property
@@ -80,17 +95,26 @@ class RankError(MxnbError):
         return [o.rank for o in self.result.failed]
 
     def summary(self) -> str:
-        parts = [
-            f"{rank_set(ranks)}: {err['ename']}: {err['evalue']}" for ranks, err in self.failures
-        ]
+        """One line per distinct error message (tracebacks may differ by line)."""
+        by_message: dict[tuple[str, str], list[int]] = {}
+        for o in self.shown:
+            assert o.error is not None
+            by_message.setdefault((o.error["ename"], o.error["evalue"]), []).append(o.rank)
+        parts = [self.headline] if self.headline else []
+        parts += [f"{rank_set(r)}: {name}: {value}" for (name, value), r in by_message.items()]
         return "; ".join(parts)
 
     def _render_traceback_(self) -> list[str]:
         lines: list[str] = []
+        if self.headline:
+            lines.append(self.headline)
         for ranks, err in self.failures:
             lines.append(f"--- {rank_set(ranks)} raised {err['ename']} ---")
             tb = err["traceback"] or [f"{err['ename']}: {err['evalue']}"]
             lines.extend(tb)
+        if self.report:
+            lines.append("--- where each rank was ---")
+            lines.extend(self.report.splitlines())
         if self.note:
             lines.append(self.note)
         return lines

@@ -8,11 +8,9 @@ layers (trace views, hang reports) can build on it.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -64,17 +62,25 @@ class RankStreamer:
     """Writes each rank's new output as whole lines prefixed by its rank.
 
     Partial lines are held back until their newline arrives or the rank
-    finishes, so two ranks never share a line.
+    finishes, so two ranks never share a line.  For the first ``hold``
+    seconds lines are collected and then written in rank order, so a short
+    cell reads rank 0, rank 1, ...; after that they stream as they arrive.
     """
 
     def __init__(
-        self, ranks: Sequence[int], out: TextIO | None = None, err: TextIO | None = None
+        self,
+        ranks: Sequence[int],
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        hold: float = 0.5,
     ) -> None:
         self.ranks = list(ranks)
         self.out = out
         self.err = err
+        self.until = time.monotonic() + hold
         self._seen: dict[tuple[int, str], int] = {}
         self._pending: dict[tuple[int, str], str] = {}
+        self._queued: dict[tuple[int, str], list[str]] = {}
 
     def _stream(self, name: str) -> TextIO:
         chosen = self.out if name == "stdout" else self.err
@@ -96,12 +102,22 @@ class RankStreamer:
             rest = ""
         self._pending[key] = rest
         if lines:
-            stream = self._stream(name)
-            stream.write("".join(f"{label(rank)}{ln}\n" for ln in lines))
+            self._queued.setdefault(key, []).extend(lines)
+        if time.monotonic() >= self.until:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued, rank by rank."""
+        for key in sorted(self._queued):
+            lines = self._queued.pop(key)
+            stream = self._stream(key[1])
+            stream.write("".join(f"{label(key[0])}{ln}\n" for ln in lines))
             stream.flush()
 
 
 def _error_of(exc: Any) -> dict[str, Any]:
+    if exc is None:  # ipyparallel fails the task of an engine that died
+        return {"ename": "EngineError", "evalue": "the rank's process died", "traceback": []}
     tb = getattr(exc, "traceback", None) or ""
     if isinstance(tb, str):
         tb = tb.splitlines()
@@ -112,12 +128,61 @@ def _error_of(exc: Any) -> dict[str, Any]:
     }
 
 
-def _interrupt(pids: Sequence[int]) -> None:
-    for pid in pids:
+class CellRun:
+    """One cell executing on some ranks; wait on it as often as needed."""
+
+    def __init__(self, view: Any, code: str, streamer: RankStreamer | None = None) -> None:
+        self.ranks = list(view.targets)
+        self.streamer = streamer or RankStreamer(self.ranks)
+        self.result = CellResult([RankOutcome(rank=r) for r in self.ranks])
+        self.t0 = time.monotonic()
+        self.ar = view.execute(code, silent=False, block=False)
+        self.result.extra["async_result"] = self.ar
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        watch: Callable[[CellResult], str | None] | None = None,
+        watch_every: float = 1.0,
+    ) -> str | None:
+        """Wait until every rank finished, or ``timeout`` passed, or ``watch``
+        (called about every ``watch_every`` s) names a reason to stop waiting.
+
+        Returns None when all finished, else "timeout", "interrupt" or the
+        watcher's reason.  Ctrl-C returns "interrupt" at once: the caller
+        decides what to do with ranks that are still running.
+        """
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        next_watch = now + watch_every
         try:
-            os.kill(pid, signal.SIGINT)
-        except (ProcessLookupError, PermissionError):
-            pass
+            while not self.poll():
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    return "timeout"
+                if watch is not None and now >= next_watch:
+                    next_watch = now + watch_every
+                    reason = watch(self.result)
+                    if reason:
+                        return reason
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            return "interrupt"
+        return None
+
+    def poll(self, final: bool = False) -> bool:
+        """Stream new output; mark finished ranks.  True when all are done."""
+        done = _poll(self.ar, self.result.outcomes, self.streamer, final)
+        _collect(self.ar, self.result.outcomes)
+        return done
+
+    def finish(self) -> CellResult:
+        """Flush held-back output and fill in results; safe to call once waiting ends."""
+        self.poll(final=True)
+        self.streamer.flush()
+        self.result.elapsed = time.monotonic() - self.t0
+        return self.result
 
 
 def run_cell(
@@ -126,43 +191,18 @@ def run_cell(
     *,
     timeout: float | None = None,
     streamer: RankStreamer | None = None,
-    rank_pids: Sequence[int] = (),
-    interrupt_grace: float = 3.0,
 ) -> CellResult:
-    """Execute ``code`` on every target of ``view`` (engine id == rank).
+    """Execute ``code`` on every target of ``view`` (engine id == rank) and wait.
 
     Output is streamed while the cell runs.  With ``timeout`` the call returns
     when it expires even if ranks are still running (``timed_out``); Ctrl-C
-    (the kernel's stop button) interrupts the ranks and returns too.
+    returns at once (``interrupted``), leaving the ranks running.
     """
-    ranks = list(view.targets)
-    streamer = streamer or RankStreamer(ranks)
-    outcomes = [RankOutcome(rank=r) for r in ranks]
-    t0 = time.monotonic()
-    ar = view.execute(code, silent=False, block=False)
-    result = CellResult(outcomes)
-    deadline = None if timeout is None else t0 + timeout
-    try:
-        while True:
-            finished = _poll(ar, outcomes, streamer)
-            if finished:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                result.timed_out = True
-                break
-            time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        if rank_pids:
-            _interrupt([p for o, p in zip(outcomes, rank_pids, strict=True) if not o.done])
-        end = time.monotonic() + interrupt_grace
-        while time.monotonic() < end and not _poll(ar, outcomes, streamer):
-            time.sleep(POLL_SECONDS)
-    _collect(ar, outcomes)
-    _poll(ar, outcomes, streamer, final=True)
-    result.elapsed = time.monotonic() - t0
-    result.extra["async_result"] = ar
-    return result
+    run = CellRun(view, code, streamer)
+    why = run.wait(timeout)
+    run.result.timed_out = why == "timeout"
+    run.result.interrupted = why == "interrupt"
+    return run.finish()
 
 
 def _finished(child: Any) -> bool:
@@ -192,7 +232,8 @@ def _collect(ar: Any, outcomes: list[RankOutcome]) -> None:
             continue
         o.done = True
         if md.get("status") == "error" or md.get("error") is not None:
-            o.error = _error_of(md.get("error"))
+            # a dead engine fails its task without a remote error
+            o.error = _error_of(md.get("error") or child.exception())
             continue
         er = md.get("execute_result")
         if er:

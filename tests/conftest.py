@@ -71,7 +71,14 @@ def run(ip: Any, nranks: int) -> Any:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import time
+
+    # a kernel killed by the last test is cleaned up by its watchdog within seconds
+    deadline = time.monotonic() + 15
     left = cluster_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = cluster_processes()
     if left:
         print("\nmxnb test session left cluster processes:", [p.pid for p in left])
         for p in left:

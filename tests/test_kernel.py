@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ def kernel(request: pytest.FixtureRequest):
     yield km, kc
     kc.stop_channels()
     if km.is_alive():
-        km.shutdown_kernel(now=True)
+        km.shutdown_kernel(now=False)
 
 
 def _start_ranks(kc: Any) -> str:
@@ -92,3 +93,23 @@ def test_killed_kernel_leaves_no_orphans(kernel, sig):
     pid = km.provisioner.process.pid
     os.kill(pid, sig)
     assert wait_gone(profile, 15) == []
+
+
+def test_stop_button_ends_a_hung_cell_in_a_real_kernel(kernel):
+    km, kc = kernel
+    profile = _start_ranks(kc)
+    hung = "%%mxdist --no-check\nif rank == 1:\n    print(mx.distributed.all_sum(mx.ones(2)))"
+    msg_id = kc.execute(hung)
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=15)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert time.monotonic() - t0 < 10
+    assert reply["content"]["status"] == "error"
+    assert "the cell was interrupted" in reply["content"]["evalue"]
+    assert wait_gone(profile, 15) == []  # rank 1 was stuck in MPI: job replaced
+    out, errors = execute(kc, "%%mxdist\nprint('back', rank)")
+    assert not errors, errors
+    assert "the previous ranks were stopped" in out
+    assert "[rank 1] back 1" in out

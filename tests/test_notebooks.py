@@ -1,18 +1,31 @@
-"""Notebooks executed top to bottom by a real Jupyter kernel."""
+"""The tutorials, executed top to bottom by a real Jupyter kernel on 4 real MPI ranks.
+
+Each notebook ends with cells that assert what it taught, so a wrong result
+fails the notebook and so this test.  Cells that are meant to fail carry the
+tag ``raises-exception`` (nbclient then goes on); every such cell must really
+fail, and no other cell may.
+"""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from procs import cluster_processes
 
 pytestmark = pytest.mark.cluster
 
-NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS_DIR = Path(__file__).parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+#: Each tutorial must run top to bottom in this many seconds (4 ranks, 2 cores).
+BUDGET = 120.0
+RAISES = "raises-exception"
 
 
 def _text(cell) -> str:
@@ -25,37 +38,121 @@ def _text(cell) -> str:
     return "".join(out)
 
 
-_executed: dict[Path, nbformat.NotebookNode] = {}
+def run(nb: nbformat.NotebookNode, cwd: Path = NOTEBOOKS_DIR) -> nbformat.NotebookNode:
+    """Execute in a fresh python3 kernel; raises CellExecutionError on an unexpected error."""
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
+    client.execute()
+    return nb
 
 
-def execute(path: Path) -> nbformat.NotebookNode:
-    """Run a notebook once per session in a fresh python3 kernel."""
+_executed: dict[Path, tuple[nbformat.NotebookNode, float]] = {}
+
+
+def execute(path: Path) -> tuple[nbformat.NotebookNode, float]:
+    """Run a notebook once per session; returns it with its outputs, and the seconds it took."""
     if path not in _executed:
         nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(
-            nb,
-            timeout=300,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(path.parent)}},
-        )
-        client.execute()  # raises CellExecutionError on any failing cell or assert
-        _executed[path] = nb
+        t0 = time.monotonic()
+        run(nb)
+        _executed[path] = (nb, time.monotonic() - t0)
     return _executed[path]
 
 
+def _left(before: set[int], wait: float = 15.0) -> set[int]:
+    """Cluster processes started since ``before`` that are still alive after ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = {p.pid for p in cluster_processes()} - before
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _tagged(cell) -> bool:
+    return RAISES in cell.get("metadata", {}).get("tags", [])
+
+
+def _errored(cell) -> bool:
+    return any(o.output_type == "error" for o in cell.get("outputs", []))
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_and_asserts(path):
+def test_notebook_runs_and_asserts(path, record_property):
     before = {p.pid for p in cluster_processes()}
-    nb = execute(path)
-    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
-    assert "[rank 0]" in text
-    left = {p.pid for p in cluster_processes()} - before
+    nb, took = execute(path)
+    record_property("seconds", round(took, 1))
+    print(f"{path.name}: {took:.1f} s")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    text = "\n".join(_text(c) for c in code)
+    assert "[rank 0]" in text and "[rank 3]" in text  # ran on 4 ranks
+    assert "all checks passed" in text  # its checking cell ran to the end
+    for i, cell in enumerate(code):
+        if _tagged(cell):
+            assert _errored(cell), f"code cell {i} is tagged {RAISES} but did not fail"
+        else:
+            assert not _errored(cell), f"code cell {i} failed"
+    assert took < BUDGET, f"{path.name} took {took:.0f} s (budget {BUDGET:.0f} s)"
+    left = _left(before)
     assert not left, f"notebook left cluster processes {left}"
+
+
+def test_course_is_complete_and_in_order():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names == [
+        "01-getting-started",
+        "02-collectives",
+        "03-point-to-point",
+        "04-groups",
+        "05-data-parallel-training",
+        "06-tensor-parallel",
+        "07-debugging",
+        "08-from-pytorch-and-mpi4py",
+    ]
+    taught = {
+        "01-getting-started": ["is_available", "init(", "Group", "rank()", "size()", "mx.eval"],
+        "02-collectives": ["all_sum", "all_gather", "all_max", "all_min", "sum_scatter"],
+        "03-point-to-point": ["send(", "recv(", "recv_like(", "new_stream(mx.cpu)"],
+        "04-groups": ["split(", "key="],
+        "05-data-parallel-training": ["load_digits", "average_gradients"],
+        "06-tensor-parallel": ["AllToShardedLinear", "ShardedToAllLinear", "shard_linear("],
+        "07-debugging": ["--no-check", "--timeout", "raises-exception"],
+        "08-from-pytorch-and-mpi4py": ["torch.distributed", "mpi4py", "Allreduce"],
+    }
+    for path in NOTEBOOKS:
+        raw = path.read_text()
+        for word in taught[path.stem]:
+            assert word in raw, f"{path.name} does not mention {word}"
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs for c in code), f"{path.name} is stored with outputs"
+        assert code[0].source.strip() == "%load_ext mxnb"
+        assert code[-1].source.strip() == "%mxdist stop"
+
+
+def test_pictures_exist_and_are_local():
+    """Every image a tutorial shows ships next to it (Binder and CI have no network)."""
+    seen = 0
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "markdown":
+                continue
+            for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", cell.source):
+                assert "://" not in target, f"{path.name} loads {target} from the network"
+                image = NOTEBOOKS_DIR / target
+                assert image.is_file(), f"{path.name} shows missing {target}"
+                assert image.read_text().lstrip().startswith("<svg"), target
+                seen += 1
+    assert seen >= 6
 
 
 def test_getting_started_shows_each_rank():
     assert NOTEBOOKS[0].name == "01-getting-started.ipynb"
-    nb = execute(NOTEBOOKS[0])
+    nb, _ = execute(NOTEBOOKS[0])
     outs = [_text(c) for c in nb.cells if c.cell_type == "code"]
     hello = next(o for o in outs if "I am rank" in o)
     for r in range(4):
@@ -64,4 +161,47 @@ def test_getting_started_shows_each_rank():
     for r in range(4):
         assert f"[rank {r}] mine: array([{r + 1}, {r + 1}, {r + 1}]" in summed
     assert "[rank 1] received array([0, 10, 20, 30]" in "".join(outs)
+    assert "rank 0 of 1; all_sum gives [1.0, 2.0]" in "".join(outs)
     assert "all checks passed" in "".join(outs)
+
+
+def _failing_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    failed = [c for c in nb.cells if c.cell_type == "code" and _errored(c)]
+    assert len(failed) == 1
+    return failed[0]
+
+
+def test_a_wrong_result_fails_the_plain_checking_cell():
+    """Break one number in a tutorial: its checking cell, and so the run, must fail."""
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    cell = next(c for c in nb.cells if "x = mx.ones(3) * (rank + 1)" in c.source)
+    cell.source = cell.source.replace("* (rank + 1)", "* (rank + 2)")
+    before = {p.pid for p in cluster_processes()}
+    with pytest.raises(CellExecutionError, match="AssertionError"):
+        run(nb)
+    failed = _failing_cell(nb)
+    assert "import mxnb" in failed.source and "all checks passed" in failed.source
+    assert _text(failed) == ""  # it stopped at the assertion, before printing
+    assert not _left(before)
+
+
+def test_a_wrong_result_fails_an_asserting_mxdist_cell():
+    """An assert that fails on one rank inside %%mxdist fails the cell, naming the rank."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext mxnb"),
+        nbformat.v4.new_code_cell(
+            "%%mxdist -n 2\n"
+            "total = mx.distributed.all_sum(mx.array(rank))\n"
+            "assert total.item() == 1 + rank, f'rank {rank} got {total.item()}'"
+        ),
+        nbformat.v4.new_code_cell("%mxdist stop"),
+    ]
+    before = {p.pid for p in cluster_processes()}
+    with pytest.raises(CellExecutionError, match="rank 1 raised AssertionError"):
+        run(nb)
+    error = next(o for o in _failing_cell(nb).outputs if o.output_type == "error")
+    assert error.ename == "RankError"
+    assert "rank 1: AssertionError: rank 1 got 1" in error.evalue
+    assert "rank 0:" not in error.evalue
+    assert not _left(before)

@@ -16,7 +16,7 @@ def test_rank_set():
 
 def test_streamer_prefixes_whole_lines_and_holds_partials():
     out = io.StringIO()
-    s = RankStreamer([0, 1], out=out, err=out)
+    s = RankStreamer([0, 1], out=out, err=out, hold=0)
     s.feed(0, "stdout", "hel")
     s.feed(1, "stdout", "one\ntw")
     s.feed(0, "stdout", "hello\nwor")
@@ -62,3 +62,14 @@ def test_rank_error_groups_identical_tracebacks():
         "--- rank 2 raised ValueError ---",
         "ValueError: bad",
     ]
+
+
+def test_streamer_orders_ranks_during_the_hold():
+    out = io.StringIO()
+    s = RankStreamer([0, 1, 2], out=out, err=out, hold=60)
+    s.feed(2, "stdout", "two\n")
+    s.feed(0, "stdout", "zero\n")
+    s.feed(1, "stdout", "one\n")
+    assert out.getvalue() == ""
+    s.flush()
+    assert out.getvalue() == "[rank 0] zero\n[rank 1] one\n[rank 2] two\n"

@@ -59,19 +59,16 @@ def test_timeout_returns_control_and_names_the_slow_rank(cluster):
     res.extra["async_result"].wait(10)
 
 
-def test_ctrl_c_interrupts_the_ranks(cluster):
+def test_ctrl_c_returns_at_once_and_leaves_ranks_running(cluster):
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     t0 = time.monotonic()
-    res = run_cell(
-        cluster.view,
-        "import time\ntime.sleep(60)",
-        rank_pids=cluster.rank_pids(cluster.view.targets),
-    )
+    res = run_cell(cluster.view, "import time\ntime.sleep(4)\nprint('slept')")
     timer.cancel()
-    assert time.monotonic() - t0 < 10
-    assert res.interrupted
-    assert [o.error["ename"] for o in res.outcomes] == ["KeyboardInterrupt"] * 2
+    assert time.monotonic() - t0 < 2
+    assert res.interrupted and res.unfinished == [0, 1]
+    # the runner does not touch the ranks; they finish on their own
+    res.extra["async_result"].wait(10)
     again = run_cell(cluster.view, "print('still here')")
     assert again.ok
     assert [o.stdout for o in again.outcomes] == ["still here\n"] * 2

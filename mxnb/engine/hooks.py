@@ -117,6 +117,12 @@ def _wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
     return op
 
 
+def reset_seq() -> None:
+    """Number ops from 1 again: called when a new cell starts."""
+    global _seq
+    _seq = 0
+
+
 def install() -> None:
     """Wrap the ops in ``mlx.core.distributed`` once; idempotent."""
     import mlx.core as mx

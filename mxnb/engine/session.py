@@ -36,13 +36,19 @@ def prepare() -> dict[str, Any]:
     import mlx.core as mx
     from IPython import get_ipython
 
-    from mxnb.engine import hooks
+    from mxnb.engine import monitor, probe, trace
 
     group = world()
     shell = get_ipython()
+    monitor.install(group)
     if shell is not None:
         shell.user_ns.update(mx=mx, world=group, rank=group.rank(), size=group.size())
-    hooks.install()
+        shell.events.register("pre_run_cell", monitor.monitor.pre_cell)
+        shell.events.register("post_run_cell", monitor.monitor.post_cell)
+    trace.install()  # after monitor: per-rank array views, see mxnb.engine.trace
+    profile = os.environ.get("IPP_PROFILE_DIR")
+    if profile:
+        probe.start(profile, group.rank())
     return {
         "rank": group.rank(),
         "size": group.size(),

@@ -1,0 +1,131 @@
+"""Each benchmark measures mxnb and its baseline in the same run.
+
+Machines here are noisy, so every result is a ratio of two medians taken
+side by side, never an absolute time compared with a number from elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RAW = HERE / "raw_mpi.py"
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def mpiexec_cmd(n: int) -> tuple[list[str], dict[str, str]]:
+    """The same mpiexec, library and flags mxnb uses, for the raw baseline."""
+    from mxnb import mpi
+
+    found = mpi.find_openmpi()
+    env = mpi.launch_env(found)
+    cmd = [str(found.mpiexec), "-n", str(n), *mpi.mpiexec_args(n, env)]
+    return cmd, {**os.environ, **env}
+
+
+def raw_start(n: int) -> float:
+    """Seconds for ``mpiexec -n N python raw_mpi.py start`` (MLX init + one all_sum)."""
+    cmd, env = mpiexec_cmd(n)
+    t = time.perf_counter()
+    subprocess.run([*cmd, sys.executable, str(RAW), "start"], env=env, check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)  # fmt: skip
+    return time.perf_counter() - t
+
+
+def raw_allsum(n: int, nbytes: int, reps: int) -> float:
+    import json
+
+    cmd, env = mpiexec_cmd(n)
+    out = subprocess.run(
+        [*cmd, sys.executable, str(RAW), "allsum", str(nbytes), str(reps)],
+        env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
+
+
+def kernel_cold_start(n: int) -> float:
+    """Fresh kernel ready -> result of the first ``%%mxdist -n N`` cell."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        t = time.perf_counter()
+        kc.execute_interactive("%load_ext mxnb", timeout=120, output_hook=lambda m: None)
+        reply = kc.execute_interactive(
+            f"%%mxdist -n {n}\nprint(mx.distributed.all_sum(mx.ones(3)).tolist())",
+            timeout=120, output_hook=lambda m: None,
+        )  # fmt: skip
+        took = time.perf_counter() - t
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return took
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+class Shell:
+    """An in-process IPython shell with mxnb, for warm-cell measurements."""
+
+    def __init__(self) -> None:
+        from IPython.testing.globalipapp import start_ipython
+
+        self.ip = start_ipython()
+        self.ip.run_line_magic("load_ext", "mxnb")
+        self.magics = self.ip.magics_manager.registry["MxdistMagics"]
+
+    def cell(self, code: str, line: str = "") -> Any:
+        return self.ip.run_cell_magic("mxdist", line, code)
+
+    def start(self, n: int) -> None:
+        self.ip.run_line_magic("mxdist", f"-n {n}")
+
+    def stop(self) -> None:
+        self.ip.run_line_magic("mxdist", "stop")
+
+
+def warm_cell(shell: Shell, reps: int) -> tuple[float, float]:
+    """(trivial %%mxdist cell, raw DirectView.execute of the same code), medians."""
+    import contextlib
+    import io
+
+    view = shell.magics.cluster.view
+    ours, raw = [], []
+    for _ in range(5):
+        shell.cell("x = 1")
+        view.execute("x = 1", block=True)
+    for _ in range(reps):
+        with contextlib.redirect_stdout(io.StringIO()):
+            t = time.perf_counter()
+            shell.cell("x = 1")
+            ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        view.execute("x = 1", block=True)
+        raw.append(time.perf_counter() - t)
+    return median(ours), median(raw)
+
+
+def cell_allsum(shell: Shell, nbytes: int, reps: int, line: str) -> float:
+    """Median all_sum time inside %%mxdist (slowest rank), with the given flags."""
+    import mxnb
+
+    shell.cell(
+        "import importlib.util as _u\n"
+        f"_s = _u.spec_from_file_location('raw_mpi', {str(RAW)!r})\n"
+        "_m = _u.module_from_spec(_s); _s.loader.exec_module(_m)\n"
+        f"bench_med = _m.timed_allsum(mx, world, {nbytes}, {reps})\n",
+        line,
+    )
+    return max(mxnb.pull("bench_med"))

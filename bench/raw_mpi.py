@@ -1,0 +1,46 @@
+"""The baseline: a standalone MPI program doing what a %%mxdist cell does.
+
+Run under ``mpiexec -n N python bench/raw_mpi.py MODE [SIZE REPS]``.
+``start``: initialise MLX over MPI and do one all_sum (cold-start baseline).
+``allsum``: time ``mx.eval(all_sum(x))`` for a float32 array of SIZE bytes;
+rank 0 prints the median seconds per op as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def timed_allsum(mx, group, nbytes: int, reps: int) -> float:
+    x = mx.ones(max(1, nbytes // 4), dtype=mx.float32)
+    mx.eval(x)
+    for _ in range(3):
+        mx.eval(mx.distributed.all_sum(x, group=group))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        mx.eval(mx.distributed.all_sum(x, group=group))
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    import mlx.core as mx
+
+    group = mx.distributed.init(strict=True, backend="mpi")
+    mode = sys.argv[1]
+    if mode == "start":
+        mx.eval(mx.distributed.all_sum(mx.ones(3), group=group))
+        return
+    nbytes, reps = int(sys.argv[2]), int(sys.argv[3])
+    med = timed_allsum(mx, group, nbytes, reps)
+    # the slowest rank decides when an op is done
+    slowest = mx.distributed.all_max(mx.array([med]), group=group).item()
+    if group.rank() == 0:
+        print(json.dumps({"median_s": slowest}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""mxnb benchmarks: ``python bench/run.py [--quick] [--out FILE]``.
+
+Prints a table and writes JSON.  Every line is mxnb against a baseline
+measured in the same run; targets are checked on the ratios.  ``--quick``
+(CI's smoke run) uses small sizes and few repetitions: its numbers only show
+that every benchmark runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cases
+
+SIZES = {"1KB": 1024, "1MB": 2**20, "64MB": 64 * 2**20}
+
+
+def row(name: str, ours: float, base: float, unit: str, target: str, ok: bool | None):
+    return {
+        "name": name, "mxnb": ours, "baseline": base, "ratio": ours / base if base else None,
+        "unit": unit, "target": target, "met": ok,
+    }  # fmt: skip
+
+
+def cold_start(quick: bool) -> list[dict[str, Any]]:
+    reps = 1 if quick else 3
+    ours = cases.median([cases.kernel_cold_start(4) for _ in range(reps)])
+    base = cases.median([cases.raw_start(4) for _ in range(reps)])
+    out = [row("cold start, 4 ranks (kernel -> first result)", ours, base, "s",
+               "<= 2.0x", ours / base <= 2.0)]  # fmt: skip
+    for n in (2, 4) if quick else (2, 4, 8):
+        from mxnb.cluster import MxCluster
+
+        t = time.perf_counter()
+        with MxCluster(n=n) as c:
+            c.view.execute("mx.eval(mx.distributed.all_sum(mx.ones(3)))", block=True)
+            ours_n = time.perf_counter() - t
+        base_n = cases.median([cases.raw_start(n) for _ in range(reps)])
+        out.append(row(f"start-up scaling, {n} ranks (cluster start + one all_sum)",
+                       ours_n, base_n, "s", "report", None))  # fmt: skip
+    return out
+
+
+def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
+    out = []
+    shell = cases.Shell()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            shell.start(4)
+        ours, raw = cases.warm_cell(shell, 20 if quick else 200)
+        out.append(row("warm trivial cell, 4 ranks", ours, raw, "s", "<= 1.2x", ours / raw <= 1.2))
+        sizes = {"1KB": 1024, "1MB": 2**20} if quick else SIZES
+        for n in (2, 4):
+            with contextlib.redirect_stdout(io.StringIO()):
+                shell.start(n)
+            for label, nbytes in sizes.items():
+                reps = 5 if quick else (20 if nbytes >= 2**26 else 200)
+                base = cases.raw_allsum(n, nbytes, reps)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    off = cases.cell_allsum(shell, nbytes, reps, "--no-check --no-trace")
+                    on = cases.cell_allsum(shell, nbytes, reps, "")
+                out.append(
+                    row(
+                        f"all_sum {label}, {n} ranks, tracing+checks off",
+                        off,
+                        base,
+                        "s/op",
+                        ">= 0.95x bandwidth",
+                        base / off >= 0.95,
+                    )
+                )
+                target_on = (
+                    ">= 0.90x bandwidth"
+                    if label == "64MB"
+                    else ("<= +1 ms/op" if label == "1KB" else "report")
+                )
+                met = (
+                    base / on >= 0.90
+                    if label == "64MB"
+                    else on - off <= 1e-3
+                    if label == "1KB"
+                    else None
+                )
+                out.append(row(f"all_sum {label}, {n} ranks, tracing+checks on",
+                               on, base, "s/op", target_on, met))  # fmt: skip
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):
+            shell.stop()
+    return out
+
+
+def payload() -> list[dict[str, Any]]:
+    """Bytes per rank the widget receives for a 4096x4096 float32 array."""
+    import numpy as np
+
+    from mxnb.snapshot import encode, snapshot_size
+
+    big = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)
+    nbytes = snapshot_size(encode(big, digest=True))
+    return [row("widget payload, 4096x4096 float32, per rank", nbytes, 64 * 1024, "bytes",
+                "<= 64 KiB", nbytes <= 64 * 1024)]  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'benchmark':58} {'mxnb':>11} {'baseline':>11} {'ratio':>7}  target"]
+    for r in rows:
+        met = {True: "met", False: "MISSED", None: ""}[r["met"]]
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else ""
+        lines.append(f"{r['name']:58} {r['mxnb']:>11.4g} {r['baseline']:>11.4g} "
+                     f"{ratio:>7}  {r['target']} {met}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latest.json"))
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    rows = payload() + warm_and_bandwidth(args.quick) + cold_start(args.quick)
+    print(table(rows))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"quick": args.quick, "seconds": time.time() - t0, "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": __import__("os").cpu_count()}  # fmt: skip
+    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""When a cell cannot finish: notice it, explain it, leave a usable cluster.
+
+Four ways a distributed cell goes wrong without ever returning: a rank dies,
+ranks wait on peers that will never come (a stall), the user's timeout
+expires, or the user presses stop.  :class:`Watcher` notices the first two
+while the cell runs; :func:`settle` handles all four the same way: take each
+rank's report, interrupt the ranks that still run, and if some are blocked
+inside MPI where no signal reaches them, stop the job so the next cell gets
+fresh ranks.  The user is told which of these happened.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mxnb.diagnose import Diagnosis, diagnose, probe_all
+from mxnb.render import rank_set
+from mxnb.runner import CellResult, CellRun
+
+__all__ = ["Settlement", "Watcher", "settle"]
+
+#: Seconds ranks get to stop after SIGINT before the MPI job is stopped.
+INTERRUPT_GRACE = 2.5
+
+
+def _status(result: CellResult) -> dict[int, str]:
+    return {
+        o.rank: ("failed" if o.error else "done") if o.done else "running" for o in result.outcomes
+    }
+
+
+class Watcher:
+    """Called by :meth:`CellRun.wait` about once a second while a cell runs."""
+
+    def __init__(self, cluster: Any, grace: float) -> None:
+        self.cluster = cluster
+        self.grace = grace
+        self.started = time.monotonic()
+        self.diagnosis: Diagnosis | None = None
+
+    def __call__(self, result: CellResult) -> str | None:
+        if self.cluster.dead_ranks():
+            return "crash"
+        if time.monotonic() - self.started < self.grace:
+            return None
+        states = probe_all(self.cluster.probe_paths())
+        d = diagnose(states, _status(result), grace=self.grace)
+        if d.cause:
+            self.diagnosis = d
+            return "stall"
+        return None
+
+
+@dataclass
+class Settlement:
+    """What happened, what each rank was doing, and what became of the cluster."""
+
+    reason: str  # crash | stall | timeout | interrupt
+    report: str
+    note: str
+    cluster_lost: bool
+    interrupted: list[int]
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None) -> Settlement:
+    """Explain why the cell did not finish and make the cluster usable again."""
+    result = run.result
+    if reason == "crash":
+        dead = cluster.dead_ranks()
+        time.sleep(0.5)  # let mpiexec write why the rank ended
+        output = cluster.mpiexec_output(12)
+        cluster.stop()
+        report = f"{rank_set(dead)} died while the cell ran (process gone)."
+        if output:
+            report += "\nmpiexec reported:\n" + output
+        note = (
+            "The MPI job ended with it. The next %%mxdist cell starts fresh ranks "
+            "(variables on the ranks are lost)."
+        )
+        return Settlement(reason, report, note, True, [])
+    if diagnosis is None:
+        states = probe_all(cluster.probe_paths())
+        diagnosis = diagnose(states, _status(result), grace=0.0)
+    running = [o.rank for o in result.outcomes if not o.done]
+    _signal(cluster.rank_pids(running), signal.SIGINT)
+    run.wait(INTERRUPT_GRACE)
+    still = [o.rank for o in result.outcomes if not o.done]
+    report = diagnosis.text()
+    if still:
+        cluster.stop()
+        note = (
+            f"{rank_set(still)} did not respond to an interrupt (blocked inside an MPI "
+            "call), so the MPI job was stopped. The next %%mxdist cell starts fresh "
+            "ranks (variables on the ranks are lost)."
+        )
+        return Settlement(reason, report, note, True, running)
+    if running:
+        from mxnb.engine.monitor import reset_checks
+
+        cluster.view.apply_sync(reset_checks)
+    note = (
+        f"{rank_set(running)} {'was' if len(running) == 1 else 'were'} interrupted; "
+        "the cluster is ready for the next cell (variables kept)."
+        if running
+        else "The cluster is ready for the next cell."
+    )
+    return Settlement(reason, report, note, False, running)

@@ -1,0 +1,35 @@
+"""Benchmark smoke run: every benchmark runs and the JSON has every row.
+
+The numbers of a --quick run on a busy CI machine mean nothing; the full run
+and its last results are in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_bench_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    names = [r["name"] for r in data["results"]]
+    for part in ("widget payload", "warm trivial cell", "cold start", "start-up scaling",
+                 "all_sum 1KB, 2 ranks", "all_sum 1MB, 4 ranks"):  # fmt: skip
+        assert any(part in n for n in names), (part, names)
+    for r in data["results"]:
+        assert r["mxnb"] > 0 and r["baseline"] > 0, r
+    assert "benchmark" in proc.stdout and "wrote" in proc.stdout

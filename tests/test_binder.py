@@ -1,0 +1,216 @@
+"""Binder: the tutorials run in an environment built from ``binder/`` alone, as a non-root user.
+
+This is what repo2docker does on mybinder.org, without Docker: a fresh
+virtual environment gets exactly what ``binder/requirements.txt`` lists
+(``binder/runtime.txt`` picks the Python), ``binder/postBuild`` runs if
+present, and the notebooks run as an ordinary user (``jovyan`` there), with
+``binder/start`` around the command if present.  CI runs as root, so the test
+makes a user for it; everything that user touches lives in one temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from procs import SESSION, SESSION_VAR, cluster_processes
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+ROOT = Path(__file__).resolve().parent.parent
+BINDER = ROOT / "binder"
+USER = "mxnb-binder"
+
+#: Runs as the Binder user with the Binder environment's Python: execute every
+#: tutorial with nbclient, as a reader who presses "Run all" would.
+RUNNER = r"""
+import json, os, sys, time
+from pathlib import Path
+import nbformat
+from nbclient import NotebookClient
+
+results = []
+for path in sorted(Path("notebooks").glob("*.ipynb")):
+    nb = nbformat.read(path, as_version=4)
+    who = nbformat.v4.new_code_cell(
+        "import os, sys, mxnb\n"
+        "print('WHO', os.getuid(), sys.executable, mxnb.__file__)"
+    )
+    nb.cells.insert(0, who)
+    t0 = time.monotonic()
+    error = None
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    except Exception as e:  # report, then go on with the next notebook
+        error = f"{type(e).__name__}: {e}"[-3000:]
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    results.append({
+        "name": path.name,
+        "seconds": round(time.monotonic() - t0, 1),
+        "error": error,
+        "who": next((ln for ln in who.outputs[0].text.splitlines() if ln.startswith("WHO")), "")
+        if who.outputs else "",
+        "checked": "all checks passed" in text,
+    })
+print(json.dumps(results))
+"""
+
+
+def _sbin(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def _user() -> tuple[list[str], pwd.struct_passwd]:
+    """The command prefix that runs as a non-root user, and that user."""
+    if os.geteuid() != 0:
+        return [], pwd.getpwuid(os.geteuid())
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(
+            [_sbin("useradd"), "--system", "--no-create-home", "--shell", "/bin/sh", USER],
+            check=True,
+        )
+    return [_sbin("runuser"), "-u", USER, "--"], pwd.getpwnam(USER)
+
+
+@pytest.fixture
+def binder_dir() -> Iterator[Path]:
+    """A fresh directory the Binder user can reach (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="mxnb-binder-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _as_user(prefix, env, cmd, cwd, timeout) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*prefix, "env", "-i", *(f"{k}={v}" for k, v in env.items()), *cmd],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _python_for(prefix, env, cwd) -> str:
+    """A Python >= 3.11 that the Binder user can run (pyenv's may sit under /root)."""
+    candidates = [getattr(sys, "_base_executable", ""), "/usr/bin/python3.11", "/usr/bin/python3"]
+    candidates += [shutil.which(n) or "" for n in ("python3.11", "python3")]
+    check = "import sys, venv; sys.exit(sys.version_info < (3, 11))"
+    for exe in dict.fromkeys(c for c in candidates if c):
+        if _as_user(prefix, env, [exe, "-c", check], cwd, 60).returncode == 0:
+            return exe
+    pytest.fail(f"no Python >= 3.11 with venv that {env['USER']} may run among {candidates}")
+
+
+def _copy_repo(dest: Path) -> None:
+    """The files a clone of the repository has (what Binder gets)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, (n.decode() for n in listed)):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+def test_binder_files_follow_repo2docker_rules():
+    assert (BINDER / "runtime.txt").read_text().strip() == "python-3.11"
+    lines = [
+        ln.strip()
+        for ln in (BINDER / "requirements.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    # with a binder/ folder, files at the root are ignored: the project itself must be listed
+    assert any(ln == "." or ln.startswith(".[") for ln in lines), lines
+    for script, rule in (("postBuild", "set -e"), ("start", 'exec "$@"')):
+        path = BINDER / script
+        if path.exists():
+            assert os.access(path, os.X_OK), f"binder/{script} must be executable"
+            assert rule in path.read_text(), f"binder/{script} needs {rule!r}"
+
+
+def test_tutorials_run_in_the_binder_environment_as_a_non_root_user(binder_dir):
+    prefix, user = _user()
+    assert user.pw_uid != 0
+    work = binder_dir
+    repo, home = work / "repo", work / "home"
+    repo.mkdir()
+    home.mkdir()
+    _copy_repo(repo)
+    (work / "run_tutorials.py").write_text(RUNNER)
+    if prefix:
+        for path in [work, *work.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+    venv = work / "venv"
+    env = {
+        "HOME": str(home),
+        "USER": user.pw_name,
+        "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        SESSION_VAR: SESSION,  # lets procs.py count this run's ranks
+        **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
+    }
+    python = _python_for(prefix, env, repo)
+
+    t0 = time.monotonic()
+    made = _as_user(prefix, env, [python, "-m", "venv", str(venv)], repo, 300)
+    assert made.returncode == 0, made.stderr
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir"]
+    installed = _as_user(prefix, env, [*pip, "-r", "binder/requirements.txt"], repo, 900)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    if (BINDER / "postBuild").exists():
+        built = _as_user(prefix, env, ["bash", "binder/postBuild"], repo, 600)
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    install_seconds = time.monotonic() - t0
+
+    specs = _as_user(prefix, env, ["jupyter", "kernelspec", "list", "--json"], repo, 60)
+    assert specs.returncode == 0, specs.stderr
+    kernels = json.loads(specs.stdout)["kernelspecs"]
+    assert str(venv) in kernels["mxnb"]["resource_dir"]  # the package brought its kernel
+    assert kernels["mxnb"]["spec"]["display_name"] == "Python 3 (mxnb)"
+
+    before = {p.pid for p in cluster_processes()}
+    start = ["binder/start"] if (BINDER / "start").exists() else []
+    t1 = time.monotonic()
+    ran = _as_user(
+        prefix, env, [*start, str(venv / "bin" / "python"), "../run_tutorials.py"], repo, 1800
+    )
+    run_seconds = time.monotonic() - t1
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    results = json.loads(ran.stdout.strip().splitlines()[-1])
+    print(f"binder install {install_seconds:.0f} s, tutorials {run_seconds:.0f} s")
+    for r in results:
+        print(f"  {r['name']}: {r['seconds']} s")
+
+    names = [r["name"] for r in results]
+    assert names == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    for r in results:
+        assert r["error"] is None, f"{r['name']}: {r['error']}"
+        assert r["checked"], f"{r['name']} did not reach its checks"
+        _, uid, exe, module = r["who"].split()
+        assert int(uid) == user.pw_uid  # the kernel ran as the Binder user
+        assert exe.startswith(str(venv))  # with the Binder environment's Python
+        assert module.startswith(str(venv)) and str(ROOT) not in module
+
+    deadline = time.monotonic() + 15
+    while (left := {p.pid for p in cluster_processes()} - before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"the tutorials left cluster processes {left}"

@@ -1,0 +1,268 @@
+"""The trace widget in a real browser: JupyterLab 4 and Notebook 7, headless Chromium.
+
+A JupyterLab server is started on localhost with a notebook that runs a
+``%%mxdist --viz`` cell; Playwright drives Chromium to run it, then the rank
+panels are read from the page.  Screenshots go to ``test-artifacts/``.
+A missing Chromium fails these tests: CI installs it (``.ci/run``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from procs import cluster_processes
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("MXNB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+CELL = """%%mxdist -n 2 --viz
+x = mx.arange(4, dtype=mx.float32) * (rank + 1)
+y = mx.distributed.all_sum(x)
+m = mx.distributed.all_gather(mx.arange(6, dtype=mx.float32).reshape(2, 3) + 10 * rank)
+s = mx.distributed.send(x, 1) if rank == 0 else mx.distributed.recv_like(x, 0)
+mx.eval(y, m, s)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    """A JupyterLab server this test started, on a fresh directory."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.root = tmp / "root"
+        self.root.mkdir()
+        (tmp / "workspaces").mkdir()
+        settings = tmp / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        # no "get notified about Jupyter news?" pop-up over the page
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        self.token = secrets.token_hex(16)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "mxnb", "display_name": "Python 3 (mxnb)"}
+        nb.cells = [nbformat.v4.new_code_cell(CELL)]
+        nbformat.write(nb, self.root / "trace.ipynb")
+        self.log = open(tmp / "lab.log", "wb")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                f"--IdentityProvider.token={self.token}",
+                f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+                f"--ServerApp.root_dir={self.root}",
+                f"--LabApp.user_settings_dir={tmp / 'settings'}",
+                f"--JupyterNotebookApp.user_settings_dir={tmp / 'settings'}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._wait_ready(90)
+
+    def api(self, path: str, method: str = "GET") -> Any:
+        req = urllib.request.Request(
+            f"{self.url}/api/{path}",
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}")
+            try:
+                self.api("status")
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("jupyter lab did not answer within {timeout} s")
+
+    def stop_kernels(self) -> None:
+        """Shut kernels down through the server: that stops their clusters cleanly."""
+        for k in self.api("kernels"):
+            self.api(f"kernels/{k['id']}", method="DELETE")
+
+    def stop(self) -> None:
+        try:
+            self.stop_kernels()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    before = {p.pid for p in cluster_processes()}
+    server = Lab(tmp_path_factory.mktemp("lab"))
+    yield server
+    server.stop()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = {p.pid for p in cluster_processes()} - before
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"the notebook's cluster left processes {left}"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    assert shutil.which(CHROMIUM) or Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium); "
+        ".ci/run does this"
+    )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+_STARTED = """() => [...document.querySelectorAll('.jp-InputPrompt')]
+    .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
+
+
+def _dismiss_dialogs(page: Any) -> None:
+    """Close a dialog left over from start-up (e.g. a first kernel connection
+    that failed and was retried), printing what it said."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        print("dismissing dialog:", dialog.first.inner_text()[:300])
+        page.keyboard.press("Escape")
+        dialog.first.wait_for(state="detached", timeout=10_000)
+
+
+def _run_all(page: Any) -> None:
+    """Run every cell from the menu bar (same menu in JupyterLab and Notebook 7).
+
+    Right after a page load the kernel may show "idle" before its websocket
+    is really connected, and the request is lost; so check that the cell
+    started, and ask again if it did not.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    for _ in range(4):
+        page.wait_for_selector(
+            ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000
+        )
+        _dismiss_dialogs(page)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(_STARTED, timeout=15_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError("the notebook's cell never started running")
+
+
+def _cells(panel: Any) -> list[str]:
+    return [t.strip() for t in panel.locator(".mxnb-values td").all_inner_texts()]
+
+
+@pytest.mark.parametrize("ui", ["lab", "notebooks"], ids=["jupyterlab4", "notebook7"])
+def test_rank_panels_render_with_right_numbers(lab: Lab, browser: Any, ui: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"failed-{ui}.png").unlink(missing_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        path = "lab/tree/trace.ipynb" if ui == "lab" else "notebooks/trace.ipynb"
+        page.goto(f"{lab.url}/{path}?token={lab.token}", timeout=60_000)
+        _run_all(page)
+        widget = page.locator(".mxnb-trace")
+        widget.wait_for(timeout=180_000)
+
+        # op 1: all_sum, after: every rank holds the sum
+        assert "all_sum" in widget.locator(".mxnb-info").inner_text()
+        r0 = widget.locator(".mxnb-rank[data-rank='0']")
+        r1 = widget.locator(".mxnb-rank[data-rank='1']")
+        assert _cells(r0) == ["0", "3", "6", "9"]
+        assert _cells(r1) == ["0", "3", "6", "9"]
+        assert widget.locator(".mxnb-differs").count() == 0
+        page.screenshot(path=str(ARTIFACTS / f"trace-widget-{ui}.png"), full_page=True)
+
+        # before: each rank's own input
+        widget.locator(".mxnb-phase-before").click()
+        page.wait_for_function(
+            "document.querySelector(\".mxnb-rank[data-rank='1'] .mxnb-before\") !== null"
+        )
+        assert _cells(r0) == ["0", "1", "2", "3"]
+        assert _cells(r1) == ["0", "2", "4", "6"]
+
+        # op 2: all_gather of 2x3 -> 4x3, a heatmap with exact values in a table
+        widget.locator(".mxnb-next").click()
+        widget.locator(".mxnb-phase-after").click()
+        assert "all_gather" in widget.locator(".mxnb-info").inner_text()
+        assert r1.locator("canvas.mxnb-plot").count() == 1
+        want = [str(v) for v in [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]]
+        assert _cells(r0) == want and _cells(r1) == want
+
+        # op 3: send 0 -> 1, drawn as an arrow from rank 0's panel to rank 1's
+        widget.locator(".mxnb-next").click()
+        arrow = widget.locator("path.mxnb-arrow")
+        assert arrow.count() == 1
+        assert arrow.get_attribute("data-src") == "0"
+        assert arrow.get_attribute("data-dst") == "1"
+        assert "rank 0 \u2192 rank 1: float32 (4,)" in widget.locator(".mxnb-info").inner_text()
+        assert _cells(r1) == ["0", "1", "2", "3"]  # what rank 1 received
+        widget.screenshot(path=str(ARTIFACTS / f"trace-widget-{ui}-send.png"))
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"failed-{ui}.png"), full_page=True)
+        raise
+    finally:
+        page.close()
+        lab.stop_kernels()
