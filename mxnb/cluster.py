@@ -276,8 +276,6 @@ class MxCluster(HasTraits):
         es.mpi_cmd = [str(self._mpi.mpiexec)]
         es.mpi_args = mpi.mpiexec_args(self.n, env, extra=list(self.mpi_args))
         es.environment = env
-        # ranks start before the controller has written its connection file
-        es.engine_args = ["--IPEngine.wait_for_url_file=60"]
         es.stop_seconds_until_kill = 2
         cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
         return cfg
@@ -286,8 +284,11 @@ class MxCluster(HasTraits):
         from ipyparallel import Cluster
         from ipyparallel.cluster.launcher import MPIEngineSetLauncher
 
+        # ipyparallel logs each engine exit (with its whole log) as a warning;
+        # mxnb reports stops and crashes itself, so keep its logger silent.
         quiet = logging.getLogger("mxnb.ipyparallel")
-        quiet.setLevel(logging.WARNING)
+        quiet.setLevel(logging.CRITICAL)
+        quiet.propagate = False
         self._ipp = Cluster(
             n=self.n,
             profile_dir=self._profile_dir,
@@ -298,9 +299,6 @@ class MxCluster(HasTraits):
             # cold start.
             controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}"],
             delay=0,
-            # start the ranks while the controller starts; they wait for its
-            # connection file in the private profile
-            send_engines_connection_env=False,
             shutdown_atexit=False,
             engine_timeout=int(self.start_timeout),
             config=self._config(),

@@ -118,6 +118,25 @@ def _collective_count(ops: list[dict[str, Any]], group: str, upto_seq: int | Non
     )  # fmt: skip
 
 
+def _out_of_step(
+    rank: int, op: dict[str, Any], peer_state: dict[str, Any] | None, state: dict[str, Any] | None
+) -> str | None:
+    """This rank waits in its check while the peer already moves the matching data."""
+    if not peer_state or not (state or {}).get("waiting"):
+        return None
+    match = "recv" if op["op"] == "send" else "send"
+    needs = (peer_state.get("in_eval") or {}).get("ops", [])
+    for p in peer_state.get("ops") or []:
+        if p["seq"] in needs and p["op"] == match and p["peer"] == rank and p["check"] == "ok":
+            return (
+                f"rank {rank}'s check of {op['op']} #{op['seq']} is out of step with rank "
+                f"{op['peer']}'s {match} #{p['seq']}: an earlier send or recv between them "
+                "was called but never evaluated, and checked mode pairs them in call order. "
+                "Evaluate every send/recv you create (or run with --no-check)."
+            )
+    return None
+
+
 def _cause(
     rank: int,
     op: dict[str, Any],
@@ -131,7 +150,7 @@ def _cause(
     if op["op"] in ("send", "recv"):
         peer = op["peer"]
         if peer not in gone:
-            return None
+            return _out_of_step(rank, op, states.get(peer), states.get(rank))
         peer_ops = (states.get(peer) or {}).get("ops") or []
         if op["op"] == "recv":
             sends = [p for p in peer_ops if p["op"] == "send" and p["peer"] == rank]
@@ -173,13 +192,45 @@ def _cause(
     )
 
 
+def _exchange_deadlock(states: dict[int, dict[str, Any] | None], running: list[int]) -> str | None:
+    """Two ranks evaluating a send to and a recv from each other in one go."""
+    wants: dict[int, set[tuple[str, int]]] = {}
+    for rank in running:
+        state = states.get(rank) or {}
+        needs = (state.get("in_eval") or {}).get("ops", [])
+        wants[rank] = {
+            (op["op"], op["peer"])
+            for op in state.get("ops") or []
+            if op["seq"] in needs and op["op"] in ("send", "recv")
+        }
+    for a in running:
+        for b in running:
+            if (
+                a < b
+                and {("send", b), ("recv", b)} <= wants[a]
+                and {("send", a), ("recv", a)} <= wants[b]
+            ):
+                return (
+                    f"ranks {a} and {b} each evaluate a send to the other and a recv from "
+                    "the other at once; on one stream both wait in their send. Give the "
+                    "recv its own stream: recv(..., stream=mx.new_stream(mx.cpu))."
+                )
+    return None
+
+
 def diagnose(
     states: dict[int, dict[str, Any] | None],
     status: dict[int, str],
     now: float | None = None,
     grace: float = 1.5,
+    hints: bool = False,
 ) -> Diagnosis:
-    """``status`` per rank: "done", "failed" or "running"."""
+    """``status`` per rank: "done", "failed" or "running".
+
+    Without ``hints`` only definite causes are named (the watcher acts on
+    them and may stop the job); with ``hints`` (after a timeout or an
+    interrupt, when the user already gave up waiting) likely ones are too.
+    """
     now = time.time() if now is None else now
     d = Diagnosis()
     for rank in sorted(status):
@@ -209,4 +260,6 @@ def diagnose(
             + ". Every rank of a group must call the same collectives, and each "
             "recv needs a matching send, in the same order."
         )
+    if d.cause is None and hints:
+        d.cause = _exchange_deadlock(states, running)
     return d

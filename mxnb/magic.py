@@ -206,6 +206,8 @@ class MxdistMagics(Magics):
             raise UsageError(f"unknown action {action!r}; use one of: {', '.join(ACTIONS)}")
         if args.targets is not None:
             raise UsageError("--targets applies to %%mxdist cells only")
+        if args.viz or not args.trace:
+            raise UsageError("--viz and --no-trace apply to %%mxdist cells only")
         if action == "status":
             c = self.cluster
             print(c.status() if c is not None else "mxdist: no cluster running")

@@ -12,6 +12,7 @@ fresh ranks.  The user is told which of these happened.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -66,6 +67,31 @@ class Settlement:
     interrupted: list[int]
 
 
+def launcher_message(output: str) -> str:
+    """The launcher's own block (from its first ``----`` line), without rank tracebacks."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("-----"):
+            return "\n".join(lines[i : i + 14])
+    return ""
+
+
+_EXIT = re.compile(r"@\d+,(\d+)\].*?Exit code:\s*(-?\d+)", re.S)
+_SIGNAL = re.compile(r"process rank (\d+) .*?exited on\s+signal\s+(\d+)(?:\s+\(([^)]*)\))?", re.S)
+
+
+def crash_sentence(message: str) -> str | None:
+    """Which rank ended the job and how, from Open MPI's launcher message."""
+    m = _SIGNAL.search(message)
+    if m:
+        name = f" ({m.group(3)})" if m.group(3) else ""
+        return f"rank {m.group(1)} was killed by signal {m.group(2)}{name}; the MPI job ended."
+    m = _EXIT.search(message)
+    if m:
+        return f"rank {m.group(1)} exited with code {m.group(2)}; the MPI job ended."
+    return None
+
+
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -79,20 +105,21 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
     result = run.result
     if reason == "crash":
         dead = cluster.dead_ranks()
-        time.sleep(0.5)  # let mpiexec write why the rank ended
-        output = cluster.mpiexec_output(12)
+        # mpiexec writes why the rank ended, then exits: give it a moment
+        deadline = time.monotonic() + 3.0
+        output = launcher_message(cluster.mpiexec_output(40))
+        while not crash_sentence(output) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            output = launcher_message(cluster.mpiexec_output(40))
         cluster.stop()
-        report = f"{rank_set(dead)} died while the cell ran (process gone)."
+        report = crash_sentence(output) or f"{rank_set(dead)} died while the cell ran."
         if output:
             report += "\nmpiexec reported:\n" + output
-        note = (
-            "The MPI job ended with it. The next %%mxdist cell starts fresh ranks "
-            "(variables on the ranks are lost)."
-        )
+        note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
         return Settlement(reason, report, note, True, [])
     if diagnosis is None:
         states = probe_all(cluster.probe_paths())
-        diagnosis = diagnose(states, _status(result), grace=0.0)
+        diagnosis = diagnose(states, _status(result), grace=0.0, hints=True)
     running = [o.rank for o in result.outcomes if not o.done]
     _signal(cluster.rank_pids(running), signal.SIGINT)
     run.wait(INTERRUPT_GRACE)

@@ -103,3 +103,26 @@ def test_python_code_is_not_a_hang():
     assert d.cause is None
     assert d.lines[0] == "rank 0: running cell In[1], line 2"
     assert d.lines[1] == "rank 1: not answering (its process may be gone)"
+
+
+def test_same_stream_exchange_is_a_hint_only_after_the_user_gave_up():
+    states = {
+        r: blocked_in([op(1, "send", peer=1 - r), op(2, "recv", peer=1 - r)], [1, 2])
+        for r in (0, 1)
+    }
+    status = {0: "running", 1: "running"}
+    assert diagnose(states, status, now=100).cause is None
+    cause = diagnose(states, status, now=100, hints=True).cause
+    assert cause is not None
+    assert cause.startswith("ranks 0 and 1 each evaluate a send to the other")
+    assert "stream=mx.new_stream(mx.cpu)" in cause
+
+
+def test_checks_out_of_step_after_an_unevaluated_send():
+    states = {
+        0: blocked_in([op(1, "recv", peer=1, evaluated=True, check="ok")], [1]),
+        1: waiting_in(op(2, "send", peer=0, check="pending")),
+    }
+    d = diagnose(states, {0: "running", 1: "running"}, now=100)
+    assert d.cause is not None
+    assert d.cause.startswith("rank 1's check of send #2 is out of step with rank 0's recv #1")

@@ -43,6 +43,8 @@ def test_cell_usage_errors(fresh, line, message):
         ("frobnicate", "unknown action 'frobnicate'"),
         ("-n 0", "ranks >= 1"),
         ("--targets 0", "cells only"),
+        ("--viz", "cells only"),
+        ("--no-trace", "cells only"),
     ],
 )
 def test_line_usage_errors(fresh, line, message):
