@@ -185,8 +185,14 @@ class MxCluster(HasTraits):
         if self._ipp is None or self._ipp.engine_set is None:
             return ""
         es = self._ipp.engine_set
-        es._output = None  # ipyparallel caches the first read
-        text = es.get_output() or ""
+        path = getattr(es, "output_file", "")
+        if path and os.path.exists(path):
+            with open(path, errors="replace") as f:
+                text = f.read()
+        else:
+            # ipyparallel reads and removes the file once the job has ended
+            # (when an event loop runs, as in a kernel), keeping the text
+            text = getattr(es, "_output", None) or ""
         kept = [ln for ln in text.splitlines() if ln.strip()]
         return "\n".join(kept[-lines:])
 
