@@ -166,7 +166,8 @@ class CellRun:
                     reason = watch(self.result)
                     if reason:
                         return reason
-                time.sleep(POLL_SECONDS)
+                # wakes as soon as every reply is in, rather than sleeping a full poll
+                self.ar.wait(POLL_SECONDS)
         except KeyboardInterrupt:
             return "interrupt"
         return None

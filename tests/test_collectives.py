@@ -6,29 +6,14 @@ import numpy as np
 import pytest
 
 import mxnb
+from collective_cases import EXPECTED, SETUP, inputs
 
 pytestmark = pytest.mark.cluster
 
 
-def inputs(n: int) -> list[np.ndarray]:
-    """What rank r contributes: distinct, so a wrong reduction shows."""
-    return [np.arange(6, dtype=np.float32).reshape(2, 3) * (r + 1) - r for r in range(n)]
-
-
-SETUP = "x = mx.array(np.arange(6, dtype=np.float32).reshape(2, 3)) * (rank + 1) - rank\n"
-
-
-@pytest.mark.parametrize(
-    ("op", "expect"),
-    [
-        ("all_sum", lambda xs: sum(xs)),
-        ("all_max", lambda xs: np.maximum.reduce(xs)),
-        ("all_min", lambda xs: np.minimum.reduce(xs)),
-        ("all_gather", lambda xs: np.concatenate(xs, axis=0)),
-    ],
-)
+@pytest.mark.parametrize(("op", "expect"), EXPECTED)
 def test_collective_matches_numpy(run, nranks, op, expect):
-    run(f"import numpy as np\n{SETUP}y = mx.distributed.{op}(x)\nmx.eval(y)")
+    run(f"{SETUP}y = mx.distributed.{op}(x)\nmx.eval(y)")
     got = mxnb.pull("y")
     want = expect(inputs(nranks))
     assert len(got) == nranks

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import mxnb
+from collective_cases import EXPECTED, SETUP, inputs
 from mxnb.errors import MxnbError
 from mxnb.snapshot import MAX_BYTES, snapshot_size
 from mxnb.trace import Trace, rank_list
@@ -21,30 +22,12 @@ from mxnb.trace import Trace, rank_list
 pytestmark = pytest.mark.cluster
 
 
-def inputs(n: int) -> list[np.ndarray]:
-    return [np.arange(6, dtype=np.float32).reshape(2, 3) * (r + 1) - r for r in range(n)]
-
-
-SETUP = (
-    "import numpy as np\n"
-    "x = mx.array(np.arange(6, dtype=np.float32).reshape(2, 3)) * (rank + 1) - rank\n"
-)
-
-
 def traced(run, code: str, line: str = "") -> Trace:
     run(code, line=line)
     return mxnb.last_trace()
 
 
-@pytest.mark.parametrize(
-    ("op", "expect"),
-    [
-        ("all_sum", lambda xs: sum(xs)),
-        ("all_max", lambda xs: np.maximum.reduce(xs)),
-        ("all_min", lambda xs: np.minimum.reduce(xs)),
-        ("all_gather", lambda xs: np.concatenate(xs, axis=0)),
-    ],
-)
+@pytest.mark.parametrize(("op", "expect"), EXPECTED)
 def test_collective_trace_matches_numpy(run, nranks, op, expect):
     t = traced(run, f"{SETUP}y = mx.distributed.{op}(x)\nmx.eval(y)")
     xs, want = inputs(nranks), expect(inputs(nranks))
