@@ -214,3 +214,30 @@ def test_tutorials_run_in_the_binder_environment_as_a_non_root_user(binder_dir):
     while (left := {p.pid for p in cluster_processes()} - before) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"the tutorials left cluster processes {left}"
+
+
+@pytest.mark.slow
+def test_repo2docker_plans_a_non_root_build_from_binder(tmp_path):
+    """repo2docker installs from PyPI; without Docker, --no-build prints its Dockerfile."""
+    venv = tmp_path / "r2d"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "jupyter-repo2docker"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    plan = subprocess.run(
+        [str(venv / "bin" / "repo2docker"), "--no-build", "--debug", "--no-run",
+         "--user-id", "1000", "--user-name", "jovyan", str(ROOT)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+    )  # fmt: skip
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 0, out[-3000:]
+    assert "python=3.11" in out  # from binder/runtime.txt
+    lines = [ln.strip() for ln in out.splitlines()]
+    install = next(
+        i for i, ln in enumerate(lines) if "pip install" in ln and "binder/requirements.txt" in ln
+    )
+    user = [ln for ln in lines[:install] if ln.startswith("USER ")][-1]
+    assert user == "USER ${NB_USER}", user  # the project is installed as the notebook user
+    assert any(ln.startswith("CMD") and "jupyter" in ln for ln in lines)
