@@ -30,8 +30,6 @@ __all__ = ["DEFAULT_NP", "ClusterError", "ClusterStatus", "MxCluster"]
 #: Ranks started when ``%%mxdist`` is used without ``-n`` and nothing runs.
 DEFAULT_NP = 4
 
-log = logging.getLogger("mxnb.cluster")
-
 #: Controller heartbeat period (ms); ipyparallel's default is 3000.
 HEARTBEAT_MS = 200
 

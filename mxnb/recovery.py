@@ -60,11 +60,9 @@ class Watcher:
 class Settlement:
     """What happened, what each rank was doing, and what became of the cluster."""
 
-    reason: str  # crash | stall | timeout | interrupt
     report: str
     note: str
     cluster_lost: bool
-    interrupted: list[int]
 
 
 def launcher_message(output: str) -> str:
@@ -116,7 +114,7 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
         if output:
             report += "\nmpiexec reported:\n" + output
         note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
-        return Settlement(reason, report, note, True, [])
+        return Settlement(report, note, True)
     if diagnosis is None:
         states = probe_all(cluster.probe_paths())
         diagnosis = diagnose(states, _status(result), grace=0.0, hints=True)
@@ -132,7 +130,7 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
             "call), so the MPI job was stopped. The next %%mxdist cell starts fresh "
             "ranks (variables on the ranks are lost)."
         )
-        return Settlement(reason, report, note, True, running)
+        return Settlement(report, note, True)
     if running:
         from mxnb.engine.monitor import reset_checks
 
@@ -143,4 +141,4 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
         if running
         else "The cluster is ready for the next cell."
     )
-    return Settlement(reason, report, note, False, running)
+    return Settlement(report, note, False)

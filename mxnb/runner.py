@@ -229,8 +229,8 @@ def _poll(
 def _collect(ar: Any, outcomes: list[RankOutcome]) -> None:
     """Fill in results and errors of the ranks that finished."""
     for o, child, md in zip(outcomes, ar._children, ar._metadata, strict=True):
-        if not _finished(child):
-            continue
+        if (o.error or o.result) is not None or not _finished(child):
+            continue  # already collected, or still running
         o.done = True
         if md.get("status") == "error" or md.get("error") is not None:
             # a dead engine fails its task without a remote error

@@ -81,7 +81,6 @@ class Monitor:
         )
         with self.lock:
             self.cell_ops.append(rec)
-        call.extra["record"] = rec
         if self.checked and op != "sum_scatter":
             if peer is None:
                 n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
