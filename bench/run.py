@@ -67,32 +67,21 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
                 reps = 5 if quick else (20 if nbytes >= 2**26 else 200)
                 base = cases.raw_allsum(n, nbytes, reps)
                 with contextlib.redirect_stdout(io.StringIO()):
+                    bare = cases.cell_allsum(shell, nbytes, reps, "--bare")
                     off = cases.cell_allsum(shell, nbytes, reps, "--no-check --no-trace")
                     on = cases.cell_allsum(shell, nbytes, reps, "")
-                out.append(
-                    row(
-                        f"all_sum {label}, {n} ranks, tracing+checks off",
-                        off,
-                        base,
-                        "s/op",
-                        ">= 0.95x bandwidth",
-                        base / off >= 0.95,
-                    )
-                )
-                target_on = (
-                    ">= 0.90x bandwidth"
-                    if label == "64MB"
-                    else ("<= +1 ms/op" if label == "1KB" else "report")
-                )
-                met = (
-                    base / on >= 0.90
-                    if label == "64MB"
-                    else on - off <= 1e-3
-                    if label == "1KB"
-                    else None
-                )
-                out.append(row(f"all_sum {label}, {n} ranks, tracing+checks on",
-                               on, base, "s/op", target_on, met))  # fmt: skip
+                name = f"all_sum {label}, {n} ranks"
+                out.append(row(f"{name}, --bare (plain MLX)", bare, base, "s/op",
+                               ">= 0.95x bandwidth", base / bare >= 0.95))  # fmt: skip
+                out.append(row(f"{name}, tracing+checks off", off, base, "s/op",
+                               ">= 0.95x bandwidth", base / off >= 0.95))  # fmt: skip
+                if label == "64MB":
+                    target_on, met = ">= 0.90x bandwidth", base / on >= 0.90
+                elif label == "1KB":
+                    target_on, met = "<= +1 ms/op", on - off <= 1e-3
+                else:
+                    target_on, met = "report", None
+                out.append(row(f"{name}, tracing+checks on", on, base, "s/op", target_on, met))
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             shell.stop()

@@ -20,9 +20,17 @@ __all__ = [
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    from mxnb.background import prestart_size
     from mxnb.magic import MxdistMagics
 
     ipython.register_magics(MxdistMagics)
+    try:
+        n = prestart_size()
+    except ValueError as e:
+        print(f"mxdist: {e}")
+        return
+    if n is not None:
+        _magics(ipython).prestart(n)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

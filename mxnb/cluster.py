@@ -204,9 +204,12 @@ class MxCluster(HasTraits):
         self._profile_dir = tempfile.mkdtemp(prefix="mxnb-")
         atexit.register(self.stop)
         try:
+            # the watchdog first: a kernel killed halfway through a start
+            # leaves nothing behind either (it reads the pid file at the end)
+            self._start_watchdog()
             self._launch()
             self._verify()
-            self._start_watchdog()
+            self._write_pids()
         except BaseException:
             self.stop()
             raise
@@ -279,7 +282,10 @@ class MxCluster(HasTraits):
         es.engine_cmd = [sys.executable, "-m", "mxnb.engine"]
         es.mpi_cmd = [str(self._mpi.mpiexec)]
         es.mpi_args = mpi.mpiexec_args(self.n, env, extra=list(self.mpi_args))
-        es.environment = env
+        # The nanny is a second Python process per rank that relays signals;
+        # mxnb signals ranks by pid, and its start-up cost ~0.25 s of CPU per rank.
+        es.engine_args = ["--IPEngine.enable_nanny=False"]
+        es.environment = {**env, "MXNB_START_TIMEOUT": str(self.start_timeout)}
         es.stop_seconds_until_kill = 2
         cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
         return cfg
@@ -303,12 +309,17 @@ class MxCluster(HasTraits):
             # cold start.
             controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}"],
             delay=0,
+            # Ranks start together with the controller and read its connection
+            # file themselves once it is complete (mxnb.engine.__main__),
+            # instead of waiting here until the controller has written it.
+            send_engines_connection_env=False,
             shutdown_atexit=False,
             engine_timeout=int(self.start_timeout),
             config=self._config(),
             log=quiet,
         )
         self._ipp.start_cluster_sync()
+        self._write_pids()
         self._client = self._ipp.connect_client_sync()
         self._wait_for_engines()
         self._view = self._client[list(range(self.n))]
@@ -317,7 +328,13 @@ class MxCluster(HasTraits):
     def _wait_for_engines(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         es = self._ipp.engine_set
+        ctl = self._ipp.controller
         while len(self._client.ids) < self.n:
+            if ctl is not None and ctl.pid and not _alive(ctl.pid):
+                output = ctl.get_output(remove=False) if hasattr(ctl, "get_output") else ""
+                raise ClusterError(
+                    f"the ipyparallel controller exited during start-up.\nIts output:\n{output}"
+                )
             if (es is not None and es.state == "after") or (
                 es is not None and es.pid and not _alive(es.pid)
             ):
@@ -350,11 +367,16 @@ class MxCluster(HasTraits):
             raise ClusterError("ranks do not form one MLX group:\n  " + "\n  ".join(bad))
         self._ranks = list(info)
 
-    def _start_watchdog(self) -> None:
+    def _write_pids(self) -> None:
+        """Tell the watchdog every process started so far (rewritten as start proceeds)."""
         assert self._profile_dir is not None
         pidfile = os.path.join(self._profile_dir, "mxnb-pids")
-        with open(pidfile, "w") as f:
+        with open(pidfile + ".new", "w") as f:
             f.write("\n".join(str(p) for p in self.pids()))
+        os.replace(pidfile + ".new", pidfile)
+
+    def _start_watchdog(self) -> None:
+        assert self._profile_dir is not None
         self._watchdog = subprocess.Popen(
             [sys.executable, "-m", "mxnb.watchdog", str(os.getpid()), self._profile_dir],
             stdin=subprocess.DEVNULL,

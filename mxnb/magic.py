@@ -16,6 +16,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from mxnb import viz
+from mxnb.background import BackgroundStart
 from mxnb.cluster import DEFAULT_NP, MxCluster
 from mxnb.recovery import Watcher, settle
 from mxnb.render import RankError, RankResults
@@ -90,8 +91,32 @@ class MxdistMagics(Magics):
         self._lost: str | None = None  # why the last cluster was stopped, told once
         self._lost_n: int | None = None  # its size, reused by the next cell
         self._engines_checked = True
+        self._engines_bare = False
+        self._background: BackgroundStart | None = None
 
     # -- cluster lifecycle --------------------------------------------------
+
+    def prestart(self, n: int) -> None:
+        """Start ``n`` ranks in the background; the next cell or line joins them."""
+        if self.cluster is None and self._background is None:
+            self._background = BackgroundStart(MxCluster(n=n))
+
+    def _join_background(self) -> None:
+        bg, self._background = self._background, None
+        if bg is None:
+            return
+        if not bg.done:
+            print(f"mxdist: waiting for the {bg.cluster.n} ranks starting in the background ...")
+        try:
+            self.cluster = bg.join()
+        except KeyboardInterrupt:
+            self._background = bg  # still starting: the next cell waits again
+            raise
+        except Exception as e:
+            print(f"mxdist: the background start of {bg.cluster.n} ranks failed: {e}")
+            return
+        self._engines_checked = True
+        self._engines_bare = False
 
     def _running_n(self) -> int | None:
         c = self.cluster
@@ -99,6 +124,7 @@ class MxdistMagics(Magics):
 
     def ensure_cluster(self, n: int | None) -> MxCluster:
         """Reuse the running cluster, or (re)start one with ``n`` ranks."""
+        self._join_background()
         running = self._running_n()
         want = n if n is not None else (running or self.settings.np)
         if running == want:
@@ -118,6 +144,7 @@ class MxdistMagics(Magics):
         self.cluster = MxCluster(n=want)
         self.cluster.start()
         self._engines_checked = True
+        self._engines_bare = False
         print(
             f"mxdist: {want} ranks ready in {time.monotonic() - t0:.1f} s "
             "(names ready on every rank: mx, world, rank, size)"
@@ -125,6 +152,10 @@ class MxdistMagics(Magics):
         return self.cluster
 
     def stop(self) -> None:
+        try:
+            self._join_background()
+        except Exception:  # reported by _join_background; stop what exists regardless
+            pass
         if self.cluster is not None:
             self.cluster.stop()
         self.cluster = None
@@ -183,6 +214,12 @@ class MxdistMagics(Magics):
         action="store_false",
         help="do not record this cell's mx.distributed ops (nothing for --viz or mxnb.show)",
     )
+    @argument(
+        "--bare",
+        action="store_true",
+        help="plain MLX speed for this cell: no trace, no checks, no hang report "
+        "(a hang then ends only with --timeout or the stop button)",
+    )
     @line_cell_magic
     def mxdist(self, line: str, cell: str | None = None) -> Any:
         """Run a cell on every MPI rank, with MLX distributed initialised.
@@ -202,12 +239,17 @@ class MxdistMagics(Magics):
         action = args.action or ("start" if args.np else None if configured else "status")
         if action is None:
             return
+        bg = self._background
+        if action == "status" and bg is not None and not bg.done:
+            print(f"mxdist: {bg.cluster.n} ranks starting in the background")
+            return
+        self._join_background()
         if action not in (*ACTIONS, "start"):
             raise UsageError(f"unknown action {action!r}; use one of: {', '.join(ACTIONS)}")
         if args.targets is not None:
             raise UsageError("--targets applies to %%mxdist cells only")
-        if args.viz or not args.trace:
-            raise UsageError("--viz and --no-trace apply to %%mxdist cells only")
+        if args.viz or not args.trace or args.bare:
+            raise UsageError("--viz, --no-trace and --bare apply to %%mxdist cells only")
         if action == "status":
             c = self.cluster
             print(c.status() if c is not None else "mxdist: no cluster running")
@@ -236,20 +278,27 @@ class MxdistMagics(Magics):
         return bool(changed)
 
     def _cell(self, args: argparse.Namespace, cell: str) -> Any:
+        self._join_background()
         n = args.np or self._running_n() or self._lost_n or self.settings.np
         targets = parse_targets(args.targets, n) if args.targets else None
         cluster = self.ensure_cluster(n)
+        if args.viz and (args.bare or not args.trace):
+            flag = "--bare" if args.bare else "--no-trace"
+            raise UsageError(f"--viz shows the trace that {flag} turns off; use one of them")
         checked = self.settings.checked if args.check is None else args.check
         if checked != self._engines_checked:
             from mxnb.engine.monitor import set_checked
 
             cluster.view.apply_sync(set_checked, checked)
             self._engines_checked = checked
+        if args.bare != self._engines_bare:
+            from mxnb.engine.monitor import set_bare
+
+            cluster.view.apply_sync(set_bare, args.bare)
+            self._engines_bare = args.bare
         view = cluster.view if targets is None else cluster.client[targets]
         timeout = self.settings.timeout if args.timeout is None else (args.timeout or None)
-        if args.viz and not args.trace:
-            raise UsageError("--viz shows the trace that --no-trace turns off; use one of them")
-        viz.before_cell(self, cluster, view, record=args.trace)
+        viz.before_cell(self, cluster, view, record=args.trace and not args.bare)
         run = CellRun(view, cell, RankStreamer(view.targets))
         watcher = Watcher(cluster, self.settings.stall_grace)
         why = run.wait(timeout, watch=watcher)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -166,11 +167,22 @@ class CellRun:
                     reason = watch(self.result)
                     if reason:
                         return reason
-                # wakes as soon as every reply is in, rather than sleeping a full poll
-                self.ar.wait(POLL_SECONDS)
+                self._sleep()
         except KeyboardInterrupt:
             return "interrupt"
         return None
+
+    def _sleep(self) -> None:
+        """Until the next poll, waking as soon as everything has arrived.
+
+        Replies and their output arrive separately (iopub can trail the
+        reply), so once every reply is in, wait on the output instead: waiting
+        on finished replies would return at once and spin.
+        """
+        if self.ar.done():
+            futures.wait([c.output for c in self.ar._children], timeout=POLL_SECONDS)
+        else:
+            self.ar.wait(POLL_SECONDS)
 
     def poll(self, final: bool = False) -> bool:
         """Stream new output; mark finished ranks.  True when all are done."""
@@ -215,12 +227,12 @@ def _poll(
     ar: Any, outcomes: list[RankOutcome], streamer: RankStreamer, final: bool = False
 ) -> bool:
     """Stream new output; mark finished ranks.  True when all are done."""
-    stdouts, stderrs = ar["stdout"], ar["stderr"]
-    for i, (o, child) in enumerate(zip(outcomes, ar._children, strict=True)):
+    # the client appends each rank's output to its metadata as it arrives
+    for o, child, md in zip(outcomes, ar._children, ar._metadata, strict=True):
         if _finished(child):
             o.done = True
         end = final or o.done
-        o.stdout, o.stderr = stdouts[i], stderrs[i]
+        o.stdout, o.stderr = md["stdout"], md["stderr"]
         streamer.feed(o.rank, "stdout", o.stdout, final=end)
         streamer.feed(o.rank, "stderr", o.stderr, final=end)
     return all(o.done for o in outcomes)

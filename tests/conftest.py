@@ -7,6 +7,7 @@ Tests that kill or break a cluster start their own.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Ranks start only when a test asks (the mxnb kernel spec sets its own value).
+os.environ.pop("MXNB_PRESTART", None)
 
 from procs import cluster_processes
 

@@ -7,10 +7,11 @@ import signal
 import time
 from typing import Any
 
+import psutil
 import pytest
 from jupyter_client.manager import KernelManager
 
-from procs import wait_gone
+from procs import cluster_processes, wait_gone
 
 pytestmark = pytest.mark.cluster
 
@@ -49,7 +50,8 @@ def kernel(request: pytest.FixtureRequest):
 
 
 def _start_ranks(kc: Any) -> str:
-    out, errors = execute(kc, "%%mxdist -n 2\nprint('hi from', rank)")
+    # the default size: the ranks the kernel started in the background
+    out, errors = execute(kc, "%%mxdist\nprint('hi from', rank)")
     assert not errors, errors
     assert "[rank 0] hi from 0" in out and "[rank 1] hi from 1" in out
     out, errors = execute(kc, PROFILE)
@@ -83,7 +85,9 @@ def test_kernel_restart_stops_cluster(kernel):
     assert wait_gone(profile, 15) == []
     kc.wait_for_ready(timeout=60)
     out, _ = execute(kc, "%mxdist status")
-    assert "no cluster running" in out
+    # the fresh kernel starts fresh ranks of its own
+    assert profile not in out
+    assert "ranks starting in the background" in out or "4 ranks, backend mpi" in out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -113,3 +117,56 @@ def test_stop_button_ends_a_hung_cell_in_a_real_kernel(kernel):
     assert not errors, errors
     assert "the previous ranks were stopped" in out
     assert "[rank 1] back 1" in out
+
+
+def _ranks_of(pid: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if p.cmdline()[1:3] == ["-m", "mxnb.engine"]:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_mxnb_kernel_starts_ranks_before_the_first_cell(kernel):
+    km, kc = kernel
+    pid = km.provisioner.process.pid
+    deadline = time.monotonic() + 60
+    while len(_ranks_of(pid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(_ranks_of(pid)) == 4  # MXNB_PRESTART=4 from the kernel spec, no cell yet
+    status = ""
+    while "ranks starting in the background" in (status or "ranks starting in the background"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+        status, errors = execute(kc, "%mxdist status")  # answers without waiting
+        assert not errors, errors
+    assert "4 ranks, backend mpi" in status
+    t0 = time.monotonic()
+    out, errors = execute(kc, "%%mxdist\nprint('size', size)")
+    took = time.monotonic() - t0
+    assert not errors, errors
+    assert "starting" not in out and "waiting" not in out, out
+    assert "[rank 3] size 4" in out
+    assert took < 1.5, f"the first cell took {took:.2f} s although the ranks were ready"
+
+
+def test_shutdown_during_the_background_start_leaves_nothing():
+    before = {p.pid for p in cluster_processes()}
+    km = KernelManager(kernel_name="mxnb")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)  # most likely while the ranks still start
+    deadline = time.monotonic() + 20
+    left = [p for p in cluster_processes() if p.pid not in before]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [p for p in cluster_processes() if p.pid not in before]
+    assert left == []

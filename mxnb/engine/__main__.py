@@ -8,7 +8,41 @@ makes mpi4py find MPI already running and leave it alone.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
+
+#: Seconds a rank waits for the controller's connection file.
+CONNECTION_WAIT = float(os.environ.get("MXNB_START_TIMEOUT", "60"))
+
+
+def await_connection_info(timeout: float = CONNECTION_WAIT) -> None:
+    """Hand ipyparallel the controller's engine connection info once it is whole.
+
+    mxnb starts the ranks together with the controller.  The controller
+    writes its connection file without an atomic rename, so a rank that read
+    it as soon as it appeared could see half of it; a rank reads it here until
+    it parses, then passes it on in ``$IPP_CONNECTION_INFO``.
+    """
+    if os.environ.get("IPP_CONNECTION_INFO") or not os.environ.get("IPP_PROFILE_DIR"):
+        return  # the launcher passed the info itself, or this is not mxnb's cluster
+    cid = os.environ.get("IPP_CLUSTER_ID", "")
+    name = f"ipcontroller-{cid}-engine.json" if cid else "ipcontroller-engine.json"
+    path = os.path.join(os.environ["IPP_PROFILE_DIR"], "security", name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                text = f.read()
+            if "key" in json.loads(text):
+                os.environ["IPP_CONNECTION_INFO"] = text
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    sys.stderr.write(f"mxnb engine: no controller connection file {path} after {timeout:.0f} s\n")
+    sys.exit(4)
 
 
 def main() -> None:
@@ -28,6 +62,8 @@ def main() -> None:
     from mxnb.engine import session
 
     session.set_world(world)
+    session.warm_up()
+    await_connection_info()
 
     from ipyparallel.engine.app import main as ipengine_main
 

@@ -68,8 +68,14 @@ class Meta:
         return f"{self.dtype}[{','.join(map(str, self.shape))}]"
 
 
+_dtype_names: dict[Any, str] = {}
+
+
 def dtype_name(dtype: Any) -> str:
-    return str(dtype).removeprefix("mlx.core.")
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = _dtype_names[dtype] = str(dtype).removeprefix("mlx.core.")
+    return name
 
 
 @dataclass

@@ -33,32 +33,51 @@ class CallSite:
 
     filename: str
     line: int
-    code: str
+    source: str | None = None  # None: read from linecache when first needed
     cell: int | None = None  # the IPython execution count, when known
+
+    @property
+    def code(self) -> str:
+        if self.source is not None:
+            return self.source
+        return linecache.getline(self.filename, self.line)
 
     def describe(self) -> str:
         where = f"cell In[{self.cell}]" if self.cell is not None else self.filename
         return f"{where}, line {self.line}: {self.code.strip()}"
 
 
+_filename_map: dict[str, int] | None = None
+
+
 def _cell_number(filename: str) -> int | None:
-    try:
-        from IPython import get_ipython
+    """The execution count of the cell compiled as ``filename``, if it is one.
 
-        shell = get_ipython()
-        fmap = getattr(getattr(shell, "compile", None), "_filename_map", {}) or {}
-        return fmap.get(filename)
-    except Exception:  # a best-effort label
-        return None
+    Called for every frame of every op, so IPython's map is looked up once:
+    the shell fills that same dict as cells are compiled.
+    """
+    global _filename_map
+    if _filename_map is None:
+        try:
+            from IPython import get_ipython
+
+            fmap = getattr(getattr(get_ipython(), "compile", None), "_filename_map", None)
+        except Exception:  # a best-effort label
+            fmap = None
+        if not isinstance(fmap, dict):
+            return None
+        _filename_map = fmap
+    return _filename_map.get(filename)
 
 
-def call_site(depth: int = 2) -> CallSite | None:
+def call_site(depth: int = 2, frame: Any = None) -> CallSite | None:
     """The innermost frame that belongs to a notebook cell, else the direct caller.
 
     Ops called from library code (``mlx.nn.utils.average_gradients``) are
     attributed to the cell line that called the library.
     """
-    frame = sys._getframe(depth)
+    if frame is None:
+        frame = sys._getframe(depth)
     first = None
     while frame is not None:
         fn = frame.f_code.co_filename
@@ -66,12 +85,12 @@ def call_site(depth: int = 2) -> CallSite | None:
             first = frame
         cell = _cell_number(fn)
         if cell is not None or fn.startswith("<ipython-input"):
-            return CallSite(fn, frame.f_lineno, linecache.getline(fn, frame.f_lineno), cell)
+            return CallSite(fn, frame.f_lineno, None, cell)
         frame = frame.f_back
     if first is None:
         return None
     fn = first.f_code.co_filename
-    return CallSite(fn, first.f_lineno, linecache.getline(fn, first.f_lineno))
+    return CallSite(fn, first.f_lineno)
 
 
 @dataclass
@@ -145,9 +164,10 @@ def uninstall() -> None:
     _originals.clear()
 
 
-def add_observer(obs: Observer) -> None:
+def add_observer(obs: Observer, first: bool = False) -> None:
+    """Observe every op; ``first`` puts ``obs`` before the others (it may refuse ops)."""
     if obs not in _observers:
-        _observers.append(obs)
+        _observers.insert(0 if first else len(_observers), obs)
 
 
 def remove_observer(obs: Observer) -> None:

@@ -11,29 +11,73 @@ probe thread reads :func:`snapshot` while the main thread is blocked.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import time
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from mxnb.engine import check, comm, hooks
 
-__all__ = ["Monitor", "install", "monitor", "reset_checks", "set_checked"]
+__all__ = [
+    "Monitor",
+    "add_eval_listener",
+    "install",
+    "monitor",
+    "remove_eval_listener",
+    "reset_checks",
+    "set_bare",
+    "set_checked",
+]
+
+#: Op records a rank keeps per cell for its hang report; a loop of millions of
+#: ops keeps only the most recent ones (sequence numbers still count them all).
+MAX_OPS = 2000
+#: Not-yet-evaluated ops an evaluation lists as what it may need (most recent).
+MAX_NEEDS = 64
+
+#: ``fn(arrays, seconds, entry)``, called after each outermost evaluation.
+EvalListener = Callable[[list[Any], float, str], None]
+#: Empty unless someone listens (the trace recorder, while recording): an
+#: evaluation then costs one truth test more, and no clock reads.
+_eval_listeners: list[EvalListener] = []
 
 
 @dataclass
 class OpRecord:
     seq: int
     op: str
-    group: str
-    group_ranks: tuple[int, ...]
+    mirror: comm.Mirror
     peer: int | None  # world rank of src/dst
     shape: tuple[int, ...]
     dtype: str
-    site: str
+    where: hooks.CallSite | None  # rendered only when a report asks
     evaluated: bool = False
     check: str = "off"  # off | pending | ok | mismatch | abandoned
+
+    @property
+    def group(self) -> str:
+        return self.mirror.describe()
+
+    @property
+    def group_ranks(self) -> tuple[int, ...]:
+        return self.mirror.ranks
+
+    @property
+    def site(self) -> str:
+        return self.where.describe() if self.where else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "op": self.op, "group": self.group,
+            "group_ranks": self.group_ranks, "peer": self.peer, "shape": self.shape,
+            "dtype": self.dtype, "site": self.site, "evaluated": self.evaluated,
+            "check": self.check,
+        }  # fmt: skip
 
     def describe(self) -> str:
         target = ""
@@ -49,8 +93,13 @@ class Monitor:
     """Per-rank state; one instance per engine process."""
 
     checked: bool = True
-    cell_ops: list[OpRecord] = field(default_factory=list)
-    outputs: dict[int, Any] = field(default_factory=dict)
+    bare: bool = False  # see set_bare
+    cell_ops: deque[OpRecord] = field(default_factory=lambda: deque(maxlen=MAX_OPS))
+    # id(result) -> (seq, weak reference): results are never kept alive here,
+    # and an entry leaves when its array dies, so an id is never mistaken.
+    live: dict[int, tuple[int, weakref.ref[Any]]] = field(default_factory=dict)
+    # seq -> record of ops not (yet) known to be evaluated, oldest first
+    open_ops: OrderedDict[int, OpRecord] = field(default_factory=OrderedDict)
     pending: dict[int, tuple[check.PendingCheck, Any]] = field(default_factory=dict)
     waiting: dict[str, Any] | None = None
     in_eval: dict[str, Any] | None = None
@@ -72,15 +121,17 @@ class Monitor:
         rec = OpRecord(
             seq=call.seq,
             op=op,
-            group=mirror.describe(),
-            group_ranks=mirror.ranks,
+            mirror=mirror,
             peer=None if peer is None else mirror.ranks[peer],
             shape=shape,
             dtype=dtype,
-            site=call.site.describe() if call.site else "",
+            where=call.site,
         )
         with self.lock:
             self.cell_ops.append(rec)
+            self.open_ops[rec.seq] = rec
+            if len(self.open_ops) > MAX_OPS:
+                self.open_ops.popitem(last=False)
         if self.checked and op != "sum_scatter":
             if peer is None:
                 n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
@@ -92,8 +143,16 @@ class Monitor:
             rec.check = "pending"
 
     def after(self, call: hooks.OpCall) -> None:
-        # kept until the next cell, so ids stay unique while they are compared
-        self.outputs[call.seq] = call.result
+        key, live = id(call.result), self.live
+
+        def gone(ref: weakref.ref[Any]) -> None:
+            if live.get(key, (0, None))[1] is ref:
+                del live[key]
+
+        try:
+            live[key] = (call.seq, weakref.ref(call.result, gone))
+        except TypeError:  # not an MLX array: nothing to follow
+            pass
         pending = call.extra.get("check")
         if pending is not None:
             with self.lock:
@@ -111,17 +170,17 @@ class Monitor:
                 self._finish(key, pc, wait=True)
             elif check.done(pc):
                 self._finish(key, pc, wait=False)
-        direct = [r.seq for r in self.cell_ops if id(self.outputs.get(r.seq)) in ids]
-        # Evaluating something else may still run ops this cell left unevaluated.
-        needs = direct or [r.seq for r in self.cell_ops if not r.evaluated]
-        for rec in self.cell_ops:
-            if rec.seq in direct:
+        direct = sorted(hit[0] for hit in map(self.live.get, ids) if hit is not None)
+        for seq in direct:
+            rec = self.open_ops.pop(seq, None)
+            if rec is not None:
                 rec.evaluated = True
+        # Only a report reads this; it is worked out then (see _eval_state).
         self.in_eval = {
-            "entry": ENTRY_NAMES.get(entry, entry),
-            "site": _site(),
+            "entry": entry,
+            "frame": sys._getframe(2),
             "since": time.time(),
-            "ops": needs,
+            "direct": direct,
         }
 
     def _finish(self, key: int, pc: check.PendingCheck, wait: bool) -> None:
@@ -166,8 +225,9 @@ class Monitor:
 
     def pre_cell(self, *_: Any) -> None:
         with self.lock:
-            self.cell_ops = []
-            self.outputs = {}
+            self.cell_ops = deque(maxlen=MAX_OPS)
+            self.live = {}
+            self.open_ops = OrderedDict()
         hooks.reset_seq()
         self.running_cell = True
 
@@ -176,15 +236,35 @@ class Monitor:
         self.in_eval = None
         self.waiting = None
 
+    def _eval_state(self) -> dict[str, Any] | None:
+        """The running evaluation as a report reads it, worked out on demand.
+
+        The main thread is blocked inside that evaluation, so the ops still
+        open now are the ones it was called with.
+        """
+        ev = self.in_eval
+        if ev is None:
+            return None
+        site = hooks.call_site(frame=ev["frame"])
+        # Evaluating something else may still run ops this cell left unevaluated.
+        needs = ev["direct"] or list(islice(reversed(self.open_ops), MAX_NEEDS))[::-1]
+        return {
+            "entry": ENTRY_NAMES.get(ev["entry"], ev["entry"]),
+            "site": site.describe() if site else "",
+            "since": ev["since"],
+            "ops": needs,
+        }
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            ops = [asdict(r) for r in self.cell_ops]
+            ops = [r.as_dict() for r in self.cell_ops]
+            in_eval = self._eval_state()
         return {
             "running_cell": self.running_cell,
             "checked": self.checked,
             "ops": ops,
             "waiting": self.waiting,
-            "in_eval": self.in_eval,
+            "in_eval": in_eval,
             "unchecked": sorted(pc.seq for pc, _ in self.pending.values()),
         }
 
@@ -249,15 +329,39 @@ def _flatten(tree: Any, out: list[Any]) -> list[Any]:
     return out
 
 
+def add_eval_listener(fn: EvalListener) -> None:
+    """Call ``fn(arrays, seconds, entry)`` after each outermost evaluation returns.
+
+    ``arrays`` are the arrays the entry point was given, ``seconds`` the wall
+    time of the real evaluation alone (checks completed before it are not
+    counted): since MLX is lazy, that is where communication really happens.
+    """
+    if fn not in _eval_listeners:
+        _eval_listeners.append(fn)
+
+
+def remove_eval_listener(fn: EvalListener) -> None:
+    if fn in _eval_listeners:
+        _eval_listeners.remove(fn)
+
+
 def _entry(name: str, real: Callable[..., Any], arrays_of: Callable[..., list[Any]]) -> Any:
     @functools.wraps(real)
     def entry(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
-        if monitor.in_eval is not None:  # nested, e.g. print -> __repr__ -> tolist
+        if monitor.in_eval is not None or monitor.bare:  # nested, e.g. print -> tolist
             return real(*args, **kwargs)
-        monitor.before_eval(arrays_of(*args, **kwargs), name)
+        arrays = arrays_of(*args, **kwargs)
+        monitor.before_eval(arrays, name)
         try:
-            return real(*args, **kwargs)
+            if not _eval_listeners:
+                return real(*args, **kwargs)
+            t0 = time.perf_counter()
+            out = real(*args, **kwargs)
+            seconds = time.perf_counter() - t0
+            for fn in list(_eval_listeners):
+                fn(arrays, seconds, name)
+            return out
         finally:
             monitor.in_eval = None
 
@@ -271,7 +375,8 @@ def install(world_group: Any) -> None:
 
     comm.install_split_hook(world_group)
     hooks.install()
-    hooks.add_observer(monitor)
+    if not monitor.bare:
+        hooks.add_observer(monitor, first=True)
     if getattr(mx.eval, "__mxnb_original__", None) is None:
         mx.eval = _entry("mx.eval", mx.eval, lambda *a, **k: _flatten(a, []))
         mx.async_eval = _entry("mx.async_eval", mx.async_eval, lambda *a, **k: _flatten(a, []))
@@ -283,6 +388,19 @@ def install(world_group: Any) -> None:
 
 def set_checked(on: bool) -> None:
     monitor.checked = on
+
+
+def set_bare(on: bool) -> None:
+    """Plain MLX speed: no op log, no checks, evaluation not observed.
+
+    What is given up is the hang report: a rank that waits forever is then
+    ended only by the cell's timeout or the stop button, without saying why.
+    """
+    monitor.bare = on
+    if on:
+        hooks.remove_observer(monitor)
+    else:
+        hooks.add_observer(monitor, first=True)
 
 
 def reset_checks() -> None:

@@ -27,6 +27,25 @@ def world() -> Any:
     return _world
 
 
+def warm_up() -> None:
+    """Everything a rank can set up before the controller is reachable.
+
+    The entry point calls this while the controller is still starting, so
+    imports and the observers' set-up overlap with it instead of following
+    it.  :func:`prepare` repeats nothing of it (every step is idempotent).
+    """
+    import ipyparallel.engine.app  # noqa: F401  (the heaviest import of a rank)
+
+    from mxnb.engine import monitor, probe, trace
+
+    group = world()
+    monitor.install(group)
+    trace.install()  # after monitor: per-rank array views, see mxnb.engine.trace
+    profile = os.environ.get("IPP_PROFILE_DIR")
+    if profile:
+        probe.start(profile, group.rank())
+
+
 def prepare() -> dict[str, Any]:
     """Put ``mx``, ``world``, ``rank``, ``size`` into the engine's namespace.
 
