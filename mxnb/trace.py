@@ -11,6 +11,11 @@ A *step* is one operation across ranks:
 Sends are paired with receives first-in-first-out per (group, source,
 destination), as MPI matches them, and become :class:`Transfer` arrows.
 Steps are put in an order that respects every rank's own call order.
+
+Times: ``call_s`` is the Python call, which only builds MLX's lazy graph;
+``eval_s`` is the wall time of the evaluation that ran the op (its transfer,
+plus whatever else that evaluation computed), or None with ``eval_note``
+saying why (see :mod:`mxnb.engine.evaltime`).
 """
 
 from __future__ import annotations
@@ -23,71 +28,31 @@ from typing import Any
 import numpy as np
 
 from mxnb.snapshot import decode
+from mxnb.tracetext import (
+    STATE_TEXT,
+    describe_value,
+    rank_list,
+    seconds_text,
+    shape_text,
+    timing_text,
+)
 
-__all__ = ["Step", "Trace", "Transfer", "describe_value"]
+__all__ = [
+    "STATE_TEXT",
+    "Step",
+    "Trace",
+    "Transfer",
+    "describe_value",
+    "rank_list",
+    "seconds_text",
+    "shape_text",
+    "timing_text",
+]
 
 COLLECTIVES = ("all_sum", "all_gather", "all_max", "all_min", "sum_scatter")
 AGREEING = ("all_sum", "all_gather", "all_max", "all_min")
 #: Relative tolerance by dtype when deciding whether ranks agree.
 RTOL = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 1e-5, "complex64": 1e-5, "float64": 1e-12}
-
-STATE_TEXT = {
-    "lazy": "(not evaluated by the cell)",
-    "in_flight": "(still in flight when read)",
-    "traced": "(traced by mx.compile/vmap: no value)",
-    "limit": "(not kept: trace limit reached)",
-    "none": "-",
-    "template": "(template: shape and dtype only)",
-    "error": "(could not be read)",
-}
-
-
-def _fmt_num(v: Any) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, complex | np.complexfloating):
-        return f"{v.real:.6g}{v.imag:+.6g}j"
-    if isinstance(v, float | np.floating) and float(v).is_integer():
-        return str(int(v))
-    return f"{v:.6g}" if isinstance(v, float | np.floating) else str(v)
-
-
-def _fmt_nested(a: np.ndarray, dtype: str) -> str:
-    if a.ndim == 0:
-        v = a.item()
-        return _fmt_num(bool(v) if dtype == "bool" else v)
-    return "[" + " ".join(_fmt_nested(x, dtype) for x in a) + "]"
-
-
-def shape_text(shape: list[int] | tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
-def describe_value(snap: dict[str, Any] | None, state: str, limit: int = 8) -> str:
-    """One line for a snapshot: exact values when few, else exact min/max/mean."""
-    if state != "ok" or snap is None:
-        return STATE_TEXT.get(state, f"({state})")
-    n = int(np.prod(snap["shape"])) if snap["shape"] else 1
-    if snap["exact"] and n <= limit:
-        return _fmt_nested(decode(snap), snap["dtype"])
-    st = snap["stats"]
-    parts = [f"min {_fmt_num(st['min'])} max {_fmt_num(st['max'])} mean {st['mean']:.6g}"]
-    if st["min"] is None:
-        parts = ["no finite values"]
-    if st["nan"] or st["inf"]:
-        parts.append(f"{st['nan']} nan, {st['inf']} inf")
-    if not snap["exact"]:
-        grid = "x".join(map(str, snap["dshape"]))
-        parts.append(f"downsampled to {grid}")
-    return "; ".join(parts)
-
-
-def rank_list(ranks: list[int]) -> str:
-    if not ranks:
-        return "no ranks"
-    if ranks == list(range(ranks[0], ranks[-1] + 1)) and len(ranks) > 2:
-        return f"ranks {ranks[0]}-{ranks[-1]}"
-    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
 @dataclass(eq=False)
@@ -117,7 +82,10 @@ class Step:
     members: list[int]
     ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
     transfers: list[Transfer] = field(default_factory=list)
+    #: ranks whose result differs from the others' after an agreeing collective
     mismatch: list[int] = field(default_factory=list)
+    #: a collective called with different dtypes or shapes on different ranks
+    inputs_note: str = ""
 
     @property
     def site(self) -> dict[str, Any] | None:
@@ -130,6 +98,19 @@ class Step:
     def group_text(self) -> str:
         name = "world" if self.group == "world" else f"split group {self.group}"
         return f"{name} ({rank_list(self.members)})"
+
+    def mismatch_text(self) -> str:
+        """Who disagrees after an agreeing collective (empty if all agree)."""
+        if not self.mismatch:
+            return ""
+        agree = [
+            r for r in self.members if r not in self.mismatch and self.snap(r, "after")[1] == "ok"
+        ]
+        who = rank_list(self.mismatch)
+        if not agree:
+            return f"{who} disagree after {self.op}: they should all hold the same result"
+        verb = "disagrees" if len(self.mismatch) == 1 else "disagree"
+        return f"{who} {verb} with {rank_list(agree)} after {self.op}"
 
     def snap(self, rank: int, side: str) -> tuple[dict[str, Any] | None, str]:
         m = self.ranks.get(rank)
@@ -157,6 +138,19 @@ def _close(a: dict[str, Any], b: dict[str, Any]) -> bool:
         if sa[k] is not None and not np.isclose(sa[k], sb[k], rtol=max(rtol, 1e-12), atol=step):
             return False
     return va.shape == vb.shape and bool(np.allclose(va, vb, rtol=rtol, atol=step, equal_nan=True))
+
+
+def _inputs_note(step: Step) -> str:
+    """Which ranks passed which dtype and shape, when they did not all pass the same."""
+    kinds: dict[str, list[int]] = defaultdict(list)
+    for r in sorted(step.ranks):
+        d = step.ranks[r].get("in")
+        if d:
+            kinds[f"{d['dtype']} {shape_text(d['shape'])}"].append(r)
+    if len(kinds) < 2:
+        return ""
+    parts = sorted(kinds.items(), key=lambda kv: (len(kv[1]), kv[1]))
+    return "inputs differ: " + "; ".join(f"{rank_list(rs)} passed {k}" for k, rs in parts)
 
 
 def _disagreeing(step: Step) -> list[int]:
@@ -196,6 +190,8 @@ class Trace:
         for s in self.steps:
             if s.op in AGREEING:
                 s.mismatch = _disagreeing(s)
+            if s.op in COLLECTIVES:
+                s.inputs_note = _inputs_note(s)
 
     # -- merging --------------------------------------------------------------
 
@@ -350,9 +346,12 @@ class Trace:
                 )
                 before = describe_value(*s.snap(r, "before"), limit=values_per_rank)
                 after = describe_value(*s.snap(r, "after"), limit=values_per_rank)
-                lines.append(f"  rank {r}: {types}: {before} -> {after}")
+                timing = "" if m.get("eval_note") == "lazy" else f" | {timing_text(m)}"
+                lines.append(f"  rank {r}: {types}: {before} -> {after}{timing}")
+            if s.inputs_note:
+                lines.append(f"  !! {s.inputs_note}")
             if s.mismatch:
-                lines.append(f"  !! {rank_list(s.mismatch)} disagree after {s.op}")
+                lines.append(f"  !! {s.mismatch_text()}")
         for r, n in self.dropped.items():
             lines.append(f"(rank {r}: {n} more ops not recorded: trace limit)")
         return "\n".join(lines)

@@ -233,6 +233,16 @@ def test_rank_panels_render_with_right_numbers(lab: Lab, browser: Any, ui: str) 
         assert _cells(r0) == ["0", "3", "6", "9"]
         assert _cells(r1) == ["0", "3", "6", "9"]
         assert widget.locator(".mxnb-differs").count() == 0
+        # what the call cost, and what the evaluation that moved the data took
+        time0 = r0.locator(".mxnb-time").inner_text()
+        assert time0.startswith("evaluated in ") and "by mx.eval (with 2 other ops)" in time0
+        assert "call " in r0.locator(".mxnb-opname").inner_text()
+        # the static picture and summary shown before the widget: there, but hidden
+        page.wait_for_function("document.querySelectorAll('[data-mxnb-hidden]').length === 2")
+        hidden = page.locator("[data-mxnb-hidden='static']")
+        assert hidden.nth(0).locator("img").count() == 1
+        assert "mxnb trace: 3 ops on ranks 0, 1" in hidden.nth(1).text_content()
+        assert not hidden.nth(0).is_visible() and not hidden.nth(1).is_visible()
         page.screenshot(path=str(ARTIFACTS / f"trace-widget-{ui}.png"), full_page=True)
 
         # before: each rank's own input
@@ -266,3 +276,92 @@ def test_rank_panels_render_with_right_numbers(lab: Lab, browser: Any, ui: str) 
     finally:
         page.close()
         lab.stop_kernels()
+
+
+# -- an executed notebook, exported to HTML, opened with no kernel and no network --
+
+EXPORT_CELL = """%%mxdist -n 2 --viz
+y = mx.distributed.all_sum(mx.arange(4, dtype=mx.float32) * (rank + 1))
+mx.eval(y)
+"""
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+@pytest.fixture(scope="module")
+def executed() -> nbformat.NotebookNode:
+    """A --viz notebook run by nbclient as the tutorials are (widget state stored)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext mxnb"),
+        nbformat.v4.new_code_cell(EXPORT_CELL),
+        nbformat.v4.new_code_cell("%mxdist stop"),
+    ]
+    before = {p.pid for p in cluster_processes()}
+    NotebookClient(nb, timeout=300, kernel_name="python3").execute()
+    deadline = time.monotonic() + 20
+    while {p.pid for p in cluster_processes()} - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not {p.pid for p in cluster_processes()} - before
+    return nb
+
+
+def _export(nb: nbformat.NotebookNode, template: str, state: bool, out: Path) -> Path:
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a copy
+    if not state:
+        nb.metadata.pop("widgets", None)
+    html, _ = HTMLExporter(template_name=template).from_notebook_node(nb)
+    out.write_text(html)
+    return out
+
+
+@pytest.mark.parametrize("state", [True, False], ids=["widget-state", "no-widget-state"])
+@pytest.mark.parametrize("template", ["lab", "classic"])
+def test_exported_html_shows_picture_and_summary_offline(
+    executed: nbformat.NotebookNode, browser: Any, tmp_path: Path, template: str, state: bool
+) -> None:
+    outs = executed.cells[1].outputs
+    pic, text, live = (o for o in outs if o.output_type == "display_data")
+    assert set(pic.data) == {"image/png", "text/plain"} and set(text.data) == {"text/plain"}
+    model = live.data[WIDGET_VIEW]["model_id"]
+    assert model in executed.metadata.widgets[WIDGET_STATE]["state"]  # nbclient stored it
+    summary = text.data["text/plain"]
+    assert summary.startswith("mxnb trace: 1 op on ranks 0, 1") and "evaluated in" in summary
+
+    page_file = _export(executed, template, state, tmp_path / f"{template}.html")
+    html = page_file.read_text()
+    assert f'src="data:image/png;base64,{pic.data["image/png"]}"' in html
+    assert (f'type="{WIDGET_VIEW}"' in html) is state  # with state, the widget view is chosen
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(offline=True)
+    asked: list[str] = []
+
+    def block(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            asked.append(url)
+            route.abort()
+
+    context.route("**/*", block)
+    page = context.new_page()
+    try:
+        page.goto(page_file.as_uri(), wait_until="load")
+        page.wait_for_timeout(1000)  # let the widget loader try (and fail) its CDN
+        img = page.locator(f'img[src^="data:image/png;base64,{pic.data["image/png"][:40]}"]')
+        assert img.count() == 1 and img.is_visible()
+        size = img.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
+        assert size[0] and size[1] > 200 and size[2] > 50, size
+        first_line = summary.splitlines()[1]
+        assert page.get_by_text(first_line, exact=False).first.is_visible()
+        if state:  # the html-manager really was asked for, and could not come
+            assert any("html-manager" in u or "jupyter-js-widgets" in u for u in asked), asked
+        page.screenshot(path=str(ARTIFACTS / f"export-{template}-{state}.png"), full_page=True)
+    finally:
+        context.close()

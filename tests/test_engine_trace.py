@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mxnb.engine import hooks, session
+from mxnb.engine import evaltime, hooks, session
 from mxnb.engine import trace as rec_mod
 
 
@@ -137,3 +137,136 @@ def test_unknown_graph_format_means_no_values(monkeypatch):
     mx.eval(x)
     monkeypatch.setattr(rec_mod, "_dot_understood", False)
     assert not rec_mod.is_evaluated(x)
+
+
+# -- evaluation time (the listener is called by hand: no rank entry points here) --
+
+
+def meta_of(recs: list[rec_mod.Record], op: str) -> dict:
+    (m,) = [r.meta for r in recs if r.meta["op"] == op]
+    return m
+
+
+def test_evaluation_time_goes_to_the_ops_whose_results_were_evaluated(recorder):
+    x = mx.ones(3) * 2
+    a = mx.distributed.all_sum(x)
+    b = mx.distributed.all_max(x)
+    other = mx.ones(2) + 1
+    mx.eval(a, b, other)
+    recorder.on_eval([a, b, other], 0.25, "mx.eval")
+    print(a)  # already computed: must not be timed again
+    recorder.on_eval([a], 0.001, "__repr__")
+    recs = finish(recorder)
+    for op in ("all_sum", "all_max"):
+        m = meta_of(recs, op)
+        assert m["eval_s"] == 0.25 and m["eval_by"] == "mx.eval" and m["eval_note"] is None
+        assert (m["eval_ops"], m["eval_arrays"]) == (2, 3)
+        assert 0 <= m["call_s"] < 0.25 and "duration" not in m
+
+
+def test_an_op_evaluated_inside_a_larger_expression_is_not_timed(recorder):
+    y = mx.distributed.all_sum(mx.ones(3) * 2)
+    z = y * 2 + 1
+    mx.eval(z)
+    recorder.on_eval([z], 0.3, "mx.eval")
+    # a later, cheap evaluation of y itself is not credited with the transfer
+    mx.eval(y)
+    recorder.on_eval([y], 0.0001, "mx.eval")
+    m = meta_of(finish(recorder), "all_sum")
+    assert m["eval_s"] is None and m["eval_note"] == "indirect"
+
+
+def test_async_and_never_evaluated_ops_say_so(recorder):
+    started = mx.distributed.all_sum(mx.ones(2) * 3)
+    mx.async_eval(started)
+    recorder.on_eval([started], 0.00001, "mx.async_eval")
+    mx.eval(started)
+    recorder.on_eval([started], 0.001, "mx.eval")
+    lazy = mx.distributed.all_max(mx.ones(2) * 4)
+    recs = finish(recorder)
+    assert meta_of(recs, "all_sum")["eval_note"] == "async"
+    assert meta_of(recs, "all_sum")["eval_s"] is None
+    assert meta_of(recs, "all_max")["eval_note"] == "lazy"
+    assert not rec_mod.is_evaluated(lazy)  # timing did not evaluate it
+
+
+def test_a_recycled_id_is_never_taken_for_a_dead_result(recorder, monkeypatch):
+    """The result dies unevaluated; a new array at the same address is evaluated."""
+    monkeypatch.setattr(rec_mod, "MAX_VALUE_OPS", 0)  # no handle keeps it alive
+    mx.distributed.all_sum(mx.ones(2) * 5)  # result dropped at once
+    (rec,) = recorder.records
+    (entry,) = recorder.timer.pending.values()
+    other = None
+    for _ in range(1000):
+        candidate = mx.ones(2) * 6
+        if id(candidate) == entry.key:
+            other = candidate
+            break
+        del candidate
+    if other is None:
+        pytest.skip("CPython did not reuse the address in 1000 tries")
+    mx.eval(other)
+    recorder.on_eval([other], 0.5, "mx.eval")
+    assert rec.meta["eval_s"] is None and rec.meta["eval_note"] == "unknown"
+
+
+def test_only_the_most_recent_untimed_ops_are_followed(recorder, monkeypatch):
+    monkeypatch.setattr(evaltime, "MAX_FOLLOW", 2)
+    ys = [mx.distributed.all_sum(mx.ones(1) * i) for i in range(4)]
+    w = mx.ones(1) + 1
+    mx.eval(w)
+    recorder.on_eval([w], 0.1, "mx.eval")  # evaluates none of ys
+    mx.eval(ys)
+    recorder.on_eval(ys, 0.2, "mx.eval")
+    recs = finish(recorder)
+    assert [r.meta["eval_note"] for r in recs] == ["unknown", "unknown", None, None]
+    assert [r.meta["eval_s"] for r in recs] == [None, None, 0.2, 0.2]
+
+
+# -- the seam in mxnb.engine.monitor that the recorder listens on --
+
+
+def test_eval_listener_hears_the_outermost_evaluation_once(monkeypatch):
+    from mxnb.engine import monitor
+
+    monkeypatch.setattr(monitor.monitor, "in_eval", None)
+    heard = []
+
+    def listener(arrays, seconds, entry):
+        heard.append((arrays, seconds, entry))
+
+    def flat(*a, **k):
+        return monitor._flatten(a, [])
+
+    inner = monitor._entry("item", lambda a: mx.eval(a) or a.item(), lambda a: [a])
+    outer = monitor._entry("mx.eval", lambda *a: [inner(v) for v in flat(*a)], flat)
+    x, y = mx.ones(1) * 3, mx.ones(1) * 4
+    monitor.add_eval_listener(listener)
+    monitor.add_eval_listener(listener)  # once is enough
+    try:
+        outer(x, [y])
+    finally:
+        monitor.remove_eval_listener(listener)
+    ((arrays, seconds, entry),) = heard
+    assert entry == "mx.eval" and arrays[0] is x and arrays[1] is y and seconds >= 0
+    assert monitor.monitor.in_eval is None
+    outer(x)
+    assert len(heard) == 1  # removed: not called
+
+
+def test_no_listener_means_no_clock_reads(monkeypatch):
+    """The entry points are on every evaluation: without listeners, nothing extra runs."""
+    from mxnb.engine import monitor
+
+    monkeypatch.setattr(monitor.monitor, "in_eval", None)
+    assert monitor._eval_listeners == []
+    wrapped = monitor._entry("mx.eval", mx.eval, lambda *a, **k: list(a))
+    x = mx.ones(2) * 2
+
+    def boom() -> float:
+        raise AssertionError("perf_counter read with no listener")
+
+    with monkeypatch.context() as m:
+        m.setattr(monitor.time, "perf_counter", boom)
+        wrapped(x)
+    assert rec_mod.is_evaluated(x)

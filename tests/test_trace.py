@@ -17,7 +17,7 @@ import mxnb
 from collective_cases import EXPECTED, SETUP, inputs
 from mxnb.errors import MxnbError
 from mxnb.snapshot import MAX_BYTES, snapshot_size
-from mxnb.trace import Trace, rank_list
+from mxnb.trace import RTOL, Trace, rank_list
 
 pytestmark = pytest.mark.cluster
 
@@ -41,7 +41,8 @@ def test_collective_trace_matches_numpy(run, nranks, op, expect):
         assert m["in"] == {"shape": [2, 3], "dtype": "float32"}
         assert m["out"] == {"shape": list(want.shape), "dtype": "float32"}
         assert m["site"]["line"] == 3 and f"mx.distributed.{op}(x)" in m["site"]["code"]
-        assert m["duration"] >= 0 and m["group_rank"] == r and m["group_size"] == nranks
+        assert m["group_rank"] == r and m["group_size"] == nranks
+        assert m["call_s"] >= 0 and m["eval_s"] >= 0 and m["eval_by"] == "mx.eval"
         np.testing.assert_array_equal(t.value(1, r, "before"), xs[r])
         np.testing.assert_array_equal(t.value(1, r, "after"), want)
     assert f"#1 {op} on world (" in t.text()
@@ -187,6 +188,118 @@ def test_large_array_is_capped_at_64_kib_per_rank(run, nranks):
     run("del big, s")
 
 
+def test_time_is_the_evaluation_that_moved_the_data(run, nranks):
+    """A 64 MB all_sum: the call builds a graph node, mx.eval moves the data.
+
+    An op evaluated only inside a larger expression is not timed (that
+    evaluation's time is not its own); two ops evaluated together share one.
+    """
+    t = traced(
+        run,
+        "big = mx.ones((4096, 4096))\n"
+        "mx.eval(big)\n"
+        "s = mx.distributed.all_sum(big)\n"
+        "mx.eval(s)\n"
+        "y = mx.distributed.all_sum(mx.arange(3.0) + rank)\n"
+        "z = y * 2\n"
+        "mx.eval(z)\n"
+        "a, b = mx.distributed.all_max(z), mx.distributed.all_min(z)\n"
+        "mx.eval(a, b)\n"
+        "first = float(b[0])\n",
+    )
+    big, inner, amax, amin = t.steps
+    assert big.ranks[0]["in"] == {"shape": [4096, 4096], "dtype": "float32"}
+    for r in range(nranks):
+        m = big.ranks[r]
+        assert m["eval_by"] == "mx.eval" and (m["eval_ops"], m["eval_arrays"]) == (1, 1)
+        assert m["eval_s"] > 10 * m["call_s"], (m["eval_s"], m["call_s"])
+        i = inner.ranks[r]
+        assert i["eval_s"] is None and i["eval_note"] == "indirect"
+        assert i["call_s"] >= 0
+        for m in (amax.ranks[r], amin.ranks[r]):
+            assert m["eval_s"] is not None and (m["eval_ops"], m["eval_arrays"]) == (2, 2)
+        # float(b[0]) evaluated an expression of b: b's time is still that of mx.eval(a, b)
+        assert amin.ranks[r]["eval_s"] == amax.ranks[r]["eval_s"]
+    text = t.text()
+    assert " | evaluated in " in text and "by mx.eval (with 1 other op)" in text
+    assert text.count("not timed: evaluated as part of a larger expression") == nranks
+    run("del big, s")
+
+
+def test_ranks_that_disagree_on_real_data_are_marked(run, nranks):
+    """An all_sum where the last rank passes int32 and the others float32.
+
+    Unchecked (``--no-check``), MPI reduces the same bytes as different types
+    and returns without error: the ranks hold different results (FACTS.md,
+    "all_sum, dtype differs per rank: silent garbage").  The trace must mark
+    exactly that op, and exactly the ranks outside the largest group of equal
+    results (same dtype and shape, values equal within the dtype's rounding,
+    as documented), read back from the ranks themselves.
+    """
+    last = nranks - 1
+    t = traced(
+        run,
+        "fine = mx.distributed.all_sum(mx.ones(2) * rank)\n"
+        "mx.eval(fine)\n"
+        f"x = mx.arange(4, dtype=mx.int32 if rank == {last} else mx.float32) + 1\n"
+        "y = mx.distributed.all_sum(x)\n"
+        "mx.eval(y)\n",
+        line="--no-check --timeout 60",
+    )
+    ys = mxnb.pull("y")
+    assert ys[last].dtype == np.int32 and all(y.dtype == np.float32 for y in ys[:last])
+    # the classes of equal results, as the ranks hold them
+    classes: list[list[int]] = []
+    for r, y in enumerate(ys):
+        for c in classes:
+            z = ys[c[0]]
+            rtol = RTOL.get(str(y.dtype), 0.0)
+            if z.dtype == y.dtype and np.allclose(z, y, rtol=rtol, atol=0):
+                c.append(r)
+                break
+        else:
+            classes.append([r])
+    sizes = sorted(len(c) for c in classes)
+    biggest = max(classes, key=len)
+    tie = sizes.count(sizes[-1]) > 1
+    expected = list(range(nranks)) if tie else sorted(set(range(nranks)) - set(biggest))
+    assert last in expected
+    fine, bad = t.steps
+    assert fine.mismatch == [] and fine.inputs_note == ""
+    assert bad.op == "all_sum" and bad.mismatch == expected
+    for r in range(nranks):
+        np.testing.assert_array_equal(t.value(2, r, "after"), ys[r].astype(np.float64))
+    kinds = [
+        f"rank {last} passed int32 (4,)",
+        f"{rank_list(list(range(last)))} passed float32 (4,)",
+    ]
+    if nranks == 2:  # equal counts: in rank order
+        kinds.reverse()
+    assert bad.inputs_note == "inputs differ: " + "; ".join(kinds)
+    text = t.text()
+    assert f"  !! {bad.inputs_note}" in text
+    assert f"  !! {bad.mismatch_text()}" in text
+    if nranks == 4:
+        # Measured with Open MPI 5.0: ranks 0-2 agree on a wrong sum (rank 1,
+        # which reduced with rank 3, by up to 2 ulp: rounding, not flagged).
+        assert expected == [3]
+        assert "!! rank 3 disagrees with ranks 0-2 after all_sum" in text
+    if nranks == 2:
+        assert "!! ranks 0, 1 disagree after all_sum: they should all hold the same result" in text
+    assert text.count("!! ") == 2  # nothing said about the op that agreed
+    # the widget: the op's state and the panels it frames in red
+    from mxnb.widgets import TraceWidget
+    from mxnb.widgets.png import PAD, RED, ROW_H, render_trace
+
+    state = TraceWidget(t).trace["steps"]
+    assert [s["mismatch"] for s in state] == [[], expected]
+    assert state[1]["mismatch_text"] == bad.mismatch_text()
+    red_rows = np.nonzero(np.all(render_trace(t) == RED, axis=-1).any(axis=1))[0]
+    top = PAD + 32  # the PNG's first op row; red frames only around op 2's results
+    assert red_rows.min() >= top + ROW_H - 2 and red_rows.max() < top + 2 * ROW_H
+    run("del fine, x, y")
+
+
 def test_unevaluated_ops_are_not_run_by_recording(run, nranks):
     """A send the cell never evaluates must not happen: the next message rank 1
     receives from rank 0 is the one sent later, not the unevaluated one.
@@ -312,13 +425,15 @@ def test_viz_flag_displays_widget_with_fallbacks(ip, run, nranks):
 
     with capture_output() as cap:
         run("y = mx.distributed.all_sum(mx.ones(3) * rank)\nmx.eval(y)", line="--viz")
-    (out,) = [o for o in cap.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
+    pic, text, live = cap.outputs[-3:]  # a picture and a summary, then the widget
     head = f"mxnb trace: 1 op on {rank_list(list(range(nranks)))}\n#1 all_sum on world"
-    assert out.data["text/plain"].startswith(head)
-    assert out.data["image/png"]
+    assert text.data == {"text/plain": mxnb.last_trace().text()}
+    assert text.data["text/plain"].startswith(head)
+    assert set(pic.data) == {"image/png", "text/plain"}
+    assert "application/vnd.jupyter.widget-view+json" in live.data
     with capture_output() as cap:
         mxnb.show()
-    assert any("image/png" in o.data for o in cap.outputs)
+    assert [set(o.data) for o in cap.outputs][:2] == [{"image/png", "text/plain"}, {"text/plain"}]
 
 
 def test_no_trace_and_viz_conflict(run):

@@ -10,17 +10,21 @@ import base64
 import json
 import struct
 import zlib
+from html.parser import HTMLParser
 from typing import Any
 
 import nbformat
 import numpy as np
 import pytest
 from ipywidgets.widgets.widget import _remove_buffers
+from nbconvert.filters.widgetsdatatypefilter import WIDGET_STATE_MIMETYPE as WIDGET_STATE
+from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
 from mxnb.snapshot import MAX_BYTES, encode, snapshot_size
-from mxnb.trace import Trace
+from mxnb.trace import Trace, timing_text
 from mxnb.widgets import TraceWidget
 from mxnb.widgets.png import COLORMAP, RED, render_trace
+from mxnb.widgets.trace_widget import LIVE_NOTE
 
 
 def op(
@@ -35,8 +39,14 @@ def op(
     line: int = 1,
     code: str = "",
     states: dict[str, str] | None = None,
+    eval_s: float | None = 0.0032,
+    note: str | None = None,
+    eval_ops: int = 1,
+    eval_arrays: int | None = None,
 ) -> dict[str, Any]:
     """One rank's record of one op, as mxnb.engine.trace.collect ships it."""
+    if (states or {}).get("after") == "lazy":
+        eval_s, note = None, "lazy"
     m: dict[str, Any] = {
         "seq": seq,
         "op": name,
@@ -46,7 +56,12 @@ def op(
         "peer": peer,
         "site": {"file": f"/tmp/cell-{rank}.py", "line": line, "code": code},
         "t": 0.001 * seq,
-        "duration": 2e-5,
+        "call_s": 2e-5,
+        "eval_s": eval_s,
+        "eval_by": "mx.eval" if eval_s is not None else None,
+        "eval_ops": eval_ops if eval_s is not None else 0,
+        "eval_arrays": (eval_ops if eval_arrays is None else eval_arrays) if eval_s else 0,
+        "eval_note": note,
         "in": None if x is None else {"shape": list(x.shape), "dtype": str(x.dtype)},
         "out": None if y is None else {"shape": list(y.shape), "dtype": str(y.dtype)},
         "states": dict(states or {}),
@@ -76,12 +91,26 @@ BAD = np.array([0, 3, 99, 9], np.float32)
 
 
 def sample_trace() -> Trace:
-    """all_sum where rank 1 got garbage; a send 0 -> 1; an all_max never evaluated."""
+    """all_sum where rank 1 got garbage; a send 0 -> 1; an all_max never evaluated.
+
+    Times: rank 0 evaluated its all_sum with another op and an array in one
+    mx.eval, rank 1 only inside a larger expression; the send was started with
+    mx.async_eval.
+    """
     reps = []
     for r in range(2):
-        ops = [op(1, "all_sum", r, X[r], SUM if r == 0 else BAD, line=2, code="y = all_sum(x)")]
+        timing: dict[str, Any] = (
+            {"eval_s": 0.21, "eval_ops": 2, "eval_arrays": 3}
+            if r == 0
+            else {"eval_s": None, "note": "indirect"}
+        )
+        y = SUM if r == 0 else BAD
+        ops = [op(1, "all_sum", r, X[r], y, line=2, code="y = all_sum(x)", **timing)]
         if r == 0:
-            ops.append(op(2, "send", 0, X[0], X[0], peer=1, line=3, code="s = send(x, 1)"))
+            ops.append(
+                op(2, "send", 0, X[0], X[0], peer=1, line=3, code="s = send(x, 1)", eval_s=None)
+                | {"eval_note": "async", "eval_by": "mx.async_eval"}
+            )
         else:
             ops.append(
                 op(2, "recv", 1, None, X[0], peer=0, line=5, code="s = recv((4,), f32, 0)")
@@ -96,13 +125,16 @@ def sample_trace() -> Trace:
 EXPECTED_TEXT = """\
 mxnb trace: 3 ops on ranks 0, 1
 #1 all_sum on world (ranks 0, 1), line 2: y = all_sum(x)
-  rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> [0 3 6 9]
-  rank 1: float32 (4,) -> float32 (4,): [0 2 4 6] -> [0 3 99 9]
-  !! ranks 0, 1 disagree after all_sum
+  rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> [0 3 6 9] | \
+evaluated in 210 ms by mx.eval (with 1 other op and 1 other array)
+  rank 1: float32 (4,) -> float32 (4,): [0 2 4 6] -> [0 3 99 9] | \
+not timed: evaluated as part of a larger expression
+  !! ranks 0, 1 disagree after all_sum: they should all hold the same result
 #2 send/recv on world (ranks 0, 1), line 3: s = send(x, 1)
   rank 0 -> rank 1: float32 (4,)
-  rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> [0 1 2 3]
-  rank 1: - -> float32 (4,): - -> [0 1 2 3]
+  rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> [0 1 2 3] | \
+not timed: mx.async_eval returns before the transfer ends
+  rank 1: - -> float32 (4,): - -> [0 1 2 3] | evaluated in 3.2 ms by mx.eval
 #3 all_max on world (ranks 0, 1), line 6: z = all_max(x)
   rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> (not evaluated by the cell)
   rank 1: float32 (4,) -> float32 (4,): [0 2 4 6] -> (not evaluated by the cell)"""
@@ -119,7 +151,51 @@ def test_the_odd_rank_out_is_the_one_highlighted():
     ]
     t = Trace(reps)
     assert t.steps[0].mismatch == [2]
-    assert "!! rank 2 disagree" in t.text()
+    assert "!! rank 2 disagrees with ranks 0, 1, 3 after all_sum" in t.text()
+    assert t.steps[0].inputs_note == ""  # same dtype and shape everywhere
+
+
+def test_collective_inputs_of_different_dtypes_are_named():
+    n = 4
+    xs = [X[0].astype(np.int32 if r == 3 else np.float32) for r in range(n)]
+    t = Trace([report(r, [op(1, "all_max", r, xs[r], xs[r], n=n)], n=n) for r in range(n)])
+    note = "inputs differ: rank 3 passed int32 (4,); ranks 0-2 passed float32 (4,)"
+    assert t.steps[0].inputs_note == note
+    assert f"  !! {note}" in t.text()
+    assert TraceWidget(t).trace["steps"][0]["inputs_note"] == note
+
+
+@pytest.mark.parametrize(
+    ("m", "text"),
+    [
+        ({"eval_s": 0.0032, "eval_by": "mx.eval", "eval_ops": 1, "eval_arrays": 1},
+         "evaluated in 3.2 ms by mx.eval"),
+        ({"eval_s": 0.21, "eval_by": ".item()", "eval_ops": 3, "eval_arrays": 3},
+         "evaluated in 210 ms by .item() (with 2 other ops)"),
+        ({"eval_s": 1.5, "eval_by": "mx.eval", "eval_ops": 1, "eval_arrays": 3},
+         "evaluated in 1.5 s by mx.eval (with 2 other arrays)"),
+        ({"eval_s": 4.2e-5, "eval_by": "mx.eval", "eval_ops": 1, "eval_arrays": 1},
+         "evaluated in 0.042 ms by mx.eval"),
+        ({"eval_s": None, "eval_note": "indirect"},
+         "not timed: evaluated as part of a larger expression"),
+        ({"eval_s": None, "eval_note": "async"},
+         "not timed: mx.async_eval returns before the transfer ends"),
+        ({"eval_s": None, "eval_note": "lazy"}, "not evaluated"),
+        ({"eval_s": None, "eval_note": "unknown"}, "not timed"),
+        ({}, "not timed"),
+    ],
+)  # fmt: skip
+def test_times_say_what_they_measure(m, text):
+    assert timing_text(m) == text
+
+
+def test_widget_panels_carry_call_and_evaluation_times():
+    panels = TraceWidget(sample_trace()).trace["steps"][0]["panels"]
+    assert panels[0]["call_ms"] == 0.02 and panels[0]["eval_ms"] == 210.0
+    assert panels[0]["time_text"].startswith("evaluated in 210 ms by mx.eval (with 1 other op")
+    assert panels[1]["eval_ms"] is None
+    assert panels[1]["time_text"] == "not timed: evaluated as part of a larger expression"
+    assert "duration_ms" not in panels[0]
 
 
 def test_rounding_differences_are_not_disagreement():
@@ -167,12 +243,27 @@ def test_widget_state_ships_arrays_as_binary_buffers():
     assert panel["after_text"].endswith("downsampled to 171x171")
 
 
-def test_widget_bundle_has_text_and_png_fallbacks():
+def test_widget_is_shown_after_a_static_picture_and_summary(ip):
+    """display(widget): a PNG output, a text output, then the widget itself.
+
+    The widget's own bundle carries no picture: an export would then show it
+    twice wherever no widget state is stored.
+    """
+    from IPython.utils.capture import capture_output
+
     w = TraceWidget(sample_trace())
-    data, _meta = w._repr_mimebundle_()
-    assert data["text/plain"] == EXPECTED_TEXT
-    assert base64.b64decode(data["image/png"]).startswith(b"\x89PNG\r\n\x1a\n")
-    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
+    with capture_output() as cap:
+        ip.display_formatter.format(w)  # what a cell's last value goes through
+        w._ipython_display_()
+    pic, text, live = [o.data for o in cap.outputs][:3]
+    assert len(cap.outputs) == 6  # both ways gave the same three outputs
+    assert set(pic) == {"image/png", "text/plain"}  # no HTML: viewers pick the PNG
+    assert base64.b64decode(pic["image/png"]) == w.png()
+    assert pic["image/png"].endswith(w.png_tail) and len(w.png_tail) == 64
+    assert pic["text/plain"] == "<mxnb trace picture: 3 ops>"
+    assert text == {"text/plain": EXPECTED_TEXT}
+    assert live["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
+    assert live["text/plain"] == LIVE_NOTE and "image/png" not in live
     assert repr(w) == EXPECTED_TEXT
     assert w.step == 0 and w.phase == "after"
 
@@ -211,19 +302,84 @@ def test_png_shows_every_rank_and_marks_the_disagreeing_one():
     assert tuple(COLORMAP[0]) in colours and tuple(COLORMAP[-1]) in colours
 
 
-def test_html_export_without_kernel_shows_the_picture():
-    """nbconvert drops a widget whose state was not saved and uses the PNG."""
-    from nbconvert import HTMLExporter
+class _Html(HTMLParser):
+    """The <img> sources, <pre> texts and widget-view scripts of an exported page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.pres: list[str] = []
+        self.views = 0
+        self._pre: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "img":
+            self.imgs.append(a.get("src") or "")
+        elif tag == "pre":
+            self._pre = []
+        elif tag == "script" and a.get("type") == "application/vnd.jupyter.widget-view+json":
+            self.views += 1
+
+    def handle_data(self, data: str) -> None:
+        if self._pre is not None:
+            self._pre.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "pre" and self._pre is not None:
+            self.pres.append("".join(self._pre))
+            self._pre = None
+
+
+def parse_html(html: str) -> _Html:
+    page = _Html()
+    page.feed(html)
+    return page
+
+
+def widget_notebook(ip: Any, state: bool) -> tuple[nbformat.NotebookNode, TraceWidget]:
+    """A notebook with the outputs of display(widget), with or without widget state."""
+    from IPython.utils.capture import capture_output
 
     w = TraceWidget(sample_trace())
-    data, _ = w._repr_mimebundle_()
+    with capture_output() as cap:
+        w._ipython_display_()
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("%%mxdist --viz\n...")
-    cell.outputs = [nbformat.v4.new_output("display_data", data=data)]
+    cell.outputs = [nbformat.v4.new_output("display_data", data=o.data) for o in cap.outputs]
     nb.cells = [cell]
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    assert f'src="data:image/png;base64,{data["image/png"]}"' in html
-    assert "widget-view+json" not in html
+    if state:  # the shape nbclient stores (store_widget_state=True, its default)
+        kept = {k: v for k, v in w.get_state().items() if k != "trace"}
+        model = {"model_name": w._model_name, "model_module": w._model_module}
+        model |= {"model_module_version": w._model_module_version, "state": kept}
+        nb.metadata["widgets"] = {
+            WIDGET_STATE: {"state": {w.model_id: model}, "version_major": 2, "version_minor": 0}
+        }
+    return nb, w
+
+
+@pytest.mark.parametrize("state", [False, True], ids=["no-state", "state"])
+@pytest.mark.parametrize("template", ["lab", "classic"])
+def test_html_export_shows_picture_and_summary(ip, template, state):
+    """With or without stored widget state, the export shows the PNG and the text.
+
+    With state, nbconvert renders the widget view (an empty element for a
+    widget manager from a CDN): the separate picture and text outputs must
+    still be there.  Without, the widget output falls back to its note.
+    """
+    from nbconvert import HTMLExporter
+
+    nb, w = widget_notebook(ip, state)
+    html, _ = HTMLExporter(template_name=template).from_notebook_node(nb)
+    page = parse_html(html)
+    png = base64.b64encode(w.png()).decode()
+    assert page.imgs == [f"data:image/png;base64,{png}"]
+    assert EXPECTED_TEXT in page.pres
+    assert page.views == (1 if state else 0)
+    assert (LIVE_NOTE in page.pres) is (not state)
+    # GitHub and other nbconvert-like viewers: the picture output picks image/png
+    pick = WidgetsDataTypeFilter(notebook_metadata={"": nb.metadata})
+    assert [pick(o.data) for o in nb.cells[0].outputs][:2] == [["image/png"], ["text/plain"]]
 
 
 @pytest.mark.parametrize("name", ["trace_widget.js", "trace_widget.css"])

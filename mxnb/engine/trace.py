@@ -5,6 +5,12 @@ metadata (op, group, peer, shapes, dtypes, cell line, time) and keeps a
 *handle* (``copy.copy``: the same lazy graph node, no copy of data and no
 evaluation) to the op's input and output.  It never evaluates anything.
 
+Timing.  The call of an op only builds a graph node (``call_s``); its data
+moves when the result is evaluated.  While recording, an
+:class:`~mxnb.engine.evaltime.EvalTimer` listens to the rank's evaluations and
+gives each op ``eval_s``, the wall time of the evaluation that ran it, or
+says why it has none (see :mod:`mxnb.engine.evaltime`).
+
 The laziness rule, applied when the cell ends:
 
 * a kept array whose evaluation MLX has already done (or scheduled) is a leaf
@@ -32,6 +38,7 @@ from typing import Any
 
 from mxnb import snapshot
 from mxnb.engine import hooks
+from mxnb.engine.evaltime import EvalTimer
 
 __all__ = ["Recorder", "collect", "install", "recorder", "set_recording"]
 
@@ -156,6 +163,7 @@ class Recorder:
         self.cell_t0 = time.perf_counter()
         self.finished: dict[str, Any] | None = None
         self.enabled = True
+        self.timer = EvalTimer(is_evaluated)
 
     # cell boundaries (IPython events on the rank's shell)
 
@@ -163,9 +171,11 @@ class Recorder:
         self.records, self.dropped, self.held, self.kept_ops = [], 0, 0, 0
         self.cell_t0 = time.perf_counter()
         self.finished = None
+        self.timer = EvalTimer(is_evaluated)
 
     def end_cell(self, *_: Any) -> None:
         """Decide, now, what the user's code evaluated; drop handles to the rest."""
+        self.timer.end_cell()  # before handles to unevaluated arrays are dropped
         for rec in self.records:
             for side, h in list(rec.handles.items()):
                 if not is_evaluated(h):  # never raises: a failed look counts as lazy
@@ -215,7 +225,7 @@ class Recorder:
             if site is None
             else {"file": site.filename, "line": site.line, "code": site.code.rstrip()},
             "t": t0 - self.cell_t0,
-            "duration": t1 - t0,
+            "call_s": t1 - t0,  # building the graph node: no data moves here
         }
         if op == "recv":
             meta["in"] = None
@@ -242,7 +252,12 @@ class Recorder:
                 self.held += a.nbytes
         if rec.handles:
             self.kept_ops += 1
+        self.timer.follow(meta, out, rec.handles.get("after"))
         return rec
+
+    def on_eval(self, arrays: list[Any], seconds: float, entry: str) -> None:
+        """Evaluation listener (:mod:`mxnb.engine.monitor`): time the ops it ran."""
+        self.timer.on_eval(arrays, seconds, entry)
 
 
 def _read(handles: list[Any], deadline: float) -> dict[int, Any]:
@@ -341,12 +356,16 @@ def install() -> None:
 
 def set_recording(on: bool) -> bool:
     """Turn recording on or off on this rank; returns the new state."""
+    from mxnb.engine import monitor
+
     rec = recorder()
     rec.enabled = bool(on)
     if rec.enabled:
         hooks.add_observer(rec)
+        monitor.add_eval_listener(rec.on_eval)
     else:
         hooks.remove_observer(rec)
+        monitor.remove_eval_listener(rec.on_eval)
     return rec.enabled
 
 

@@ -239,9 +239,37 @@ function arrows(step, ranks) {
   return svg;
 }
 
+// The picture and the text summary displayed just before this widget (see
+// trace_widget.py) are for viewers without a kernel; the live view replaces
+// them. Only outputs that are exactly ours are hidden: the summary's text and
+// the end of the PNG's base64 must match.
+function hideStatic(host, model) {
+  const tail = model.get("png_tail");
+  const summary = ((model.get("trace") || {}).summary || "").trim();
+  const child = host.closest(".jp-OutputArea-child, .output_area");
+  if (!child || !tail) return false;
+  const text = child.previousElementSibling;
+  const pic = text && text.previousElementSibling;
+  const pre = text && text.querySelector("pre");
+  const img = pic && pic.querySelector("img");
+  if (!pre || !img || pre.textContent.trim() !== summary) return false;
+  if (!(img.getAttribute("src") || "").replace(/\s/g, "").endsWith(tail)) return false;
+  for (const node of [pic, text]) {
+    node.style.display = "none";
+    node.dataset.mxnbHidden = "static";
+  }
+  return true;
+}
+
 function render({ model, el: host }) {
   const root = el("div", "mxnb-trace");
   host.appendChild(root);
+  // the view may be attached to the page only after render() returns
+  let tries = 0;
+  const hide = () => {
+    if (!hideStatic(host, model) && ++tries < 8) setTimeout(hide, 50 * 2 ** tries);
+  };
+  hide();
   let timer = null;
   const index = [];
 
@@ -310,10 +338,8 @@ function render({ model, el: host }) {
       const line = `rank ${t.src} \u2192 rank ${t.dst}: ${t.what}${t.note ? ` \u2014 ${t.note}` : ""}`;
       info.appendChild(el("div", `mxnb-transfer${t.note ? " mxnb-bad" : ""}`, line));
     }
-    if (step.mismatch.length) {
-      const who = step.mismatch.join(", ");
-      info.appendChild(el("div", "mxnb-bad mxnb-mismatch", `ranks ${who} disagree after ${step.op}: they should all hold the same result`));
-    }
+    if (step.inputs_note) info.appendChild(el("div", "mxnb-bad mxnb-inputs", step.inputs_note));
+    if (step.mismatch.length) info.appendChild(el("div", "mxnb-bad mxnb-mismatch", step.mismatch_text));
     root.appendChild(info);
 
     const shapes = step.panels.filter((p) => p && p[phase]).map((p) => p[phase].dshape);
@@ -353,7 +379,9 @@ function render({ model, el: host }) {
         const why = step.members.includes(r) ? "no part in this op" : "not in this group";
         box.appendChild(el("div", "mxnb-state", why));
       } else {
-        box.appendChild(el("div", "mxnb-opname", `${p.op} \u00b7 ${p.duration_ms} ms call`));
+        // the call only builds MLX's lazy graph; the data moves in the evaluation
+        box.appendChild(el("div", "mxnb-opname", `${p.op} \u00b7 call ${p.call_ms} ms`));
+        box.appendChild(el("div", `mxnb-time${p.eval_ms === null ? " mxnb-untimed" : ""}`, p.time_text));
         if (step.mismatch.includes(r)) box.classList.add("mxnb-differs");
         box.appendChild(sideView(p, phase, { lo, hi, index }));
       }
@@ -370,6 +398,7 @@ function render({ model, el: host }) {
   model.on("change:trace", redraw);
   draw();
   return () => {
+    tries = Infinity; // stop looking for the static outputs
     if (timer) clearInterval(timer);
     model.off("change:step", redraw);
     model.off("change:phase", redraw);

@@ -6,6 +6,18 @@ trace travels as one synced dict whose array snapshots are ``bytes``, which
 ipywidgets sends as binary buffers.  The MIME bundle also carries a
 ``text/plain`` summary and a static PNG, so a notebook viewed without a
 kernel (GitHub, ``jupyter nbconvert --to html``) still shows the trace.
+
+The static views are *separate outputs*, displayed just before the widget
+(:meth:`TraceWidget._ipython_display_`): a PNG (``image/png`` with a one-line
+``text/plain``) and the text summary (``text/plain``).  They cannot live in the
+widget's own MIME bundle: nbconvert's HTML templates prefer the widget view
+whenever the notebook stores widget state (nbclient stores it by default),
+and then render only an empty element that a widget manager loaded from a
+CDN would fill, which offline never happens.  A separate ``image/png`` output
+is rendered as an ``<img>`` with the data inline by every HTML template and by
+GitHub.  When the live widget renders (JupyterLab, Notebook 7, or an export
+with state and network), its front end hides those two outputs, recognising
+them by the PNG's last bytes and the exact summary text.
 """
 
 from __future__ import annotations
@@ -17,11 +29,19 @@ from typing import Any
 import anywidget
 import traitlets
 
-from mxnb.trace import STATE_TEXT, Step, Trace, describe_value, shape_text
+from mxnb.trace import STATE_TEXT, Step, Trace, describe_value, shape_text, timing_text
 
 __all__ = ["TraceWidget", "widget_state"]
 
 _HERE = pathlib.Path(__file__).parent
+#: Characters of the PNG's base64 the front end compares (the IDAT CRC and IEND).
+PNG_TAIL = 64
+#: The widget output's own text: where no widget manager runs, the outputs
+#: just before it (picture and summary) already show the trace.
+LIVE_NOTE = (
+    "(interactive mxnb trace widget: needs a running kernel;"
+    " the picture and summary above show the same trace)"
+)
 
 
 def _io_text(d: dict[str, Any] | None) -> str:
@@ -37,7 +57,10 @@ def _panel(step: Step, rank: int) -> dict[str, Any] | None:
         "op": m["op"],
         "in": _io_text(m.get("in")),
         "out": _io_text(m.get("out")),
-        "duration_ms": round(m["duration"] * 1e3, 4),
+        # the call only builds the lazy graph; the evaluation moves the data
+        "call_ms": round(m["call_s"] * 1e3, 4),
+        "eval_ms": None if m.get("eval_s") is None else round(m["eval_s"] * 1e3, 4),
+        "time_text": timing_text(m),
         "t_ms": round(m["t"] * 1e3, 3),
     }
     for side in ("before", "after"):
@@ -58,6 +81,8 @@ def _step_state(step: Step, ranks: list[int]) -> dict[str, Any]:
         "site": step.site_text(),
         "agree": step.op in ("all_sum", "all_gather", "all_max", "all_min"),
         "mismatch": step.mismatch,
+        "mismatch_text": step.mismatch_text(),
+        "inputs_note": step.inputs_note,
         "transfers": [
             {"src": t.src, "dst": t.dst, "matched": t.matched, "what": t.what, "note": t.note}
             for t in step.transfers
@@ -89,9 +114,12 @@ class TraceWidget(anywidget.AnyWidget):
     #: Shown op (0-based) and side; the browser and Python can both set them.
     step = traitlets.Int(0).tag(sync=True)
     phase = traitlets.Unicode("after").tag(sync=True)
+    #: The end of the static PNG's base64 text: the front end hides that output.
+    png_tail = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, trace: Trace, **kwargs: Any) -> None:
         self._trace = trace
+        self._png: bytes | None = None
         super().__init__(trace=widget_state(trace), **kwargs)
 
     @property
@@ -103,7 +131,17 @@ class TraceWidget(anywidget.AnyWidget):
         """The static picture of the trace (PNG bytes)."""
         from mxnb.widgets.png import trace_png
 
-        return trace_png(self._trace)
+        if self._png is None:
+            self._png = trace_png(self._trace)
+        return self._png
+
+    def static_outputs(self) -> list[dict[str, str]]:
+        """The MIME bundles shown before the widget: the picture, then the summary."""
+        png = base64.b64encode(self.png()).decode("ascii")
+        self.png_tail = png[-PNG_TAIL:]
+        n = len(self._trace.steps)
+        label = f"<mxnb trace picture: {n} op{'' if n == 1 else 's'}>"
+        return [{"image/png": png, "text/plain": label}, {"text/plain": self._trace.text()}]
 
     def __repr__(self) -> str:
         return self._trace.text()
@@ -114,6 +152,16 @@ class TraceWidget(anywidget.AnyWidget):
             return None
         data, meta = bundle if isinstance(bundle, tuple) else (bundle, {})
         data = dict(data)
-        data["text/plain"] = self._trace.text()
-        data["image/png"] = base64.b64encode(self.png()).decode("ascii")
+        data["text/plain"] = LIVE_NOTE
         return data, meta
+
+    def _ipython_display_(self) -> None:
+        """``display(widget)`` and a cell's last value: static outputs, then the widget."""
+        from IPython.display import display
+
+        for data in self.static_outputs():
+            display(data, raw=True)
+        bundle = self._repr_mimebundle_()
+        if bundle is not None:
+            data, meta = bundle
+            display(data, metadata=meta, raw=True)
