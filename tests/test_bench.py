@@ -28,7 +28,8 @@ def test_quick_bench_writes_json(tmp_path):
     data = json.loads(out.read_text())
     names = [r["name"] for r in data["results"]]
     for part in ("widget payload", "warm trivial cell", "cold start", "start-up scaling",
-                 "all_sum 1KB, 2 ranks", "all_sum 1MB, 4 ranks"):  # fmt: skip
+                 "all_sum 1KB, 2 ranks", "all_sum 1MB, 4 ranks", "--bare",
+                 "mxnb kernel (background)"):  # fmt: skip
         assert any(part in n for n in names), (part, names)
     for r in data["results"]:
         assert r["mxnb"] > 0 and r["baseline"] > 0, r

@@ -3,9 +3,9 @@
 An anywidget: the front end is the plain ES module ``trace_widget.js`` next to
 this file (no build step), which works in JupyterLab 4 and Notebook 7.  The
 trace travels as one synced dict whose array snapshots are ``bytes``, which
-ipywidgets sends as binary buffers.  The MIME bundle also carries a
-``text/plain`` summary and a static PNG, so a notebook viewed without a
-kernel (GitHub, ``jupyter nbconvert --to html``) still shows the trace.
+ipywidgets sends as binary buffers.  A ``text/plain`` summary and a static
+PNG go with it, so a notebook viewed without a kernel (GitHub,
+``jupyter nbconvert --to html``) still shows the trace.
 
 The static views are *separate outputs*, displayed just before the widget
 (:meth:`TraceWidget._ipython_display_`): a PNG (``image/png`` with a one-line
