@@ -52,6 +52,20 @@ def test_context_manager_and_restart():
     assert wait_gone(second, 5) == []
 
 
+def test_a_single_rank_works_like_a_group_of_one():
+    # MLX's MPI backend refuses a world of one process; -n 1 must still work
+    with MxCluster(n=1) as c:
+        c.view.execute(
+            "y = mx.distributed.all_sum(mx.arange(3)).tolist()\n"
+            "g = mx.distributed.all_gather(mx.ones(2)).tolist()\n"
+            "n = world.size()",
+            block=True,
+        )
+        assert c.view.pull(["y", "g", "n"], block=True) == [[[0, 1, 2], [1.0, 1.0], 1]]
+        profile = c.profile_dir
+    assert wait_gone(profile, 10) == []
+
+
 def test_failed_start_cleans_up(monkeypatch):
     """An MLX that cannot load MPI makes every rank exit; nothing is left running."""
     real = mpi.launch_env

@@ -49,7 +49,12 @@ def main() -> None:
     import mlx.core as mx
 
     try:
-        world = mx.distributed.init(strict=True, backend="mpi")
+        if os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
+            # MLX's MPI backend refuses a world of one process; its default
+            # group of size 1 behaves the same for every collective
+            world = mx.distributed.init()
+        else:
+            world = mx.distributed.init(strict=True, backend="mpi")
     except Exception as e:
         sys.stderr.write(
             f"mxnb engine: MLX could not initialise its MPI backend: {e}\n"
