@@ -217,8 +217,8 @@ class MxdistMagics(Magics):
     @argument(
         "--bare",
         action="store_true",
-        help="plain MLX speed for this cell: no trace, no checks, no hang report "
-        "(a hang then ends only with --timeout or the stop button)",
+        help="plain MLX speed for this cell: no trace, no checks, no op log "
+        "(a hang then ends only with --timeout or the stop button, without a cause)",
     )
     @line_cell_magic
     def mxdist(self, line: str, cell: str | None = None) -> Any:

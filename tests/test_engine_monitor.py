@@ -112,3 +112,16 @@ def test_bare_excludes_viz_and_is_cell_only(ip, run):
         run("pass", "--bare --viz")
     with pytest.raises(UsageError, match="apply to %%mxdist cells only"):
         ip.run_line_magic("mxdist", "--bare")
+
+
+def test_a_hang_in_a_bare_cell_still_ends_with_its_timeout(run, nranks):
+    from mxnb.render import RankError
+
+    with pytest.raises(RankError) as info:
+        run("if rank == 0:\n    mx.eval(mx.distributed.all_sum(mx.ones(2)))", "--bare --timeout 3")
+    text = "\n".join(info.value._render_traceback_())
+    assert "timed out after 3 s" in text
+    assert "rank 0:" in text and "rank 1:" in text  # where each rank was
+    # the next cell gets working ranks (rank 0 was stuck inside MPI: replaced)
+    run("ok = mx.distributed.all_sum(mx.ones(1)).item()")
+    assert mxnb.pull("ok") == [float(nranks)] * nranks

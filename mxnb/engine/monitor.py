@@ -393,8 +393,9 @@ def set_checked(on: bool) -> None:
 def set_bare(on: bool) -> None:
     """Plain MLX speed: no op log, no checks, evaluation not observed.
 
-    What is given up is the hang report: a rank that waits forever is then
-    ended only by the cell's timeout or the stop button, without saying why.
+    What is given up is the hang diagnosis: a rank that waits forever is then
+    ended only by the cell's timeout or the stop button, whose report says on
+    which line each rank was but not which op it waits for, or why.
     """
     monitor.bare = on
     if on:
