@@ -474,3 +474,11 @@ def test_transfer_in_flight_does_not_block_the_trace(run, nranks):
         line=line,
     )
     assert mxnb.pull("late", targets=[1])[0].tolist() == [5.0, 6.0]
+
+
+def test_the_next_cell_gets_the_memory_a_trace_kept_back(run, nranks):
+    # the trace keeps the first 32 ops' arrays until the next cell; MLX would
+    # then keep their buffers cached, and later loops cycle through cold ones
+    run("for _ in range(40):\n    mx.eval(mx.distributed.all_sum(mx.ones(2**18)))")
+    run("cached_mb = mx.get_cache_memory() / 2**20", "--bare")
+    assert max(mxnb.pull("cached_mb")) < 4, mxnb.pull("cached_mb")

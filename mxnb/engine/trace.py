@@ -168,10 +168,18 @@ class Recorder:
     # cell boundaries (IPython events on the rank's shell)
 
     def start_cell(self, *_: Any) -> None:
+        held = any(rec.handles for rec in (self.finished or {}).get("records", ()))
         self.records, self.dropped, self.held, self.kept_ops = [], 0, 0, 0
         self.cell_t0 = time.perf_counter()
         self.finished = None
         self.timer = EvalTimer(is_evaluated)
+        if held:
+            # MLX caches the buffers of the arrays the last trace kept alive; a
+            # loop that then cycles through dozens of cold cached buffers ran
+            # ~1.4x slower at 1 MB (bench/README.md), so give them back.
+            import mlx.core as mx
+
+            mx.clear_cache()
 
     def end_cell(self, *_: Any) -> None:
         """Decide, now, what the user's code evaluated; drop handles to the rest."""
