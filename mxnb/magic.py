@@ -90,11 +90,15 @@ class MxdistMagics(Magics):
         self.last_result: CellResult | None = None
         self._lost: str | None = None  # why the last cluster was stopped, told once
         self._lost_n: int | None = None  # its size, reused by the next cell
-        self._engines_checked = True
-        self._engines_bare = False
+        self._engines_fresh()
         self._background: BackgroundStart | None = None
 
     # -- cluster lifecycle --------------------------------------------------
+
+    def _engines_fresh(self) -> None:
+        """What new ranks start with; cells switch it only where it must change."""
+        self._engines_checked = True
+        self._engines_bare = False
 
     def prestart(self, n: int) -> None:
         """Start ``n`` ranks in the background; the next cell or line joins them."""
@@ -115,8 +119,7 @@ class MxdistMagics(Magics):
         except Exception as e:
             print(f"mxdist: the background start of {bg.cluster.n} ranks failed: {e}")
             return
-        self._engines_checked = True
-        self._engines_bare = False
+        self._engines_fresh()
 
     def _running_n(self) -> int | None:
         c = self.cluster
@@ -143,8 +146,7 @@ class MxdistMagics(Magics):
         t0 = time.monotonic()
         self.cluster = MxCluster(n=want)
         self.cluster.start()
-        self._engines_checked = True
-        self._engines_bare = False
+        self._engines_fresh()
         print(
             f"mxdist: {want} ranks ready in {time.monotonic() - t0:.1f} s "
             "(names ready on every rank: mx, world, rank, size)"

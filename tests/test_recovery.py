@@ -123,13 +123,19 @@ def test_send_never_evaluated(run, nranks, magics, capsys):
     assert_restarted(run, magics, profile, nranks, capsys)
 
 
+#: Even ranks call all_sum, odd ranks all_gather.
+MIXED_COLLECTIVES = (
+    "x = mx.ones(4)\n"
+    "y = mx.distributed.all_sum(x) if rank % 2 == 0 else mx.distributed.all_gather(x)\n"
+    "mx.eval(y)\n"
+)
+
+
 def test_different_collectives_are_refused_when_checked(run, nranks, magics):
     profile = magics.cluster.profile_dir
     err, _text, _ = failing(
         run,
-        "x = mx.ones(4)\n"
-        "y = mx.distributed.all_sum(x) if rank % 2 == 0 else mx.distributed.all_gather(x)\n"
-        "mx.eval(y)\n",
+        MIXED_COLLECTIVES,
     )
     assert err.ranks == list(range(nranks))
     evens = ", ".join(str(r) for r in range(0, nranks, 2))
@@ -144,9 +150,7 @@ def test_different_collectives_unchecked_time_out(run, nranks, magics, capsys):
     profile = magics.cluster.profile_dir
     _, text, took = failing(
         run,
-        "x = mx.ones(4)\n"
-        "y = mx.distributed.all_sum(x) if rank % 2 == 0 else mx.distributed.all_gather(x)\n"
-        "mx.eval(y)\n",
+        MIXED_COLLECTIVES,
         "--no-check --timeout 3",
     )
     assert took < 3 + 10

@@ -93,6 +93,10 @@ def call_site(depth: int = 2, frame: Any = None) -> CallSite | None:
     return CallSite(fn, first.f_lineno)
 
 
+#: Where MLX's point-to-point ops take their peer: (position, keyword).
+_PEER_ARG = {"send": (1, "dst"), "recv": (2, "src"), "recv_like": (1, "src")}
+
+
 @dataclass
 class OpCall:
     """One call of a distributed op, as an observer sees it."""
@@ -104,6 +108,22 @@ class OpCall:
     site: CallSite | None = None
     result: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def arg(self, index: int, name: str) -> Any:
+        """An argument of the MLX call, passed by position or by name."""
+        return self.args[index] if len(self.args) > index else self.kwargs.get(name)
+
+    @property
+    def peer(self) -> int | None:
+        """The group rank sent to (``send``) or received from; None for collectives."""
+        where = _PEER_ARG.get(self.op)
+        p = None if where is None else self.arg(*where)
+        return None if p is None else int(p)
+
+    @property
+    def x(self) -> Any:
+        """The input array; ``recv`` has none (only a shape and dtype)."""
+        return None if self.op == "recv" else self.arg(0, "x")
 
 
 class Observer(Protocol):

@@ -270,19 +270,15 @@ class Monitor:
 
 
 def _describe_args(op: str, call: hooks.OpCall) -> tuple[tuple[int, ...], str, int | None]:
-    a, kw = call.args, call.kwargs
-    if op == "recv" and call.op == "recv":
-        shape = tuple(a[0] if a else kw["shape"])
-        dtype = check.dtype_name(a[1] if len(a) > 1 else kw["dtype"])
-        peer = a[2] if len(a) > 2 else kw["src"]
-        return shape, dtype, int(peer)
-    x = a[0] if a else kw.get("x")
-    shape, dtype = tuple(x.shape), check.dtype_name(x.dtype)
-    if op == "send":
-        return shape, dtype, int(a[1] if len(a) > 1 else kw["dst"])
-    if op == "recv":  # recv_like(x, src)
-        return shape, dtype, int(a[1] if len(a) > 1 else kw["src"])
-    return shape, dtype, None
+    if call.op == "recv":
+        shape, dtype = tuple(call.arg(0, "shape")), check.dtype_name(call.arg(1, "dtype"))
+    else:
+        x = call.x
+        shape, dtype = tuple(x.shape), check.dtype_name(x.dtype)
+    peer = call.peer
+    if peer is None and op in ("send", "recv"):
+        raise TypeError(f"{call.op}() needs a {'dst' if op == 'send' else 'src'} rank")
+    return shape, dtype, peer
 
 
 def _site() -> str:

@@ -32,7 +32,8 @@ def warm_up() -> None:
 
     The entry point calls this while the controller is still starting, so
     imports and the observers' set-up overlap with it instead of following
-    it.  :func:`prepare` repeats nothing of it (every step is idempotent).
+    it.  Every step is idempotent: :func:`prepare` calls it again once the
+    rank's IPython shell exists, which only then gets the trace's cell events.
     """
     import ipyparallel.engine.app  # noqa: F401  (the heaviest import of a rank)
 
@@ -55,19 +56,15 @@ def prepare() -> dict[str, Any]:
     import mlx.core as mx
     from IPython import get_ipython
 
-    from mxnb.engine import monitor, probe, trace
+    from mxnb.engine import monitor
 
     group = world()
+    warm_up()  # done already by the entry point; here the shell exists for trace's events
     shell = get_ipython()
-    monitor.install(group)
     if shell is not None:
         shell.user_ns.update(mx=mx, world=group, rank=group.rank(), size=group.size())
         shell.events.register("pre_run_cell", monitor.monitor.pre_cell)
         shell.events.register("post_run_cell", monitor.monitor.post_cell)
-    trace.install()  # after monitor: per-rank array views, see mxnb.engine.trace
-    profile = os.environ.get("IPP_PROFILE_DIR")
-    if profile:
-        probe.start(profile, group.rank())
     return {
         "rank": group.rank(),
         "size": group.size(),

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxnb import snapshot
-from mxnb.engine import hooks
+from mxnb.engine import check, hooks
 from mxnb.engine.evaltime import EvalTimer
 
 __all__ = ["Recorder", "collect", "install", "recorder", "set_recording"]
@@ -54,16 +54,6 @@ READ_GRACE = 2.0
 #: Ops after which every rank of the group should hold the same result.
 AGREEING = ("all_sum", "all_gather", "all_max", "all_min")
 _PRIMITIVE = re.compile(r"shape=rectangle")
-
-
-def _arg(call: hooks.OpCall, index: int, name: str) -> Any:
-    if len(call.args) > index:
-        return call.args[index]
-    return call.kwargs.get(name)
-
-
-def _dtype_name(dtype: Any) -> str:
-    return str(dtype).rsplit(".", 1)[-1]
 
 
 def _has_pending_graph(a: Any) -> bool | None:
@@ -214,12 +204,7 @@ class Recorder:
 
         op = call.op
         path, grank, gsize = group_path(call.kwargs.get("group"))
-        peer = None
-        if op == "send":
-            peer = _arg(call, 1, "dst")
-        elif op in ("recv", "recv_like"):
-            peer = _arg(call, 2 if op == "recv" else 1, "src")
-        x = None if op == "recv" else _arg(call, 0, "x")
+        peer, x = call.peer, call.x
         out = call.result
         site = call.site
         meta: dict[str, Any] = {
@@ -228,7 +213,7 @@ class Recorder:
             "group": path,
             "group_rank": grank,
             "group_size": gsize,
-            "peer": int(peer) if peer is not None else None,
+            "peer": peer,
             "site": None
             if site is None
             else {"file": site.filename, "line": site.line, "code": site.code.rstrip()},
@@ -238,10 +223,10 @@ class Recorder:
         if op == "recv":
             meta["in"] = None
         elif isinstance(x, mx.array):
-            meta["in"] = {"shape": list(x.shape), "dtype": _dtype_name(x.dtype)}
+            meta["in"] = {"shape": list(x.shape), "dtype": check.dtype_name(x.dtype)}
         rec = Record(meta)
         if isinstance(out, mx.array):
-            meta["out"] = {"shape": list(out.shape), "dtype": _dtype_name(out.dtype)}
+            meta["out"] = {"shape": list(out.shape), "dtype": check.dtype_name(out.dtype)}
         sides = {"after": out}
         if op == "recv":
             rec.states["before"] = "none"
@@ -296,7 +281,7 @@ def _snapshot(rec: Record, side: str, value: Any, h: Any) -> None:
     import mlx.core as mx
     import numpy as np
 
-    dtype = _dtype_name(h.dtype)
+    dtype = check.dtype_name(h.dtype)
     if isinstance(value, Exception):
         rec.states[side] = "traced" if "primitive" in str(value) else "error"
         rec.meta.setdefault("errors", {})[side] = str(value).splitlines()[0]
