@@ -223,11 +223,11 @@ def test_only_the_most_recent_untimed_ops_are_followed(recorder, monkeypatch):
     assert [r.meta["eval_s"] for r in recs] == [None, None, 0.2, 0.2]
 
 
-# -- the seam in mxnb.engine.monitor that the recorder listens on --
+# -- the seam in mxnb.engine.entries that the recorder listens on --
 
 
 def test_eval_listener_hears_the_outermost_evaluation_once(monkeypatch):
-    from mxnb.engine import monitor
+    from mxnb.engine import entries, monitor
 
     monkeypatch.setattr(monitor.monitor, "in_eval", None)
     heard = []
@@ -236,17 +236,18 @@ def test_eval_listener_hears_the_outermost_evaluation_once(monkeypatch):
         heard.append((arrays, seconds, entry))
 
     def flat(*a, **k):
-        return monitor._flatten(a, [])
+        return entries._flatten(a, [])
 
-    inner = monitor._entry("item", lambda a: mx.eval(a) or a.item(), lambda a: [a])
-    outer = monitor._entry("mx.eval", lambda *a: [inner(v) for v in flat(*a)], flat)
+    watcher = monitor.monitor
+    inner = entries._entry("item", lambda a: mx.eval(a) or a.item(), lambda a: [a], watcher)
+    outer = entries._entry("mx.eval", lambda *a: [inner(v) for v in flat(*a)], flat, watcher)
     x, y = mx.ones(1) * 3, mx.ones(1) * 4
-    monitor.add_eval_listener(listener)
-    monitor.add_eval_listener(listener)  # once is enough
+    entries.add_eval_listener(listener)
+    entries.add_eval_listener(listener)  # once is enough
     try:
         outer(x, [y])
     finally:
-        monitor.remove_eval_listener(listener)
+        entries.remove_eval_listener(listener)
     ((arrays, seconds, entry),) = heard
     assert entry == "mx.eval" and arrays[0] is x and arrays[1] is y and seconds >= 0
     assert monitor.monitor.in_eval is None
@@ -256,17 +257,17 @@ def test_eval_listener_hears_the_outermost_evaluation_once(monkeypatch):
 
 def test_no_listener_means_no_clock_reads(monkeypatch):
     """The entry points are on every evaluation: without listeners, nothing extra runs."""
-    from mxnb.engine import monitor
+    from mxnb.engine import entries, monitor
 
     monkeypatch.setattr(monitor.monitor, "in_eval", None)
-    assert monitor._eval_listeners == []
-    wrapped = monitor._entry("mx.eval", mx.eval, lambda *a, **k: list(a))
+    assert entries._eval_listeners == []
+    wrapped = entries._entry("mx.eval", mx.eval, lambda *a, **k: list(a), monitor.monitor)
     x = mx.ones(2) * 2
 
     def boom() -> float:
         raise AssertionError("perf_counter read with no listener")
 
     with monkeypatch.context() as m:
-        m.setattr(monitor.time, "perf_counter", boom)
+        m.setattr(entries.time, "perf_counter", boom)
         wrapped(x)
     assert rec_mod.is_evaluated(x)

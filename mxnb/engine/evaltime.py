@@ -4,7 +4,7 @@ MLX is lazy: calling ``all_sum`` only builds a graph node, and the transfer
 happens inside whichever evaluation (``mx.eval``, ``print``, ``.item()``, ...)
 first needs the result.  So the recorder's call time says nothing about the
 transfer.  :class:`EvalTimer` listens to the rank's evaluation entry points
-(:func:`mxnb.engine.monitor.add_eval_listener`) and gives an op the wall time
+(:func:`mxnb.engine.entries.add_eval_listener`) and gives an op the wall time
 of the first evaluation that was handed the op's *own* result.  Results are
 matched by identity through a weak reference, so the ``id`` of a result that
 died and was reused by another array is never mistaken for it.
@@ -97,7 +97,7 @@ class EvalTimer:
             pass
 
     def _on_eval(self, arrays: list[Any], seconds: float, entry: str) -> None:
-        from mxnb.engine.monitor import ENTRY_NAMES
+        from mxnb.engine.entries import ENTRY_NAMES
 
         given = {id(a): a for a in arrays}
         hits = [e for key, a in given.items() if (e := self.by_result.get(key)) and e.ref() is a]

@@ -11,8 +11,7 @@ import functools
 import linecache
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 #: Every communication operation of ``mlx.core.distributed``.
 OPS = (
@@ -27,9 +26,12 @@ OPS = (
 )
 
 
-@dataclass(frozen=True)
-class CallSite:
-    """Where in the user's cell an op was called (or the nearest caller)."""
+class CallSite(NamedTuple):
+    """Where in the user's cell an op was called (or the nearest caller).
+
+    A named tuple: one is made for every op, and a frozen dataclass costs
+    several times as much to build.
+    """
 
     filename: str
     line: int
@@ -50,24 +52,30 @@ class CallSite:
 _filename_map: dict[str, int] | None = None
 
 
-def _cell_number(filename: str) -> int | None:
-    """The execution count of the cell compiled as ``filename``, if it is one.
+def _cell_map() -> dict[str, int]:
+    """IPython's map from cell file names to execution counts.
 
-    Called for every frame of every op, so IPython's map is looked up once:
-    the shell fills that same dict as cells are compiled.
+    Read for every op, so the shell's own dict is kept once found (the shell
+    fills it as cells are compiled); outside IPython it is empty.
     """
     global _filename_map
-    if _filename_map is None:
-        try:
-            from IPython import get_ipython
+    if _filename_map is not None:
+        return _filename_map
+    try:
+        from IPython import get_ipython
 
-            fmap = getattr(getattr(get_ipython(), "compile", None), "_filename_map", None)
-        except Exception:  # a best-effort label
-            fmap = None
-        if not isinstance(fmap, dict):
-            return None
-        _filename_map = fmap
-    return _filename_map.get(filename)
+        fmap = getattr(getattr(get_ipython(), "compile", None), "_filename_map", None)
+    except Exception:  # a best-effort label
+        fmap = None
+    if not isinstance(fmap, dict):
+        return {}
+    _filename_map = fmap
+    return fmap
+
+
+def _cell_number(filename: str) -> int | None:
+    """The execution count of the cell compiled as ``filename``, if it is one."""
+    return _cell_map().get(filename)
 
 
 def call_site(depth: int = 2, frame: Any = None) -> CallSite | None:
@@ -77,37 +85,50 @@ def call_site(depth: int = 2, frame: Any = None) -> CallSite | None:
     attributed to the cell line that called the library.
     """
     if frame is None:
-        frame = sys._getframe(depth)
-    first = None
-    while frame is not None:
-        fn = frame.f_code.co_filename
-        if first is None:
-            first = frame
-        cell = _cell_number(fn)
+        try:
+            frame = sys._getframe(depth)
+        except ValueError:  # called from the top of a thread's stack
+            return None
+    first = frame
+    cells = _cell_map()
+    f = first
+    while f is not None:
+        fn = f.f_code.co_filename
+        cell = cells.get(fn)
         if cell is not None or fn.startswith("<ipython-input"):
-            return CallSite(fn, frame.f_lineno, None, cell)
-        frame = frame.f_back
-    if first is None:
-        return None
-    fn = first.f_code.co_filename
-    return CallSite(fn, first.f_lineno)
+            return CallSite(fn, f.f_lineno, None, cell)
+        f = f.f_back
+    return CallSite(first.f_code.co_filename, first.f_lineno)
 
 
 #: Where MLX's point-to-point ops take their peer: (position, keyword).
 _PEER_ARG = {"send": (1, "dst"), "recv": (2, "src"), "recv_like": (1, "src")}
 
 
-@dataclass
 class OpCall:
-    """One call of a distributed op, as an observer sees it."""
+    """One call of a distributed op, as an observer sees it.
 
-    op: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    seq: int
-    site: CallSite | None = None
-    result: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    Made for every op, so a plain class with slots; ``extra`` is where
+    observers leave themselves notes between ``before`` and ``after``.
+    """
+
+    __slots__ = ("args", "extra", "kwargs", "op", "result", "seq", "site")
+
+    def __init__(
+        self,
+        op: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seq: int,
+        site: CallSite | None = None,
+    ) -> None:
+        self.op = op
+        self.args = args
+        self.kwargs = kwargs
+        self.seq = seq
+        self.site = site
+        self.result: Any = None
+        self.extra: dict[str, Any] = {}
 
     def arg(self, index: int, name: str) -> Any:
         """An argument of the MLX call, passed by position or by name."""
@@ -132,7 +153,8 @@ class Observer(Protocol):
     def after(self, call: OpCall) -> None: ...
 
 
-_observers: list[Observer] = []
+#: A tuple, replaced when observers change, so that an op need not copy it.
+_observers: tuple[Observer, ...] = ()
 _originals: dict[str, Callable[..., Any]] = {}
 _seq = 0
 
@@ -141,16 +163,17 @@ def _wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(real)
     def op(*args: Any, **kwargs: Any) -> Any:
         global _seq
-        if not _observers:
+        observers = _observers
+        if not observers:
             return real(*args, **kwargs)
         _seq += 1
-        call = OpCall(name, args, kwargs, _seq, site=call_site())
-        for obs in list(_observers):
+        call = OpCall(name, args, kwargs, _seq, call_site())
+        for obs in observers:
             obs.before(call)
-        call.result = real(*args, **kwargs)
-        for obs in list(_observers):
+        result = call.result = real(*args, **kwargs)
+        for obs in observers:
             obs.after(call)
-        return call.result
+        return result
 
     op.__mxnb_original__ = real  # type: ignore[attr-defined]
     return op
@@ -186,10 +209,11 @@ def uninstall() -> None:
 
 def add_observer(obs: Observer, first: bool = False) -> None:
     """Observe every op; ``first`` puts ``obs`` before the others (it may refuse ops)."""
+    global _observers
     if obs not in _observers:
-        _observers.insert(0 if first else len(_observers), obs)
+        _observers = (obs, *_observers) if first else (*_observers, obs)
 
 
 def remove_observer(obs: Observer) -> None:
-    if obs in _observers:
-        _observers.remove(obs)
+    global _observers
+    _observers = tuple(o for o in _observers if o is not obs)

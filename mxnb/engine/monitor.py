@@ -2,52 +2,35 @@
 
 An observer on :mod:`mxnb.engine.hooks` logs every op of the running cell,
 posts the checked-mode exchange, and refuses ops that would abort the whole
-MPI job.  MLX's evaluation entry points (``mx.eval``, ``print`` of an array,
-``.item()``, ...) are wrapped so that the rank knows when it is inside an
-evaluation and completes the checks of the arrays it evaluates first.  The
-probe thread reads :func:`snapshot` while the main thread is blocked.
+MPI job.  Through :mod:`mxnb.engine.entries` the rank knows when it is inside
+an evaluation, and completes the checks of the arrays it evaluates first.
+The probe thread reads :func:`snapshot` while the main thread is blocked.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
-from mxnb.engine import check, comm, hooks
+from mxnb.engine import check, comm, entries, hooks
 
-__all__ = [
-    "Monitor",
-    "add_eval_listener",
-    "install",
-    "monitor",
-    "remove_eval_listener",
-    "reset_checks",
-    "set_bare",
-    "set_checked",
-]
+__all__ = ["Monitor", "install", "monitor", "reset_checks", "set_bare", "set_checked"]
 
 #: Op records a rank keeps per cell for its hang report; a loop of millions of
 #: ops keeps only the most recent ones (sequence numbers still count them all).
 MAX_OPS = 2000
 #: Not-yet-evaluated ops an evaluation lists as what it may need (most recent).
 MAX_NEEDS = 64
-
-#: ``fn(arrays, seconds, entry)``, called after each outermost evaluation.
-EvalListener = Callable[[list[Any], float, str], None]
-#: Empty unless someone listens (the trace recorder, while recording): an
-#: evaluation then costs one truth test more, and no clock reads.
-_eval_listeners: list[EvalListener] = []
+#: Size of the result map at which entries of dead results are swept out.
+LIVE_SWEEP = 2 * MAX_OPS
 
 
-@dataclass
+@dataclass(slots=True)
 class OpRecord:
     seq: int
     op: str
@@ -95,14 +78,17 @@ class Monitor:
     checked: bool = True
     bare: bool = False  # see set_bare
     cell_ops: deque[OpRecord] = field(default_factory=lambda: deque(maxlen=MAX_OPS))
-    # id(result) -> (seq, weak reference): results are never kept alive here,
-    # and an entry leaves when its array dies, so an id is never mistaken.
-    live: dict[int, tuple[int, weakref.ref[Any]]] = field(default_factory=dict)
-    # seq -> record of ops not (yet) known to be evaluated, oldest first
-    open_ops: OrderedDict[int, OpRecord] = field(default_factory=OrderedDict)
+    # id(result) -> (record, weak reference): results are never kept alive
+    # here, and a hit counts only if the reference still gives that very
+    # array, so a reused id is never mistaken.  Dead entries are swept out in
+    # bulk (see _sweep) rather than by a callback per result.
+    live: dict[int, tuple[OpRecord, weakref.ref[Any]]] = field(default_factory=dict)
+    live_limit: int = LIVE_SWEEP
     pending: dict[int, tuple[check.PendingCheck, Any]] = field(default_factory=dict)
     waiting: dict[str, Any] | None = None
-    in_eval: dict[str, Any] | None = None
+    # (entry, caller frame, since, records it evaluates): the report is
+    # worked out from this only when a probe asks (see _eval_state)
+    in_eval: tuple[str, Any, float, list[OpRecord]] | None = None
     running_cell: bool = False
     group_seq: dict[str, int] = field(default_factory=dict)
     peer_seq: dict[tuple[str, str, int], int] = field(default_factory=dict)
@@ -111,27 +97,27 @@ class Monitor:
     # -- hooks observer ---------------------------------------------------
 
     def before(self, call: hooks.OpCall) -> None:
+        # Runs for every op; a probe reads cell_ops from another thread, but a
+        # deque append is atomic and the probe copies the deque in one step.
         __tracebackhide__ = True
         op = "recv" if call.op == "recv_like" else call.op
         mirror = comm.mirror_of(call.kwargs.get("group"))
-        shape, dtype, peer = _describe_args(op, call)
-        trap = check.bool_trap(op, dtype)
-        if trap:
-            raise check.CommMismatch(trap)
+        args = call.args
+        if args and op in _COLLECTIVES:  # the common case, all_sum(x, ...), inline
+            x = args[0]
+            shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
+        else:
+            shape, dtype, peer = _describe_args(op, call)
+        if dtype == "bool":
+            trap = check.bool_trap(op, dtype)
+            if trap:
+                raise check.CommMismatch(trap)
         rec = OpRecord(
-            seq=call.seq,
-            op=op,
-            mirror=mirror,
-            peer=None if peer is None else mirror.ranks[peer],
-            shape=shape,
-            dtype=dtype,
-            where=call.site,
-        )
-        with self.lock:
-            self.cell_ops.append(rec)
-            self.open_ops[rec.seq] = rec
-            if len(self.open_ops) > MAX_OPS:
-                self.open_ops.popitem(last=False)
+            call.seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype,
+            call.site,
+        )  # fmt: skip
+        self.cell_ops.append(rec)
+        call.extra["monitor"] = rec
         if self.checked and op != "sum_scatter":
             if peer is None:
                 n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
@@ -143,45 +129,47 @@ class Monitor:
             rec.check = "pending"
 
     def after(self, call: hooks.OpCall) -> None:
-        key, live = id(call.result), self.live
-
-        def gone(ref: weakref.ref[Any]) -> None:
-            if live.get(key, (0, None))[1] is ref:
-                del live[key]
-
+        result, live = call.result, self.live
         try:
-            live[key] = (call.seq, weakref.ref(call.result, gone))
+            live[id(result)] = (call.extra["monitor"], weakref.ref(result))
         except TypeError:  # not an MLX array: nothing to follow
             pass
+        if len(live) > self.live_limit:
+            self._sweep()
         pending = call.extra.get("check")
         if pending is not None:
             with self.lock:
-                self.pending[id(call.result)] = (pending, call.result)
+                self.pending[id(result)] = (pending, result)
+
+    def _sweep(self) -> None:
+        """Forget results that died; the limit grows if the cell keeps many alive."""
+        live = self.live
+        for key in [k for k, (_, ref) in live.items() if ref() is None]:
+            del live[key]
+        self.live_limit = max(LIVE_SWEEP, 2 * len(live))
 
     # -- evaluation -------------------------------------------------------
 
     def before_eval(self, arrays: list[Any], entry: str) -> None:
         """Complete the checks of the arrays about to be evaluated."""
         __tracebackhide__ = True
-        ids = {id(a) for a in arrays}
-        for key in list(self.pending):
-            pc, _ = self.pending[key]
-            if key in ids:
-                self._finish(key, pc, wait=True)
-            elif check.done(pc):
-                self._finish(key, pc, wait=False)
-        direct = sorted(hit[0] for hit in map(self.live.get, ids) if hit is not None)
-        for seq in direct:
-            rec = self.open_ops.pop(seq, None)
-            if rec is not None:
-                rec.evaluated = True
+        if self.pending:
+            ids = {id(a) for a in arrays}
+            for key in list(self.pending):
+                pc, _ = self.pending[key]
+                if key in ids:
+                    self._finish(key, pc, wait=True)
+                elif check.done(pc):
+                    self._finish(key, pc, wait=False)
+        direct = []
+        live = self.live
+        for a in arrays:
+            hit = live.get(id(a))
+            if hit is not None and hit[1]() is a:
+                hit[0].evaluated = True
+                direct.append(hit[0])
         # Only a report reads this; it is worked out then (see _eval_state).
-        self.in_eval = {
-            "entry": entry,
-            "frame": sys._getframe(2),
-            "since": time.time(),
-            "direct": direct,
-        }
+        self.in_eval = (entry, sys._getframe(2), time.time(), direct)
 
     def _finish(self, key: int, pc: check.PendingCheck, wait: bool) -> None:
         __tracebackhide__ = True
@@ -227,7 +215,7 @@ class Monitor:
         with self.lock:
             self.cell_ops = deque(maxlen=MAX_OPS)
             self.live = {}
-            self.open_ops = OrderedDict()
+            self.live_limit = LIVE_SWEEP
         hooks.reset_seq()
         self.running_cell = True
 
@@ -236,37 +224,44 @@ class Monitor:
         self.in_eval = None
         self.waiting = None
 
-    def _eval_state(self) -> dict[str, Any] | None:
+    def _eval_state(self, ops: list[OpRecord]) -> dict[str, Any] | None:
         """The running evaluation as a report reads it, worked out on demand.
 
-        The main thread is blocked inside that evaluation, so the ops still
-        open now are the ones it was called with.
+        The main thread is blocked inside that evaluation.  Without one of
+        this cell's results among its arrays, it may still be running any op
+        the cell left unevaluated: the most recent of those are listed.
         """
         ev = self.in_eval
         if ev is None:
             return None
-        site = hooks.call_site(frame=ev["frame"])
-        # Evaluating something else may still run ops this cell left unevaluated.
-        needs = ev["direct"] or list(islice(reversed(self.open_ops), MAX_NEEDS))[::-1]
+        entry, frame, since, direct = ev
+        site = hooks.call_site(frame=frame)
+        if direct:
+            needs = sorted(r.seq for r in direct)
+        else:
+            needs = [r.seq for r in reversed(ops) if not r.evaluated][:MAX_NEEDS][::-1]
         return {
-            "entry": ENTRY_NAMES.get(ev["entry"], ev["entry"]),
+            "entry": entries.ENTRY_NAMES.get(entry, entry),
             "site": site.describe() if site else "",
-            "since": ev["since"],
+            "since": since,
             "ops": needs,
         }
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            ops = [r.as_dict() for r in self.cell_ops]
-            in_eval = self._eval_state()
+            ops = list(self.cell_ops)  # one step: the main thread may be appending
+            in_eval = self._eval_state(ops)
         return {
             "running_cell": self.running_cell,
             "checked": self.checked,
-            "ops": ops,
+            "ops": [r.as_dict() for r in ops],
             "waiting": self.waiting,
             "in_eval": in_eval,
-            "unchecked": sorted(pc.seq for pc, _ in self.pending.values()),
+            "unchecked": sorted(pc.seq for pc, _ in list(self.pending.values())),
         }
+
+
+_COLLECTIVES = frozenset(("all_sum", "all_gather", "all_max", "all_min", "sum_scatter"))
 
 
 def _describe_args(op: str, call: hooks.OpCall) -> tuple[tuple[int, ...], str, int | None]:
@@ -288,98 +283,14 @@ def _site() -> str:
 
 monitor = Monitor()
 
-# -- evaluation entry points ----------------------------------------------
-
-#: How an evaluation entry point reads in a report.
-ENTRY_NAMES = {
-    "__repr__": "print/repr of an array",
-    "__str__": "print of an array",
-    "__format__": "formatting an array",
-    "__float__": "float() of an array",
-    "__int__": "int() of an array",
-    "__bool__": "a truth test of an array",
-    "__index__": "using an array as an index",
-    "__complex__": "complex() of an array",
-    "__array__": "conversion to NumPy",
-    "__iter__": "iterating over an array",
-    "__bytes__": "bytes() of an array",
-    "item": ".item()",
-    "tolist": ".tolist()",
-}
-
-_ARRAY_ENTRIES = (
-    "item", "tolist", "__repr__", "__str__", "__format__", "__float__", "__int__",
-    "__bool__", "__index__", "__complex__", "__array__", "__iter__", "__bytes__",
-)  # fmt: skip
-
-
-def _flatten(tree: Any, out: list[Any]) -> list[Any]:
-    if isinstance(tree, (list, tuple)):
-        for t in tree:
-            _flatten(t, out)
-    elif isinstance(tree, dict):
-        for t in tree.values():
-            _flatten(t, out)
-    else:
-        out.append(tree)
-    return out
-
-
-def add_eval_listener(fn: EvalListener) -> None:
-    """Call ``fn(arrays, seconds, entry)`` after each outermost evaluation returns.
-
-    ``arrays`` are the arrays the entry point was given, ``seconds`` the wall
-    time of the real evaluation alone (checks completed before it are not
-    counted): since MLX is lazy, that is where communication really happens.
-    """
-    if fn not in _eval_listeners:
-        _eval_listeners.append(fn)
-
-
-def remove_eval_listener(fn: EvalListener) -> None:
-    if fn in _eval_listeners:
-        _eval_listeners.remove(fn)
-
-
-def _entry(name: str, real: Callable[..., Any], arrays_of: Callable[..., list[Any]]) -> Any:
-    @functools.wraps(real)
-    def entry(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        if monitor.in_eval is not None or monitor.bare:  # nested, e.g. print -> tolist
-            return real(*args, **kwargs)
-        arrays = arrays_of(*args, **kwargs)
-        monitor.before_eval(arrays, name)
-        try:
-            if not _eval_listeners:
-                return real(*args, **kwargs)
-            t0 = time.perf_counter()
-            out = real(*args, **kwargs)
-            seconds = time.perf_counter() - t0
-            for fn in list(_eval_listeners):
-                fn(arrays, seconds, name)
-            return out
-        finally:
-            monitor.in_eval = None
-
-    entry.__mxnb_original__ = real  # type: ignore[attr-defined]
-    return entry
-
 
 def install(world_group: Any) -> None:
     """Observe ops and evaluation on this rank; idempotent."""
-    import mlx.core as mx
-
     comm.install_split_hook(world_group)
     hooks.install()
     if not monitor.bare:
         hooks.add_observer(monitor, first=True)
-    if getattr(mx.eval, "__mxnb_original__", None) is None:
-        mx.eval = _entry("mx.eval", mx.eval, lambda *a, **k: _flatten(a, []))
-        mx.async_eval = _entry("mx.async_eval", mx.async_eval, lambda *a, **k: _flatten(a, []))
-        for name in _ARRAY_ENTRIES:
-            real = getattr(mx.array, name, None)
-            if real is not None:
-                setattr(mx.array, name, _entry(name, real, lambda self, *a, **k: [self]))
+    entries.install(monitor)
 
 
 def set_checked(on: bool) -> None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxnb import snapshot
-from mxnb.engine import check, hooks
+from mxnb.engine import check, entries, hooks
 from mxnb.engine.evaltime import EvalTimer
 
 __all__ = ["Recorder", "collect", "install", "recorder", "set_recording"]
@@ -249,7 +249,7 @@ class Recorder:
         return rec
 
     def on_eval(self, arrays: list[Any], seconds: float, entry: str) -> None:
-        """Evaluation listener (:mod:`mxnb.engine.monitor`): time the ops it ran."""
+        """Evaluation listener (:mod:`mxnb.engine.entries`): time the ops it ran."""
         self.timer.on_eval(arrays, seconds, entry)
 
 
@@ -349,16 +349,14 @@ def install() -> None:
 
 def set_recording(on: bool) -> bool:
     """Turn recording on or off on this rank; returns the new state."""
-    from mxnb.engine import monitor
-
     rec = recorder()
     rec.enabled = bool(on)
     if rec.enabled:
         hooks.add_observer(rec)
-        monitor.add_eval_listener(rec.on_eval)
+        entries.add_eval_listener(rec.on_eval)
     else:
         hooks.remove_observer(rec)
-        monitor.remove_eval_listener(rec.on_eval)
+        entries.remove_eval_listener(rec.on_eval)
     return rec.enabled
 
 
