@@ -30,8 +30,15 @@ __all__ = ["DEFAULT_NP", "ClusterError", "ClusterStatus", "MxCluster"]
 #: Ranks started when ``%%mxdist`` is used without ``-n`` and nothing runs.
 DEFAULT_NP = 4
 
-#: Controller heartbeat period (ms); ipyparallel's default is 3000.
-HEARTBEAT_MS = 200
+#: Controller heartbeat period (ms); ipyparallel's default is 3000.  The
+#: controller counts an engine as registered one to two periods after its
+#: heart first answers, so this is paid at every start; idle, a beat every
+#: 100 ms costs the controller and ranks ~2.6% of one core (measured: 1.5% at
+#: 200 ms, 5% at 50 ms, which started only ~0.05 s faster than 100 ms).
+HEARTBEAT_MS = 100
+#: Seconds without an answer after which the controller gives a rank up (as
+#: ipyparallel's default of 10 missed beats at the old 200 ms period).
+HEART_TOLERANCE_S = 2.0
 
 
 class ClusterError(MxnbError, RuntimeError):
@@ -307,7 +314,11 @@ class MxCluster(HasTraits):
             # The controller counts an engine as registered only after its
             # heartbeat is seen; at the default 3 s period that is most of a
             # cold start.
-            controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}"],
+            controller_args=[
+                f"--HeartMonitor.period={HEARTBEAT_MS}",
+                "--HeartMonitor.max_heartmonitor_misses="
+                f"{round(HEART_TOLERANCE_S * 1000 / HEARTBEAT_MS)}",
+            ],
             delay=0,
             # Ranks start together with the controller and read its connection
             # file themselves once it is complete (mxnb.engine.__main__),
@@ -348,7 +359,7 @@ class MxCluster(HasTraits):
                     f"within {self.start_timeout:.0f} s.\n"
                     f"mpiexec output:\n{self.mpiexec_output()}"
                 )
-            time.sleep(0.05)
+            time.sleep(0.01)
 
     def _verify(self) -> None:
         from mxnb.engine.session import prepare
