@@ -331,7 +331,13 @@ class MxCluster(HasTraits):
         )
         self._ipp.start_cluster_sync()
         self._write_pids()
-        self._client = self._ipp.connect_client_sync()
+        try:
+            self._client = self._ipp.connect_client_sync()
+        except Exception as e:
+            failure = self._controller_failure()
+            if failure is not None:
+                raise failure from e
+            raise
         self._wait_for_engines()
         self._view = self._client[list(range(self.n))]
         self._view.block = True
@@ -339,13 +345,10 @@ class MxCluster(HasTraits):
     def _wait_for_engines(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         es = self._ipp.engine_set
-        ctl = self._ipp.controller
         while len(self._client.ids) < self.n:
-            if ctl is not None and ctl.pid and not _alive(ctl.pid):
-                output = ctl.get_output(remove=False) if hasattr(ctl, "get_output") else ""
-                raise ClusterError(
-                    f"the ipyparallel controller exited during start-up.\nIts output:\n{output}"
-                )
+            failure = self._controller_failure()
+            if failure is not None:
+                raise failure
             if (es is not None and es.state == "after") or (
                 es is not None and es.pid and not _alive(es.pid)
             ):
@@ -360,6 +363,17 @@ class MxCluster(HasTraits):
                     f"mpiexec output:\n{self.mpiexec_output()}"
                 )
             time.sleep(0.01)
+
+    def _controller_failure(self) -> ClusterError | None:
+        """The error to raise if the controller died while ranks were starting."""
+        ctl = self._ipp.controller if self._ipp is not None else None
+        if ctl is None or not ctl.pid or _alive(ctl.pid):
+            return None
+        output = ctl.get_output(remove=False) if hasattr(ctl, "get_output") else ""
+        return ClusterError(
+            "the ipyparallel controller exited during start-up; start the cluster again "
+            f"(%mxdist -n N).\nIts output:\n{output.strip() or '(none)'}"
+        )
 
     def _verify(self) -> None:
         from mxnb.engine.session import prepare

@@ -92,6 +92,32 @@ def test_bad_mpiexec_option_reports_mpiexec_output():
     assert c.profile_dir is None
 
 
+@pytest.mark.parametrize("when", ["_write_pids", "_wait_for_engines"])
+def test_controller_dying_during_start_is_reported_and_cleaned_up(monkeypatch, when):
+    """Killed while the client connects, or while ranks register: a clear error, nothing left."""
+    real = getattr(MxCluster, when)
+
+    def kill_controller_first(self):
+        pid = self._ipp.controller.pid
+        if not killed:
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)
+        return real(self)
+
+    killed: list[int] = []
+
+    monkeypatch.setattr(MxCluster, when, kill_controller_first)
+    before = {p.pid for p in cluster_processes()}
+    c = MxCluster(n=2, start_timeout=30)
+    t = time.monotonic()
+    with pytest.raises(ClusterError, match="controller exited during start-up"):
+        c.start()
+    assert time.monotonic() - t < 20  # not the start timeout
+    assert killed and not c.running and c.profile_dir is None
+    time.sleep(0.5)
+    assert {p.pid for p in cluster_processes()} <= before
+
+
 START = (
     "import sys\n"
     "from mxnb.cluster import MxCluster\n"
