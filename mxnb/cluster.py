@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,13 +80,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_pids(pids: list[int], grace: float = 3.0) -> None:
-    """SIGTERM the given processes, then SIGKILL what is left after ``grace``."""
+def _signal_group(pgid: int, sig: int) -> None:
+    if pgid > 1 and pgid != os.getpgrp():  # never our own group
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_pids(pids: list[int], grace: float = 3.0, groups: Sequence[int] = ()) -> None:
+    """SIGTERM the given processes, then SIGKILL what is left after ``grace``.
+
+    ``groups`` are process groups to signal as well: a process that dies
+    abruptly leaves its children to init, and only its group still finds them.
+    """
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.05)
@@ -95,6 +110,20 @@ def kill_pids(pids: list[int], grace: float = 3.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _led_groups(pids: list[int]) -> list[int]:
+    """Those of ``pids`` that lead a process group of their own."""
+    out = []
+    for pid in pids:
+        try:
+            if os.getpgid(pid) == pid != os.getpgrp():
+                out.append(pid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out
 
 
 class MxCluster(HasTraits):
@@ -115,6 +144,9 @@ class MxCluster(HasTraits):
         self._client: Any = None
         self._view: Any = None
         self._ranks: list[dict[str, Any]] = []
+        # ipyparallel starts controller and mpiexec each in a session of its
+        # own; the controller's forked schedulers outlive it if it is killed
+        self._groups: list[int] = []
         self._profile_dir: str | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0
@@ -232,8 +264,9 @@ class MxCluster(HasTraits):
             except Exception:
                 pass
         self._client = self._view = None
-        if pids:
-            kill_pids(pids)
+        if pids or self._groups:
+            kill_pids(pids, groups=self._groups)
+        self._groups = []
         if self._ipp is not None:
             self._ipp.controller = None
             self._ipp.engines = {}
@@ -330,6 +363,7 @@ class MxCluster(HasTraits):
             log=quiet,
         )
         self._ipp.start_cluster_sync()
+        self._groups = _led_groups(self.pids())
         self._write_pids()
         try:
             self._client = self._ipp.connect_client_sync()
@@ -397,7 +431,8 @@ class MxCluster(HasTraits):
         assert self._profile_dir is not None
         pidfile = os.path.join(self._profile_dir, "mxnb-pids")
         with open(pidfile + ".new", "w") as f:
-            f.write("\n".join(str(p) for p in self.pids()))
+            # a negative number names a process group (see mxnb.watchdog)
+            f.write("\n".join(str(p) for p in [*self.pids(), *(-g for g in self._groups)]))
         os.replace(pidfile + ".new", pidfile)
 
     def _start_watchdog(self) -> None:

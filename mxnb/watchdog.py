@@ -44,7 +44,8 @@ def watch(parent_pid: int, profile_dir: str) -> None:
         return  # stopped normally
     from mxnb.cluster import kill_pids
 
-    kill_pids(_read_pids(profile_dir))
+    listed = _read_pids(profile_dir)  # negative: a process group
+    kill_pids([p for p in listed if p > 0], groups=[-p for p in listed if p < 0])
     shutil.rmtree(profile_dir, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mxnb import mpi
@@ -100,7 +101,11 @@ def test_controller_dying_during_start_is_reported_and_cleaned_up(monkeypatch, w
     def kill_controller_first(self):
         pid = self._ipp.controller.pid
         if not killed:
-            killed.append(pid)
+            # once it has forked its schedulers, which a SIGKILL leaves to init
+            deadline = time.monotonic() + 10
+            while not psutil.Process(pid).children() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            killed.append(len(psutil.Process(pid).children()))
             os.kill(pid, signal.SIGKILL)
         return real(self)
 
@@ -113,7 +118,7 @@ def test_controller_dying_during_start_is_reported_and_cleaned_up(monkeypatch, w
     with pytest.raises(ClusterError, match="controller exited during start-up"):
         c.start()
     assert time.monotonic() - t < 20  # not the start timeout
-    assert killed and not c.running and c.profile_dir is None
+    assert killed[0] > 0 and not c.running and c.profile_dir is None
     time.sleep(0.5)
     assert {p.pid for p in cluster_processes()} <= before
 

@@ -206,9 +206,12 @@ def test_crash_sentences_from_launcher_messages():
     assert crash_sentence("nothing useful") is None
 
 
-def test_stop_button_ends_a_hung_cell(run, nranks, magics, capsys):
+def test_stop_button_ends_a_hung_cell(run, nranks, magics, capsys, monkeypatch):
     """SIGINT to the kernel process is what Jupyter's stop button sends."""
     profile = magics.cluster.profile_dir
+    # mxnb would explain this hang itself after stall_grace (2 s): here the
+    # user presses stop first, so the watcher must not win a race with it
+    monkeypatch.setattr(magics.settings, "stall_grace", 60.0)
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
