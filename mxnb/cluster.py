@@ -114,6 +114,24 @@ def kill_pids(pids: list[int], grace: float = 3.0, groups: Sequence[int] = ()) -
         _signal_group(pgid, signal.SIGKILL)
 
 
+def live_groups(groups: Sequence[int], profile_dir: str) -> list[int]:
+    """Those ``groups`` that still hold a process of the cluster using ``profile_dir``.
+
+    A group id is a pid; once all its processes are gone it may be reused by
+    someone else's, which must never be signalled.
+    """
+    wanted, found = set(groups), set()
+    for proc in psutil.process_iter():
+        try:
+            pgid = os.getpgid(proc.pid)
+            if pgid in wanted and pgid not in found:
+                if proc.environ().get("IPP_PROFILE_DIR") == profile_dir:
+                    found.add(pgid)
+        except (psutil.Error, OSError):
+            pass
+    return sorted(found)
+
+
 def _led_groups(pids: list[int]) -> list[int]:
     """Those of ``pids`` that lead a process group of their own."""
     out = []
@@ -264,8 +282,9 @@ class MxCluster(HasTraits):
             except Exception:
                 pass
         self._client = self._view = None
-        if pids or self._groups:
-            kill_pids(pids, groups=self._groups)
+        groups = live_groups(self._groups, self._profile_dir) if self._profile_dir else []
+        if pids or groups:
+            kill_pids(pids, groups=groups)
         self._groups = []
         if self._ipp is not None:
             self._ipp.controller = None

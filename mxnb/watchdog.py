@@ -42,10 +42,11 @@ def watch(parent_pid: int, profile_dir: str) -> None:
         time.sleep(POLL_SECONDS)
     if not os.path.isdir(profile_dir):
         return  # stopped normally
-    from mxnb.cluster import kill_pids
+    from mxnb.cluster import kill_pids, live_groups
 
     listed = _read_pids(profile_dir)  # negative: a process group
-    kill_pids([p for p in listed if p > 0], groups=[-p for p in listed if p < 0])
+    groups = live_groups([-p for p in listed if p < 0], profile_dir)
+    kill_pids([p for p in listed if p > 0], groups=groups)
     shutil.rmtree(profile_dir, ignore_errors=True)
 
 

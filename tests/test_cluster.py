@@ -123,6 +123,25 @@ def test_controller_dying_during_start_is_reported_and_cleaned_up(monkeypatch, w
     assert {p.pid for p in cluster_processes()} <= before
 
 
+def test_only_groups_still_holding_our_processes_are_signalled(tmp_path):
+    """A group id is a pid and can be reused: a group of strangers is left alone."""
+    from mxnb.cluster import live_groups
+
+    ours = str(tmp_path)
+    procs = [
+        subprocess.Popen(["sleep", "30"], start_new_session=True, env={**os.environ, **env})
+        for env in ({"IPP_PROFILE_DIR": ours}, {"IPP_PROFILE_DIR": ours + "-other"})
+    ]
+    try:
+        mine, stranger = (p.pid for p in procs)
+        assert live_groups([mine, stranger], ours) == [mine]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert live_groups([mine], ours) == []
+
+
 START = (
     "import sys\n"
     "from mxnb.cluster import MxCluster\n"
