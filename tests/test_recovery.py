@@ -212,6 +212,9 @@ def test_stop_button_ends_a_hung_cell(run, nranks, magics, capsys, monkeypatch):
     # mxnb would explain this hang itself after stall_grace (2 s): here the
     # user presses stop first, so the watcher must not win a race with it
     monkeypatch.setattr(magics.settings, "stall_grace", 60.0)
+    # A kernel turns SIGINT into KeyboardInterrupt while it runs a cell; a test
+    # run started in the background by a shell inherits SIGINT ignored instead.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -220,6 +223,7 @@ def test_stop_button_ends_a_hung_cell(run, nranks, magics, capsys, monkeypatch):
         )
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, handler)
     assert took < 2 + 10
     assert "the cell was interrupted" in text
     assert "rank 1: blocked in print of an array" in text
