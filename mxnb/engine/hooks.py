@@ -73,9 +73,16 @@ def _cell_map() -> dict[str, int]:
     return fmap
 
 
-def _cell_number(filename: str) -> int | None:
-    """The execution count of the cell compiled as ``filename``, if it is one."""
-    return _cell_map().get(filename)
+def cell_site(frame: Any) -> CallSite | None:
+    """The innermost frame from ``frame`` outwards that belongs to a notebook cell."""
+    cells = _cell_map()
+    while frame is not None:
+        fn = frame.f_code.co_filename
+        cell = cells.get(fn)
+        if cell is not None or fn.startswith("<ipython-input"):
+            return CallSite(fn, frame.f_lineno, None, cell)
+        frame = frame.f_back
+    return None
 
 
 def call_site(depth: int = 2, frame: Any = None) -> CallSite | None:
@@ -89,16 +96,7 @@ def call_site(depth: int = 2, frame: Any = None) -> CallSite | None:
             frame = sys._getframe(depth)
         except ValueError:  # called from the top of a thread's stack
             return None
-    first = frame
-    cells = _cell_map()
-    f = first
-    while f is not None:
-        fn = f.f_code.co_filename
-        cell = cells.get(fn)
-        if cell is not None or fn.startswith("<ipython-input"):
-            return CallSite(fn, f.f_lineno, None, cell)
-        f = f.f_back
-    return CallSite(first.f_code.co_filename, first.f_lineno)
+    return cell_site(frame) or CallSite(frame.f_code.co_filename, frame.f_lineno)
 
 
 #: Where MLX's point-to-point ops take their peer: (position, keyword).

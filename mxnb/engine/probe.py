@@ -28,18 +28,8 @@ def socket_path(profile_dir: str, rank: int) -> str:
 
 
 def _main_frame_site() -> str:
-    frame = sys._current_frames().get(threading.main_thread().ident or 0)
-    while frame is not None:
-        if hooks._cell_number(frame.f_code.co_filename) is not None:
-            site = hooks.CallSite(
-                frame.f_code.co_filename,
-                frame.f_lineno,
-                hooks.linecache.getline(frame.f_code.co_filename, frame.f_lineno),
-                hooks._cell_number(frame.f_code.co_filename),
-            )
-            return site.describe()
-        frame = frame.f_back
-    return ""
+    site = hooks.cell_site(sys._current_frames().get(threading.main_thread().ident or 0))
+    return site.describe() if site else ""
 
 
 def report(rank: int) -> dict[str, Any]:
