@@ -1,4 +1,4 @@
-"""The observation seam: observers see every op, results are unchanged."""
+"""The observation seam: the logger and observers see every op, results are unchanged."""
 
 from __future__ import annotations
 
@@ -77,3 +77,55 @@ def test_call_site_names_the_calling_line(recorder):
     assert sites[0] is not None
     assert sites[0].filename == __file__
     assert "the line under test" in sites[0].code
+
+
+class Log:
+    """A logger that refuses ops on float16 arrays, as the monitor refuses bool ones."""
+
+    def __init__(self, seen: list[tuple[str, str, int]]) -> None:
+        self.seen = seen
+        self.tokens: list[tuple[object, object]] = []
+
+    def log(self, op, args, kwargs, seq, site):
+        if args[0].dtype == mx.float16:
+            raise ValueError("refused")
+        self.seen.append(("log", op, seq))
+        return ("token", seq, site)
+
+    def logged(self, token, result):
+        self.tokens.append((token, result))
+
+
+def test_logger_sees_each_op_first_and_may_refuse_it(recorder):
+    log = Log(recorder.seen)
+    hooks.set_logger(log)
+    try:
+        y = mx.distributed.all_sum(mx.ones(2))  # logged line
+        with pytest.raises(ValueError, match="refused"):
+            mx.distributed.all_sum(mx.ones(2, dtype=mx.float16))
+    finally:
+        hooks.set_logger(None)
+    assert [(k, op) for k, op, _ in recorder.seen] == [
+        ("log", "all_sum"),
+        ("before", "all_sum"),
+        ("after", "all_sum"),
+    ]
+    # the token from log() comes back to logged() with the very result
+    ((token, result),) = log.tokens
+    assert result is y and token[1] == recorder.seen[0][2]
+    assert "logged line" in token[2].code
+
+
+def test_logger_alone_takes_the_short_path_with_the_same_result():
+    hooks.install()
+    seen: list[tuple[str, str, int]] = []
+    log = Log(seen)
+    hooks.set_logger(log)
+    try:
+        y = mx.distributed.all_sum(mx.arange(3, dtype=mx.float32))
+    finally:
+        hooks.set_logger(None)
+        hooks.uninstall()
+    assert y.tolist() == [0.0, 1.0, 2.0]
+    assert [op for _, op, _ in seen] == ["all_sum"]
+    assert log.tokens[0][1] is y

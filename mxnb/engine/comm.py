@@ -58,7 +58,7 @@ def world_mirror() -> Mirror:
 def mirror_of(group: Any) -> Mirror:
     """The mirror of an MLX group (``None`` means the world group)."""
     if group is None:
-        return world_mirror()
+        return _world if _world is not None else world_mirror()
     entry = _mirrors.get(id(group))
     if entry is not None:
         return entry[1]

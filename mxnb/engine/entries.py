@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 __all__ = ["ENTRY_NAMES", "EvalListener", "add_eval_listener", "install", "remove_eval_listener"]
@@ -39,7 +39,7 @@ _ARRAY_ENTRIES = (
 )  # fmt: skip
 
 #: ``fn(arrays, seconds, entry)``, called after each outermost evaluation.
-EvalListener = Callable[[list[Any], float, str], None]
+EvalListener = Callable[[Sequence[Any], float, str], None]
 #: Empty unless someone listens (the trace recorder, while recording): an
 #: evaluation then costs one truth test more, and no clock reads.
 _eval_listeners: list[EvalListener] = []
@@ -51,7 +51,7 @@ class Watcher(Protocol):
     in_eval: Any  # None outside an evaluation
     bare: bool
 
-    def before_eval(self, arrays: list[Any], entry: str) -> None: ...
+    def before_eval(self, arrays: Sequence[Any], entry: str) -> None: ...
 
 
 def _flatten(tree: Any, out: list[Any]) -> list[Any]:
@@ -83,7 +83,7 @@ def remove_eval_listener(fn: EvalListener) -> None:
 
 
 def _entry(
-    name: str, real: Callable[..., Any], arrays_of: Callable[..., list[Any]], watcher: Watcher
+    name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any]], watcher: Watcher
 ) -> Any:
     @functools.wraps(real)
     def entry(*args: Any, **kwargs: Any) -> Any:
@@ -116,15 +116,15 @@ def install(watcher: Watcher) -> None:
         return
     array = mx.array
 
-    def eval_args(*args: Any, **_: Any) -> list[Any]:
+    def eval_args(*args: Any, **_: Any) -> Sequence[Any]:
         for a in args:
             if type(a) is not array:
                 return _flatten(args, [])
-        return list(args)  # the common case, mx.eval(y), without recursion
+        return args  # the common case, mx.eval(y), without recursion or a copy
 
     mx.eval = _entry("mx.eval", mx.eval, eval_args, watcher)
     mx.async_eval = _entry("mx.async_eval", mx.async_eval, eval_args, watcher)
     for name in _ARRAY_ENTRIES:
         real = getattr(mx.array, name, None)
         if real is not None:
-            setattr(mx.array, name, _entry(name, real, lambda self, *a, **k: [self], watcher))
+            setattr(mx.array, name, _entry(name, real, lambda self, *a, **k: (self,), watcher))

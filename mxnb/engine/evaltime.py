@@ -29,7 +29,7 @@ result would be credited with the transfer.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,7 @@ class EvalTimer:
         if self.by_result.get(entry.key) is entry:
             del self.by_result[entry.key]
 
-    def on_eval(self, arrays: list[Any], seconds: float, entry: str) -> None:
+    def on_eval(self, arrays: Sequence[Any], seconds: float, entry: str) -> None:
         """The listener: an evaluation of ``arrays`` took ``seconds`` (entry point ``entry``)."""
         if not self.pending:
             return
@@ -96,7 +96,7 @@ class EvalTimer:
         except Exception:  # timing must never break the user's evaluation
             pass
 
-    def _on_eval(self, arrays: list[Any], seconds: float, entry: str) -> None:
+    def _on_eval(self, arrays: Sequence[Any], seconds: float, entry: str) -> None:
         from mxnb.engine.entries import ENTRY_NAMES
 
         given = {id(a): a for a in arrays}

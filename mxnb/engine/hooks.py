@@ -49,6 +49,9 @@ class CallSite(NamedTuple):
         return f"{where}, line {self.line}: {self.code.strip()}"
 
 
+#: ``CallSite`` from a plain tuple, skipping the named tuple's Python-level
+#: ``__new__``: a site is made for every op.
+_new_site: Callable[[tuple[Any, ...]], CallSite] = functools.partial(tuple.__new__, CallSite)
 _filename_map: dict[str, int] | None = None
 
 
@@ -75,12 +78,12 @@ def _cell_map() -> dict[str, int]:
 
 def cell_site(frame: Any) -> CallSite | None:
     """The innermost frame from ``frame`` outwards that belongs to a notebook cell."""
-    cells = _cell_map()
+    cells = _filename_map if _filename_map is not None else _cell_map()
     while frame is not None:
         fn = frame.f_code.co_filename
         cell = cells.get(fn)
         if cell is not None or fn.startswith("<ipython-input"):
-            return CallSite(fn, frame.f_lineno, None, cell)
+            return _new_site((fn, frame.f_lineno, None, cell))
         frame = frame.f_back
     return None
 
@@ -151,8 +154,24 @@ class Observer(Protocol):
     def after(self, call: OpCall) -> None: ...
 
 
+class Logger(Protocol):
+    """Sees every op first, without an :class:`OpCall`: the rank's op log.
+
+    It runs for every op of every cell, so it gets the bare call; ``log``
+    may refuse the op by raising, and what it returns is handed back to
+    ``logged`` with the (lazy) result.
+    """
+
+    def log(
+        self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any], seq: int, site: CallSite
+    ) -> Any: ...
+
+    def logged(self, token: Any, result: Any) -> None: ...
+
+
 #: A tuple, replaced when observers change, so that an op need not copy it.
 _observers: tuple[Observer, ...] = ()
+_logger: Logger | None = None
 _originals: dict[str, Callable[..., Any]] = {}
 _seq = 0
 
@@ -161,14 +180,25 @@ def _wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(real)
     def op(*args: Any, **kwargs: Any) -> Any:
         global _seq
-        observers = _observers
-        if not observers:
+        logger, observers = _logger, _observers
+        if logger is None and not observers:
             return real(*args, **kwargs)
         _seq += 1
-        call = OpCall(name, args, kwargs, _seq, call_site())
+        seq = _seq
+        frame = sys._getframe(1)
+        site = cell_site(frame) or _new_site((frame.f_code.co_filename, frame.f_lineno, None, None))
+        del frame
+        token = None if logger is None else logger.log(name, args, kwargs, seq, site)
+        if not observers:  # the op log alone: the common case, kept short
+            result = real(*args, **kwargs)
+            logger.logged(token, result)  # type: ignore[union-attr]
+            return result
+        call = OpCall(name, args, kwargs, seq, site)
         for obs in observers:
             obs.before(call)
         result = call.result = real(*args, **kwargs)
+        if logger is not None:
+            logger.logged(token, result)
         for obs in observers:
             obs.after(call)
         return result
@@ -205,13 +235,19 @@ def uninstall() -> None:
     _originals.clear()
 
 
-def add_observer(obs: Observer, first: bool = False) -> None:
-    """Observe every op; ``first`` puts ``obs`` before the others (it may refuse ops)."""
+def add_observer(obs: Observer) -> None:
+    """Observe every op, after the logger (which may refuse it)."""
     global _observers
     if obs not in _observers:
-        _observers = (obs, *_observers) if first else (*_observers, obs)
+        _observers = (*_observers, obs)
 
 
 def remove_observer(obs: Observer) -> None:
     global _observers
     _observers = tuple(o for o in _observers if o is not obs)
+
+
+def set_logger(logger: Logger | None) -> None:
+    """The op log (``None``: none); it sees each op before any observer."""
+    global _logger
+    _logger = logger

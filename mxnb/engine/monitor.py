@@ -1,8 +1,8 @@
 """What each rank is doing: its ops this cell, and where it waits.
 
-An observer on :mod:`mxnb.engine.hooks` logs every op of the running cell,
-posts the checked-mode exchange, and refuses ops that would abort the whole
-MPI job.  Through :mod:`mxnb.engine.entries` the rank knows when it is inside
+As the logger of :mod:`mxnb.engine.hooks` it logs every op of the running
+cell, posts the checked-mode exchange, and refuses ops that would abort the
+whole MPI job.  Through :mod:`mxnb.engine.entries` the rank knows when it is inside
 an evaluation, and completes the checks of the arrays it evaluates first.
 The probe thread reads :func:`snapshot` while the main thread is blocked.
 """
@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class OpRecord:
     where: hooks.CallSite | None  # rendered only when a report asks
     evaluated: bool = False
     check: str = "off"  # off | pending | ok | mismatch | abandoned
+    # the posted check, from the op's call until its result is known
+    posted: check.PendingCheck | None = None
 
     @property
     def group(self) -> str:
@@ -84,7 +87,8 @@ class Monitor:
     # bulk (see _sweep) rather than by a callback per result.
     live: dict[int, tuple[OpRecord, weakref.ref[Any]]] = field(default_factory=dict)
     live_limit: int = LIVE_SWEEP
-    pending: dict[int, tuple[check.PendingCheck, Any]] = field(default_factory=dict)
+    # id(result) -> (record, result) of ops whose check is still open
+    pending: dict[int, tuple[OpRecord, Any]] = field(default_factory=dict)
     waiting: dict[str, Any] | None = None
     # (entry, caller frame, since, records it evaluates): the report is
     # worked out from this only when a probe asks (see _eval_state)
@@ -94,30 +98,30 @@ class Monitor:
     peer_seq: dict[tuple[str, str, int], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    # -- hooks observer ---------------------------------------------------
+    # -- hooks logger -----------------------------------------------------
 
-    def before(self, call: hooks.OpCall) -> None:
+    def log(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], seq: int,
+        site: hooks.CallSite,
+    ) -> OpRecord:  # fmt: skip
         # Runs for every op; a probe reads cell_ops from another thread, but a
         # deque append is atomic and the probe copies the deque in one step.
         __tracebackhide__ = True
-        op = "recv" if call.op == "recv_like" else call.op
-        mirror = comm.mirror_of(call.kwargs.get("group"))
-        args = call.args
+        op = "recv" if name == "recv_like" else name
+        mirror = comm.mirror_of(kwargs.get("group") if kwargs else None)
         if args and op in _COLLECTIVES:  # the common case, all_sum(x, ...), inline
             x = args[0]
             shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
         else:
-            shape, dtype, peer = _describe_args(op, call)
+            shape, dtype, peer = _describe_args(name, args, kwargs)
         if dtype == "bool":
             trap = check.bool_trap(op, dtype)
             if trap:
                 raise check.CommMismatch(trap)
         rec = OpRecord(
-            call.seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype,
-            call.site,
-        )  # fmt: skip
+            seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype, site
+        )
         self.cell_ops.append(rec)
-        call.extra["monitor"] = rec
         if self.checked and op != "sum_scatter":
             if peer is None:
                 n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
@@ -125,21 +129,21 @@ class Monitor:
                 key = (mirror.label, op, peer)
                 n = self.peer_seq[key] = self.peer_seq.get(key, 0) + 1
             meta = check.Meta(op, n, shape, dtype)
-            call.extra["check"] = check.post(op, call.seq, meta, mirror, peer)
+            rec.posted = check.post(op, seq, meta, mirror, peer)
             rec.check = "pending"
+        return rec
 
-    def after(self, call: hooks.OpCall) -> None:
-        result, live = call.result, self.live
+    def logged(self, rec: OpRecord, result: Any) -> None:
+        live = self.live
         try:
-            live[id(result)] = (call.extra["monitor"], weakref.ref(result))
+            live[id(result)] = (rec, weakref.ref(result))
         except TypeError:  # not an MLX array: nothing to follow
             pass
         if len(live) > self.live_limit:
             self._sweep()
-        pending = call.extra.get("check")
-        if pending is not None:
+        if rec.posted is not None:
             with self.lock:
-                self.pending[id(result)] = (pending, result)
+                self.pending[id(result)] = (rec, result)
 
     def _sweep(self) -> None:
         """Forget results that died; the limit grows if the cell keeps many alive."""
@@ -150,17 +154,17 @@ class Monitor:
 
     # -- evaluation -------------------------------------------------------
 
-    def before_eval(self, arrays: list[Any], entry: str) -> None:
+    def before_eval(self, arrays: Sequence[Any], entry: str) -> None:
         """Complete the checks of the arrays about to be evaluated."""
         __tracebackhide__ = True
         if self.pending:
             ids = {id(a) for a in arrays}
             for key in list(self.pending):
-                pc, _ = self.pending[key]
+                rec, _ = self.pending[key]
                 if key in ids:
-                    self._finish(key, pc, wait=True)
-                elif check.done(pc):
-                    self._finish(key, pc, wait=False)
+                    self._finish(key, rec, wait=True)
+                elif rec.posted is not None and check.done(rec.posted):
+                    self._finish(key, rec, wait=False)
         direct = []
         live = self.live
         for a in arrays:
@@ -171,27 +175,25 @@ class Monitor:
         # Only a report reads this; it is worked out then (see _eval_state).
         self.in_eval = (entry, sys._getframe(2), time.time(), direct)
 
-    def _finish(self, key: int, pc: check.PendingCheck, wait: bool) -> None:
+    def _finish(self, key: int, rec: OpRecord, wait: bool) -> None:
         __tracebackhide__ = True
-        rec = self._record(pc.seq)
+        pc = rec.posted
+        assert pc is not None, "only checked ops are pending"
         try:
             if wait:
                 check.wait(pc, on_wait=self._set_waiting)
             else:
                 check.verify(pc)
         except check.CommMismatch:
-            if rec:
-                rec.check = "mismatch"
+            rec.check = "mismatch"
             self.pending.pop(key, None)
             raise
         except check.CommInterrupted:
-            if rec:
-                rec.check = "abandoned"
+            rec.check = "abandoned"
             raise
         finally:
             self.waiting = None
-        if rec:
-            rec.check = "ok"
+        rec.check = "ok"
         self.pending.pop(key, None)
 
     def _set_waiting(self, pc: check.PendingCheck) -> None:
@@ -202,12 +204,6 @@ class Monitor:
             "since": time.time(),
             "site": _site(),
         }
-
-    def _record(self, seq: int) -> OpRecord | None:
-        for rec in reversed(self.cell_ops):
-            if rec.seq == seq:
-                return rec
-        return None
 
     # -- cells ----------------------------------------------------------------
 
@@ -257,22 +253,26 @@ class Monitor:
             "ops": [r.as_dict() for r in ops],
             "waiting": self.waiting,
             "in_eval": in_eval,
-            "unchecked": sorted(pc.seq for pc, _ in list(self.pending.values())),
+            "unchecked": sorted(rec.seq for rec, _ in list(self.pending.values())),
         }
 
 
 _COLLECTIVES = frozenset(("all_sum", "all_gather", "all_max", "all_min", "sum_scatter"))
 
 
-def _describe_args(op: str, call: hooks.OpCall) -> tuple[tuple[int, ...], str, int | None]:
-    if call.op == "recv":
+def _describe_args(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[int, ...], str, int | None]:
+    call = hooks.OpCall(name, args, kwargs, 0)
+    if name == "recv":
         shape, dtype = tuple(call.arg(0, "shape")), check.dtype_name(call.arg(1, "dtype"))
     else:
         x = call.x
         shape, dtype = tuple(x.shape), check.dtype_name(x.dtype)
     peer = call.peer
-    if peer is None and op in ("send", "recv"):
-        raise TypeError(f"{call.op}() needs a {'dst' if op == 'send' else 'src'} rank")
+    if peer is None and name in ("send", "recv", "recv_like"):
+        needs = "dst" if name == "send" else "src"
+        raise TypeError(f"{name}() needs a {needs} rank")
     return shape, dtype, peer
 
 
@@ -289,7 +289,7 @@ def install(world_group: Any) -> None:
     comm.install_split_hook(world_group)
     hooks.install()
     if not monitor.bare:
-        hooks.add_observer(monitor, first=True)
+        hooks.set_logger(monitor)
     entries.install(monitor)
 
 
@@ -305,16 +305,14 @@ def set_bare(on: bool) -> None:
     which line each rank was but not which op it waits for, or why.
     """
     monitor.bare = on
-    if on:
-        hooks.remove_observer(monitor)
-    else:
-        hooks.add_observer(monitor, first=True)
+    hooks.set_logger(None if on else monitor)
 
 
 def reset_checks() -> None:
     """After an abandoned wait: drop pending exchanges, fresh communicators."""
-    for pc, _ in list(monitor.pending.values()):
-        check.abandon(pc)
+    for rec, _ in list(monitor.pending.values()):
+        if rec.posted is not None:
+            check.abandon(rec.posted)
     monitor.pending.clear()
     monitor.group_seq.clear()
     monitor.peer_seq.clear()

@@ -33,6 +33,7 @@ import io
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,7 +249,7 @@ class Recorder:
         self.timer.follow(meta, out, rec.handles.get("after"))
         return rec
 
-    def on_eval(self, arrays: list[Any], seconds: float, entry: str) -> None:
+    def on_eval(self, arrays: Sequence[Any], seconds: float, entry: str) -> None:
         """Evaluation listener (:mod:`mxnb.engine.entries`): time the ops it ran."""
         self.timer.on_eval(arrays, seconds, entry)
 
