@@ -113,7 +113,7 @@ def test_logger_sees_each_op_first_and_may_refuse_it(recorder):
     # the token from log() comes back to logged() with the very result
     ((token, result),) = log.tokens
     assert result is y and token[1] == recorder.seen[0][2]
-    assert "logged line" in token[2].code
+    assert "logged line" in hooks.resolve(token[2]).code
 
 
 def test_logger_alone_takes_the_short_path_with_the_same_result():
@@ -129,3 +129,28 @@ def test_logger_alone_takes_the_short_path_with_the_same_result():
     assert y.tolist() == [0.0, 1.0, 2.0]
     assert [op for _, op, _ in seen] == ["all_sum"]
     assert log.tokens[0][1] is y
+
+
+def test_a_raw_site_resolves_to_the_line_the_frame_was_on():
+    import sys
+
+    seen = []
+
+    def where():
+        frame = sys._getframe(1)
+        seen.append((hooks.resolve(hooks.raw_site(frame)).line, frame.f_lineno))
+
+    # a long body, a call spread over lines, a loop and an except clause
+    body = "".join(f"    a{i} = {i}\n" for i in range(300))
+    src = (
+        "def f():\n" + body + "    where()\n"
+        "    len([1,\n         where()])\n"
+        "    for _ in range(2):\n        where()\n"
+        "    try:\n        raise ValueError\n    except ValueError:\n        where()\n"
+    )
+    ns = {"where": where}
+    exec(compile(src, "<long cell>", "exec"), ns)
+    ns["f"]()
+    assert len(seen) == 5
+    assert [got for got, _ in seen] == [want for _, want in seen]
+    assert seen[0][0] == 302

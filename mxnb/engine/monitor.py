@@ -39,7 +39,7 @@ class OpRecord:
     peer: int | None  # world rank of src/dst
     shape: tuple[int, ...]
     dtype: str
-    where: hooks.CallSite | None  # rendered only when a report asks
+    where: hooks.RawSite | None  # resolved and rendered only when a report asks
     evaluated: bool = False
     check: str = "off"  # off | pending | ok | mismatch | abandoned
     # the posted check, from the op's call until its result is known
@@ -55,7 +55,7 @@ class OpRecord:
 
     @property
     def site(self) -> str:
-        return self.where.describe() if self.where else ""
+        return hooks.resolve(self.where).describe() if self.where else ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,7 +102,7 @@ class Monitor:
 
     def log(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], seq: int,
-        site: hooks.CallSite,
+        site: hooks.RawSite,
     ) -> OpRecord:  # fmt: skip
         # Runs for every op; a probe reads cell_ops from another thread, but a
         # deque append is atomic and the probe copies the deque in one step.
