@@ -125,7 +125,7 @@ def warm_cell(shell: Shell, reps: int) -> tuple[float, float]:
     return median(ours), median(raw)
 
 
-def cell_allsum(shell: Shell, nbytes: int, reps: int, line: str) -> float:
+def cell_allsum(shell: Shell, nbytes: int, reps: int, line: str, spin: float = 0.0) -> float:
     """Median all_sum time inside %%mxdist (slowest rank), with the given flags."""
     import mxnb
 
@@ -133,7 +133,7 @@ def cell_allsum(shell: Shell, nbytes: int, reps: int, line: str) -> float:
         "import importlib.util as _u\n"
         f"_s = _u.spec_from_file_location('raw_mpi', {str(RAW)!r})\n"
         "_m = _u.module_from_spec(_s); _s.loader.exec_module(_m)\n"
-        f"bench_med = _m.timed_allsum(mx, world, {nbytes}, {reps})\n",
+        f"bench_med = _m.timed_allsum(mx, world, {nbytes}, {reps}, {spin!r})\n",
         line,
     )
     return max(mxnb.pull("bench_med"))

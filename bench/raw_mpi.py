@@ -13,16 +13,25 @@ import sys
 import time
 
 
-def timed_allsum(mx, group, nbytes: int, reps: int) -> float:
+def timed_allsum(mx, group, nbytes: int, reps: int, spin: float = 0.0) -> float:
+    """Median seconds of ``mx.eval(all_sum(x))``.
+
+    ``spin``: seconds of busy Python before each op, inside the timed step,
+    standing for what a wrapper does between two ops.
+    """
     x = mx.ones(max(1, nbytes // 4), dtype=mx.float32)
     mx.eval(x)
     for _ in range(3):
         mx.eval(mx.distributed.all_sum(x, group=group))
     times = []
+    clock = time.perf_counter
     for _ in range(reps):
-        t = time.perf_counter()
+        t = clock()
+        if spin:
+            while clock() - t < spin:
+                pass
         mx.eval(mx.distributed.all_sum(x, group=group))
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return sorted(times)[len(times) // 2]
 
 

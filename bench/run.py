@@ -97,10 +97,30 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
                     target_on, met = "report", None
                 out.append(row(f"{name}, tracing+checks on", on, base, "s/op", target_on, met,
                                spread))  # fmt: skip
+            if n == 2:
+                out += python_between_ops(shell, quick)
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             shell.stop()
     return out
+
+
+def python_between_ops(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
+    """What k microseconds of Python before each 1 KB all_sum cost (2 ranks, ``--bare``).
+
+    The op log and evaluation wrapper are a few microseconds of Python per
+    op; this shows what any such gap costs on the machine, apart from mxnb.
+    """
+    spins = (3,) if quick else (1, 2, 3, 4)
+    reps = 5 if quick else 2000
+    runs: dict[int, list[float]] = {k: [] for k in (0, *spins)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for _ in range(1 if quick else 3):
+            for k in runs:
+                runs[k].append(cases.cell_allsum(shell, 1024, reps, "--bare", k * 1e-6))
+    base = cases.median(runs[0])
+    return [row(f"all_sum 1KB, 2 ranks, --bare + {k} us of Python before each op",
+                cases.median(runs[k]), base, "s/op", "report", None) for k in spins]  # fmt: skip
 
 
 def payload() -> list[dict[str, Any]]:
