@@ -2,8 +2,9 @@
 
 As the logger of :mod:`mxnb.engine.hooks` it logs every op of the running
 cell, posts the checked-mode exchange, and refuses ops that would abort the
-whole MPI job.  Through :mod:`mxnb.engine.entries` the rank knows when it is inside
-an evaluation, and completes the checks of the arrays it evaluates first.
+whole MPI job.  Through :mod:`mxnb.engine.entries` the rank knows when it is
+inside an evaluation, and completes the checks of the arrays it evaluates
+first.
 The probe thread reads :func:`snapshot` while the main thread is blocked.
 """
 
@@ -194,6 +195,7 @@ class Monitor:
         finally:
             self.waiting = None
         rec.check = "ok"
+        rec.posted = None  # its buffers and requests are done with
         self.pending.pop(key, None)
 
     def _set_waiting(self, pc: check.PendingCheck) -> None:
