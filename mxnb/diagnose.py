@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Diagnosis", "diagnose", "probe", "probe_all"]
+from mxnb.engine.hooks import COLLECTIVES
 
-COLLECTIVES = ("all_sum", "all_gather", "all_max", "all_min", "sum_scatter")
+__all__ = ["Diagnosis", "diagnose", "probe", "probe_all"]
 
 
 def probe(path: str, timeout: float = 1.0) -> dict[str, Any] | None:

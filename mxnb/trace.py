@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mxnb.engine.hooks import AGREEING, COLLECTIVES
 from mxnb.snapshot import decode
 from mxnb.tracetext import (
     STATE_TEXT,
@@ -49,8 +50,6 @@ __all__ = [
     "timing_text",
 ]
 
-COLLECTIVES = ("all_sum", "all_gather", "all_max", "all_min", "sum_scatter")
-AGREEING = ("all_sum", "all_gather", "all_max", "all_min")
 #: Relative tolerance by dtype when deciding whether ranks agree.
 RTOL = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 1e-5, "complex64": 1e-5, "float64": 1e-12}
 

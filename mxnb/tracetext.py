@@ -15,6 +15,7 @@ from mxnb.snapshot import decode
 __all__ = [
     "STATE_TEXT",
     "UNTIMED_TEXT",
+    "count",
     "describe_value",
     "rank_list",
     "seconds_text",
@@ -52,7 +53,8 @@ def seconds_text(s: float) -> str:
     return f"{s:.3g} s" if s < 100 else f"{s:.0f} s"
 
 
-def _count(n: int, what: str) -> str:
+def count(n: int, what: str) -> str:
+    """``1 op``, ``2 ops``."""
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
@@ -66,9 +68,9 @@ def timing_text(m: dict[str, Any]) -> str:
     if s is None:
         return UNTIMED_TEXT.get(m.get("eval_note") or "unknown", "not timed")
     ops = max(1, m.get("eval_ops", 1))
-    others = [_count(ops - 1, "other op")] if ops > 1 else []
+    others = [count(ops - 1, "other op")] if ops > 1 else []
     if m.get("eval_arrays", 0) > ops:
-        others.append(_count(m["eval_arrays"] - ops, "other array"))
+        others.append(count(m["eval_arrays"] - ops, "other array"))
     text = f"evaluated in {seconds_text(s)} by {m.get('eval_by') or 'an evaluation'}"
     return text + (f" (with {' and '.join(others)})" if others else "")
 

@@ -24,6 +24,10 @@ OPS = (
     "recv",
     "recv_like",
 )
+#: The ops every member of a group calls together.
+COLLECTIVES = ("all_sum", "all_gather", "all_max", "all_min", "sum_scatter")
+#: Collectives after which every member should hold the same result.
+AGREEING = ("all_sum", "all_gather", "all_max", "all_min")
 
 
 class CallSite(NamedTuple):

@@ -110,7 +110,7 @@ class Monitor:
         __tracebackhide__ = True
         op = "recv" if name == "recv_like" else name
         mirror = comm.mirror_of(kwargs.get("group") if kwargs else None)
-        if args and op in _COLLECTIVES:  # the common case, all_sum(x, ...), inline
+        if args and op in hooks.COLLECTIVES:  # the common case, all_sum(x, ...), inline
             x = args[0]
             shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
         else:
@@ -257,9 +257,6 @@ class Monitor:
             "in_eval": in_eval,
             "unchecked": sorted(rec.seq for rec, _ in list(self.pending.values())),
         }
-
-
-_COLLECTIVES = frozenset(("all_sum", "all_gather", "all_max", "all_min", "sum_scatter"))
 
 
 def _describe_args(

@@ -52,8 +52,6 @@ MAX_RECORDS = 5000
 #: Seconds to wait, at collect time, for arrays whose evaluation is in flight.
 READ_GRACE = 2.0
 
-#: Ops after which every rank of the group should hold the same result.
-AGREEING = ("all_sum", "all_gather", "all_max", "all_min")
 _PRIMITIVE = re.compile(r"shape=rectangle")
 
 
@@ -290,7 +288,7 @@ def _snapshot(rec: Record, side: str, value: Any, h: Any) -> None:
     if isinstance(value, str):  # bfloat16: ready; reinterpret the bits as float32
         bits = np.asarray(memoryview(h.view(mx.uint16))).astype(np.uint32) << 16
         value = bits.view(np.float32)
-    digest = side == "after" and rec.meta["op"] in AGREEING
+    digest = side == "after" and rec.meta["op"] in hooks.AGREEING
     rec.meta[side] = snapshot.encode(value, dtype=dtype, digest=digest)
     rec.states[side] = "ok"
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from mxnb.snapshot import decode
 from mxnb.trace import Step, Trace
+from mxnb.tracetext import count
 from mxnb.widgets.font import GLYPH_H, text_mask
 
 __all__ = ["COLORMAP", "encode_png", "render_trace", "trace_png"]
@@ -144,8 +145,7 @@ def render_trace(trace: Trace) -> np.ndarray:
     height = top + ROW_H * max(1, len(rows)) + 30 + (16 if more else 0) + PAD
     width = max(PAD * 2 + LABEL_W + COL_W * len(ranks), 280)
     img = np.full((height, width, 3), 255, np.uint8)
-    n = len(trace.steps)
-    _put_text(img, f"mxnb trace: {n} op{'' if n == 1 else 's'}", PAD, PAD, INK)
+    _put_text(img, f"mxnb trace: {count(len(trace.steps), 'op')}", PAD, PAD, INK)
     for c, r in enumerate(ranks):
         _put_text(img, f"rank {r}", PAD + LABEL_W + c * COL_W, PAD, INK)
         _put_text(img, "before", PAD + LABEL_W + c * COL_W, PAD + 14, GREY_INK)

@@ -29,7 +29,9 @@ from typing import Any
 import anywidget
 import traitlets
 
+from mxnb.engine.hooks import AGREEING
 from mxnb.trace import STATE_TEXT, Step, Trace, describe_value, shape_text, timing_text
+from mxnb.tracetext import count
 
 __all__ = ["TraceWidget", "widget_state"]
 
@@ -79,7 +81,7 @@ def _step_state(step: Step, ranks: list[int]) -> dict[str, Any]:
         "group_text": step.group_text(),
         "members": step.members,
         "site": step.site_text(),
-        "agree": step.op in ("all_sum", "all_gather", "all_max", "all_min"),
+        "agree": step.op in AGREEING,
         "mismatch": step.mismatch,
         "mismatch_text": step.mismatch_text(),
         "inputs_note": step.inputs_note,
@@ -139,8 +141,7 @@ class TraceWidget(anywidget.AnyWidget):
         """The MIME bundles shown before the widget: the picture, then the summary."""
         png = base64.b64encode(self.png()).decode("ascii")
         self.png_tail = png[-PNG_TAIL:]
-        n = len(self._trace.steps)
-        label = f"<mxnb trace picture: {n} op{'' if n == 1 else 's'}>"
+        label = f"<mxnb trace picture: {count(len(self._trace.steps), 'op')}>"
         return [{"image/png": png, "text/plain": label}, {"text/plain": self._trace.text()}]
 
     def __repr__(self) -> str:
