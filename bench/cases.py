@@ -24,7 +24,7 @@ def median(xs: list[float]) -> float:
 
 def mpiexec_cmd(n: int) -> tuple[list[str], dict[str, str]]:
     """The same mpiexec, library and flags mxnb uses, for the raw baseline."""
-    from mxnb import mpi
+    from mxnb.kernel import openmpi as mpi
 
     found = mpi.find_openmpi()
     env = mpi.launch_env(found)

@@ -48,7 +48,7 @@ def cold_start(quick: bool) -> list[dict[str, Any]]:
         out.append(row(f"cold start, mxnb kernel (background), cell {pause:g} s after ready",
                        pre, base, "s", "<= 2.0x", pre / base <= 2.0))  # fmt: skip
     for n in (2, 4) if quick else (2, 4, 8):
-        from mxnb.cluster import MxCluster
+        from mxnb.kernel.cluster import MxCluster
 
         t = time.perf_counter()
         with MxCluster(n=n) as c:
@@ -127,7 +127,7 @@ def payload() -> list[dict[str, Any]]:
     """Bytes per rank the widget receives for a 4096x4096 float32 array."""
     import numpy as np
 
-    from mxnb.snapshot import encode, snapshot_size
+    from mxnb.protocol.snapshot import encode, snapshot_size
 
     big = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)
     nbytes = snapshot_size(encode(big, digest=True))

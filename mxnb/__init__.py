@@ -2,14 +2,29 @@
 
 ``%load_ext mxnb`` registers the ``%mxdist`` / ``%%mxdist`` magics.  Nothing
 heavy is imported until the extension is loaded.
+
+The package is laid out by where code runs: :mod:`mxnb.kernel` in the
+notebook's kernel, :mod:`mxnb.rank` inside each MPI rank, :mod:`mxnb.protocol`
+what both share, :mod:`mxnb.trace` the merged trace of a cell, and
+:mod:`mxnb.views` what a user sees.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mxnb.errors import CommMismatch, MxnbError, RankError
+
+if TYPE_CHECKING:
+    from mxnb.kernel.session import MxdistSession
+    from mxnb.trace import Trace
 
 __version__ = "0.1.0"
 __all__ = [
+    "CommMismatch",
+    "MxnbError",
+    "RankError",
+    "Trace",
     "__version__",
     "last_trace",
     "load_ipython_extension",
@@ -19,9 +34,17 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name == "Trace":  # imported on first use: it pulls in NumPy
+        from mxnb.trace import Trace
+
+        return Trace
+    raise AttributeError(f"module 'mxnb' has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    from mxnb.background import prestart_size
-    from mxnb.magic import MxdistMagics
+    from mxnb.kernel.background import prestart_size
+    from mxnb.kernel.magics import MxdistMagics
 
     ipython.register_magics(MxdistMagics)
     try:
@@ -29,24 +52,29 @@ def load_ipython_extension(ipython: Any) -> None:
     except ValueError as e:
         print(f"mxdist: {e}")
         return
-    if n is not None:
-        _magics(ipython).prestart(n)
+    session = _session(ipython)
+    if n is not None and session is not None:
+        session.prestart(n)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    magics = _magics(ipython)
-    if magics is not None:
-        magics.stop()
+    session = _session(ipython)
+    if session is not None:
+        session.stop()
 
 
-def _magics(ipython: Any = None) -> Any:
+def _session(ipython: Any = None) -> MxdistSession | None:
+    """The shell's mxnb session, if the extension is loaded."""
     if ipython is None:
         from IPython import get_ipython
 
         ipython = get_ipython()
     if ipython is None:
         return None
-    return ipython.magics_manager.registry.get("MxdistMagics")
+    magics = ipython.magics_manager.registry.get("MxdistMagics")
+    return None if magics is None else magics.session
+
+
 
 
 def pull(name: str, targets: list[int] | None = None) -> list[Any]:
@@ -55,31 +83,28 @@ def pull(name: str, targets: list[int] | None = None) -> list[Any]:
     Evaluating a lazy array here runs only that rank's part of it: evaluate
     collective results inside the cell (``mx.eval``, ``print``) first.
     """
-    from mxnb.engine.session import fetch
-
-    magics = _magics()
-    if magics is None or magics.cluster is None or not magics.cluster.running:
-        from mxnb.errors import MxnbError
-
+    session = _session()
+    if session is None:
         raise MxnbError("no cluster running; run a %%mxdist cell first")
-    cluster = magics.cluster
-    view = cluster.view if targets is None else cluster.client[targets]
-    return list(view.apply_sync(fetch, name))
+    return session.pull(name, targets)
 
 
-def show(trace: Any = None) -> None:
+def show(trace: Trace | None = None) -> None:
     """Display the trace widget of the last ``%%mxdist`` cell (or of ``trace``).
 
     Shows, op by op, what every rank held before and after each
-    ``mx.distributed`` call; see :mod:`mxnb.viz`.
+    ``mx.distributed`` call.
     """
-    from mxnb.viz import show as _show
+    from IPython.display import display
 
-    _show(trace)
+    from mxnb.views.widget import TraceWidget
+
+    display(TraceWidget(trace if trace is not None else last_trace()))
 
 
-def last_trace() -> Any:
+def last_trace() -> Trace:
     """The :class:`mxnb.trace.Trace` of the last ``%%mxdist`` cell, for use in code."""
-    from mxnb.viz import last_trace as _last
-
-    return _last(_magics())
+    session = _session()
+    if session is None:
+        raise MxnbError("no traced cell yet: run a %%mxdist cell first")
+    return session.tracing.last(session.cluster)

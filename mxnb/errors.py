@@ -1,15 +1,91 @@
-"""Errors that mxnb shows to a notebook user as a short message, not a stack.
+"""Every exception mxnb raises for a user to read.
 
-IPython calls ``_render_traceback_`` when it exists, so these exceptions show
-what went wrong and what to do, without mxnb's internals.  A failing cell
-still fails (``Run All`` stops, nbclient reports it).
+All of them subclass ``RuntimeError``, as every error MLX raises does, so
+code written to catch MLX's errors keeps working under mxnb.
+
+Kernel-side errors (:class:`MxnbError` and its subclasses) show as a short
+message without mxnb's stack: IPython calls ``_render_traceback_`` when it
+exists.  A failing cell still fails (``Run All`` stops, nbclient reports it).
+Rank-side errors (:class:`CommMismatch` and its kin) are raised inside the
+user's code on a rank and travel back as that rank's error.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-class MxnbError(Exception):
-    """Base class: the message is the whole story."""
+if TYPE_CHECKING:
+    from mxnb.kernel.runner import CellResult
+
+__all__ = [
+    "ClusterError",
+    "CommInterrupted",
+    "CommMismatch",
+    "MPIError",
+    "MxnbError",
+    "RankError",
+    "UnsupportedReduction",
+]
+
+
+class MxnbError(RuntimeError):
+    """Base class of the kernel side's errors: the message is the whole story."""
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
+
+
+class ClusterError(MxnbError):
+    """The cluster could not be started or is not usable; says why."""
+
+
+class MPIError(ClusterError):
+    """No usable Open MPI: the message says what to install or set."""
+
+
+class RankError(MxnbError):
+    """Ranks raised, or the cell could not finish; names each rank.
+
+    ``report`` (where each rank was, the likely cause) and ``note`` (what
+    became of the cluster) follow the tracebacks.  Tracebacks of ranks that
+    mxnb interrupted are left out: the report says where those ranks were.
+    The wording lives in :mod:`mxnb.views.outcome`.
+    """
+
+    def __init__(
+        self, result: CellResult, note: str = "", report: str = "", headline: str = ""
+    ) -> None:
+        from mxnb.views.outcome import error_summary, shown_failures
+
+        self.result = result
+        self.note = note
+        self.report = report
+        self.headline = headline
+        self.shown = shown_failures(result, hide_interrupted=bool(report))
+        super().__init__(error_summary(self.shown, headline))
+
+    @property
+    def ranks(self) -> list[int]:
+        return [o.rank for o in self.result.failed]
+
+    def summary(self) -> str:
+        return str(self)
+
+    def _render_traceback_(self) -> list[str]:
+        from mxnb.views.outcome import error_lines
+
+        return error_lines(self.shown, self.headline, self.report, self.note)
+
+
+class CommMismatch(RuntimeError):
+    """Ranks disagree about an op; raised on every rank involved."""
+
+
+class CommInterrupted(RuntimeError):
+    """This rank stopped waiting for its peers (the user or mxnb interrupted it)."""
+
+
+class UnsupportedReduction(RuntimeError):
+    """A reduction Open MPI cannot do (on ``bool``), refused before it aborts the job."""
+
+

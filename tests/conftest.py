@@ -37,13 +37,14 @@ def ip() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def magics(ip: Any) -> Any:
-    return ip.magics_manager.registry["MxdistMagics"]
+    """The shell's MxdistSession: its cluster, settings and last result."""
+    return ip.magics_manager.registry["MxdistMagics"].session
 
 
 @pytest.fixture(scope="session", params=[2, 4], ids=lambda n: f"{n}ranks")
 def nranks(request: pytest.FixtureRequest, ip: Any, magics: Any) -> Iterator[int]:
     """A running cluster of 2, then 4, ranks behind the shell's magic."""
-    from mxnb.cluster import DEFAULT_NP
+    from mxnb.kernel.cluster import DEFAULT_NP
 
     n = request.param
     if n == DEFAULT_NP and magics.cluster is None:

@@ -27,7 +27,7 @@ def _profile_of(p: psutil.Process) -> str | None:
         if env.get(SESSION_VAR) != SESSION:
             return None
         cmd = p.cmdline()
-        if "mxnb.watchdog" in cmd:
+        if "mxnb.kernel.watchdog" in cmd:
             return cmd[-1]
         return env.get("IPP_PROFILE_DIR")
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):

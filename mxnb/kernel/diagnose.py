@@ -1,0 +1,238 @@
+"""Explain a cell that cannot finish: where each rank is, and the likely cause.
+
+Input is what the ranks' probes reported (see :mod:`mxnb.rank.probe_server`) plus
+which ranks finished or failed.  Output is a per-rank report and, when the
+evidence is definite, one sentence naming the cause.  Everything here is pure
+so that each rule is tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mxnb.protocol.messages import OpState
+from mxnb.protocol.ops import COLLECTIVES
+from mxnb.protocol.wording import op_text
+
+__all__ = ["Diagnosis", "diagnose"]
+
+
+@dataclass
+class Diagnosis:
+    """Per-rank lines, and the cause when the evidence is definite."""
+
+    lines: list[str] = field(default_factory=list)
+    cause: str | None = None
+    stuck: list[int] = field(default_factory=list)  # ranks that wait on peers
+
+    def text(self) -> str:
+        out = list(self.lines)
+        if self.cause:
+            out.append(f"Likely cause: {self.cause}")
+        return "\n".join(out)
+
+
+def _op_text(op: OpState) -> str:
+    return op_text(op["op"], op["seq"], op["peer"], op["dtype"], op["shape"])
+
+
+def _waiting_op(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The op a rank waits on: the one in its check, else its first unfinished op."""
+    ops = state.get("ops") or []
+    waiting = state.get("waiting")
+    if waiting:
+        for op in ops:
+            if op["seq"] == waiting["seq"]:
+                return op
+    in_eval = state.get("in_eval")
+    if in_eval:
+        needed = [op for op in ops if op["seq"] in in_eval.get("ops", [])]
+        if needed:
+            return needed[0]
+    return None
+
+
+def _describe_rank(rank: int, state: dict[str, Any] | None, status: str) -> str:
+    if status == "failed":
+        return f"rank {rank}: raised an exception (traceback above)"
+    if state is None:
+        return f"rank {rank}: not answering (its process may be gone)"
+    ops = state.get("ops") or []
+    if status == "done":
+        unevaluated = [op for op in ops if op["op"] == "send" and not op["evaluated"]]
+        extra = ""
+        if unevaluated:
+            extra = "; never evaluated: " + ", ".join(_op_text(op) for op in unevaluated)
+        return f"rank {rank}: finished the cell{extra}"
+    waiting = state.get("waiting")
+    op = _waiting_op(state)
+    if waiting and op:
+        return (
+            f"rank {rank}: waiting for {waiting['waits_for']} in {_op_text(op)} on {op['group']}, "
+            f"at {op['site'] or waiting['site']}"
+        )
+    if state.get("in_eval") and op:
+        where = state["in_eval"].get("site") or state.get("line") or "?"
+        return (
+            f"rank {rank}: blocked in {state['in_eval']['entry']} at {where}, "
+            f"which needs {_op_text(op)} on {op['group']} (called at {op['site']})"
+        )
+    return f"rank {rank}: running {state.get('line') or 'Python code'}"
+
+
+def _collective_count(ops: list[dict[str, Any]], group: str, upto_seq: int | None = None) -> int:
+    return sum(
+        1
+        for op in ops
+        if op["op"] in COLLECTIVES and op["group"] == group
+        and (upto_seq is None or op["seq"] <= upto_seq)
+    )  # fmt: skip
+
+
+def _out_of_step(
+    rank: int, op: dict[str, Any], peer_state: dict[str, Any] | None, state: dict[str, Any] | None
+) -> str | None:
+    """This rank waits in its check while the peer already moves the matching data."""
+    if not peer_state or not (state or {}).get("waiting"):
+        return None
+    match = "recv" if op["op"] == "send" else "send"
+    needs = (peer_state.get("in_eval") or {}).get("ops", [])
+    for p in peer_state.get("ops") or []:
+        if p["seq"] in needs and p["op"] == match and p["peer"] == rank and p["check"] == "ok":
+            return (
+                f"rank {rank}'s check of {op['op']} #{op['seq']} is out of step with rank "
+                f"{op['peer']}'s {match} #{p['seq']}: an earlier send or recv between them "
+                "was called but never evaluated, and checked mode pairs them in call order. "
+                "Evaluate every send/recv you create (or run with --no-check)."
+            )
+    return None
+
+
+def _cause(
+    rank: int,
+    op: dict[str, Any],
+    states: dict[int, dict[str, Any] | None],
+    status: dict[int, str],
+) -> str | None:
+    """A definite reason why ``rank`` cannot finish ``op``, if the others show one."""
+    gone = {r for r, s in status.items() if s in ("done", "failed")}
+    how = {r: ("raised an exception" if status[r] == "failed" else "finished the cell")
+           for r in gone}  # fmt: skip
+    if op["op"] in ("send", "recv"):
+        peer = op["peer"]
+        if peer not in gone:
+            return _out_of_step(rank, op, states.get(peer), states.get(rank))
+        peer_ops = (states.get(peer) or {}).get("ops") or []
+        if op["op"] == "recv":
+            sends = [p for p in peer_ops if p["op"] == "send" and p["peer"] == rank]
+            unevaluated = [p for p in sends if not p["evaluated"]]
+            if unevaluated and status[peer] == "done":
+                return (
+                    f"rank {peer} finished the cell without evaluating its "
+                    f"send #{unevaluated[0]['seq']} to rank {rank}."
+                )
+            if not sends:
+                return (
+                    f"rank {rank} waits in recv #{op['seq']} from rank {peer}, but rank "
+                    f"{peer} {how[peer]} without sending to rank {rank}."
+                )
+            return None
+        recvs = [p for p in peer_ops if p["op"] == "recv" and p["peer"] == rank]
+        if not recvs:
+            return (
+                f"rank {rank} waits in send #{op['seq']} to rank {peer}, but rank {peer} "
+                f"{how[peer]} without a recv from rank {rank}."
+            )
+        return None
+    mine = _collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
+    missing = []
+    for member in op["group_ranks"]:
+        if member in gone:
+            theirs = _collective_count((states.get(member) or {}).get("ops") or [], op["group"])
+            if theirs < mine or status[member] == "failed":
+                missing.append(member)
+    if not missing:
+        return None
+    who = ", ".join(map(str, missing))
+    verbs = {how[m] for m in missing}
+    verb = verbs.pop() if len(verbs) == 1 else "finished or failed"
+    return (
+        f"rank{'s' if len(missing) > 1 else ''} {who} {verb} without calling "
+        f"{op['op']} (collective #{mine} on {op['group']}) that rank {rank} waits in; "
+        "every rank of a group must reach each collective."
+    )
+
+
+def _exchange_deadlock(states: dict[int, dict[str, Any] | None], running: list[int]) -> str | None:
+    """Two ranks evaluating a send to and a recv from each other in one go."""
+    wants: dict[int, set[tuple[str, int]]] = {}
+    for rank in running:
+        state = states.get(rank) or {}
+        needs = (state.get("in_eval") or {}).get("ops", [])
+        wants[rank] = {
+            (op["op"], op["peer"])
+            for op in state.get("ops") or []
+            if op["seq"] in needs and op["op"] in ("send", "recv")
+        }
+    for a in running:
+        for b in running:
+            if (
+                a < b
+                and {("send", b), ("recv", b)} <= wants[a]
+                and {("send", a), ("recv", a)} <= wants[b]
+            ):
+                return (
+                    f"ranks {a} and {b} each evaluate a send to the other and a recv from "
+                    "the other at once; on one stream both wait in their send. Give the "
+                    "recv its own stream: recv(..., stream=mx.new_stream(mx.cpu))."
+                )
+    return None
+
+
+def diagnose(
+    states: dict[int, dict[str, Any] | None],
+    status: dict[int, str],
+    now: float | None = None,
+    grace: float = 1.5,
+    hints: bool = False,
+) -> Diagnosis:
+    """``status`` per rank: "done", "failed" or "running".
+
+    Without ``hints`` only definite causes are named (the watcher acts on
+    them and may stop the job); with ``hints`` (after a timeout or an
+    interrupt, when the user already gave up waiting) likely ones are too.
+    """
+    now = time.time() if now is None else now
+    d = Diagnosis()
+    for rank in sorted(status):
+        d.lines.append(_describe_rank(rank, states.get(rank), status[rank]))
+    running = [r for r in status if status[r] == "running"]
+    checks: dict[int, dict[str, Any]] = {}
+    for rank in running:
+        state = states.get(rank)
+        if not state:
+            continue
+        op = _waiting_op(state)
+        if op is None:
+            continue
+        d.stuck.append(rank)
+        waiting = state.get("waiting")
+        if waiting and now - waiting["since"] >= grace:
+            checks[rank] = op
+        cause = _cause(rank, op, states, status)
+        if cause and d.cause is None:
+            d.cause = cause
+    if d.cause is None and running and len(checks) == len(running):
+        # every running rank waits in a check for peers that also wait: deadlock
+        parts = [f"rank {r} in {_op_text(op)} on {op['group']}" for r, op in sorted(checks.items())]
+        d.cause = (
+            "the ranks wait for each other and none can proceed: "
+            + "; ".join(parts)
+            + ". Every rank of a group must call the same collectives, and each "
+            "recv needs a matching send, in the same order."
+        )
+    if d.cause is None and hints:
+        d.cause = _exchange_deadlock(states, running)
+    return d

@@ -1,0 +1,26 @@
+"""The parts of ipyparallel mxnb reads that it offers no public API for.
+
+Kept in one module so that a new ipyparallel changes one file.  Each
+function falls back to something harmless if the attribute is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["launcher_output", "task_futures"]
+
+
+def task_futures(ar: Any) -> list[Any]:
+    """One future per engine of an ``AsyncResult``, in target order.
+
+    Each has ``done()`` (the reply arrived) and ``output`` (a future that
+    resolves when the engine's output for the task is complete too); the
+    public ``AsyncResult`` only says when *all* replies are in.
+    """
+    return list(ar._children)
+
+
+def launcher_output(launcher: Any) -> str:
+    """What a launcher's process wrote, after ipyparallel has read and removed its file."""
+    return getattr(launcher, "_output", None) or ""

@@ -1,0 +1,212 @@
+"""The ``%mxdist`` line magic and ``%%mxdist`` cell magic: arguments only.
+
+The magic parses and checks its arguments before anything starts, then hands
+them to the shell's :class:`~mxnb.kernel.session.MxdistSession`, which owns
+the cluster, the settings and the last result.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from mxnb.kernel.cluster import DEFAULT_NP
+from mxnb.kernel.session import MxdistSession
+
+__all__ = ["MxdistMagics", "parse_targets"]
+
+ACTIONS = ("status", "stop", "restart")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of ranks >= 1, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of ranks >= 1, got {value}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    """Seconds > 0, or 'none' (no limit), which is stored as 0."""
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 or 'none', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 or 'none', got {value}")
+    return value
+
+
+def parse_targets(spec: str, size: int) -> list[int]:
+    """``"0,2"``, ``"1-3"``, ``"all"`` -> sorted ranks, each in ``0..size-1``."""
+    spec = spec.strip()
+    if spec == "all":
+        return list(range(size))
+    ranks: set[int] = set()
+    allowed = f"ranks 0..{size - 1}, as '0,2' or '1-3' or 'all'"
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                chosen = range(lo, hi + 1)
+            else:
+                chosen = range(int(part), int(part) + 1)
+        except ValueError:
+            raise UsageError(f"--targets {spec!r}: expected {allowed}") from None
+        if not chosen:
+            raise UsageError(f"--targets {spec!r}: empty range; expected {allowed}")
+        for r in chosen:
+            if not 0 <= r < size:
+                raise UsageError(f"--targets {spec!r}: rank {r} is out of range; {allowed}")
+            ranks.add(r)
+    return sorted(ranks)
+
+
+@magics_class
+class MxdistMagics(Magics):
+    """Run cells on every rank of an MLX-over-MPI cluster."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.session = MxdistSession(parent=shell)
+        if shell is not None and self.session not in shell.configurables:
+            shell.configurables.append(self.session)  # %config MxdistSession.timeout = 60
+
+    # -- the magic ------------------------------------------------------------
+
+    @magic_arguments()
+    @argument(
+        "action",
+        nargs="?",
+        default=None,
+        help="line magic only: status (default), stop, restart",
+    )
+    @argument(
+        "-n",
+        "--np",
+        type=_positive_int,
+        default=None,
+        help=f"number of MPI ranks (default: the running cluster, else {DEFAULT_NP})",
+    )
+    @argument(
+        "--targets",
+        default=None,
+        help="run only on these ranks, e.g. 0,2 or 1-3 (not for collectives)",
+    )
+    @argument(
+        "--timeout",
+        type=_timeout,
+        default=None,
+        help="seconds before control returns with a per-rank report, or 'none'; "
+        "on the line magic it sets the session default",
+    )
+    @argument(
+        "--check",
+        dest="check",
+        action="store_const",
+        const=True,
+        default=None,
+        help="checked communication: ranks agree on op, shape, dtype first (default)",
+    )
+    @argument(
+        "--no-check",
+        dest="check",
+        action="store_const",
+        const=False,
+        help="turn checked communication off (for this cell, or the session on the line)",
+    )
+    @argument(
+        "--viz",
+        action="store_true",
+        help="after the cell, show what every rank held before and after each op",
+    )
+    @argument(
+        "--no-trace",
+        dest="trace",
+        action="store_false",
+        help="do not record this cell's mx.distributed ops (nothing for --viz or mxnb.show)",
+    )
+    @argument(
+        "--bare",
+        action="store_true",
+        help="plain MLX speed for this cell: no trace, no checks, no op log "
+        "(a hang then ends only with --timeout or the stop button, without a cause)",
+    )
+    @line_cell_magic
+    def mxdist(self, line: str, cell: str | None = None) -> Any:
+        """Run a cell on every MPI rank, with MLX distributed initialised.
+
+        ``%%mxdist [-n N] [--targets R] [--timeout S]`` runs the cell;
+        ``%mxdist status|stop|restart`` and ``%mxdist -n N`` manage the cluster.
+        """
+        args = parse_argstring(self.mxdist, line)
+        if cell is None:
+            return self._line(args)
+        if args.action is not None:
+            raise UsageError(f"'{args.action}' is for the line magic: use %mxdist {args.action}")
+        return self._cell(args, cell)
+
+    def _line(self, args: argparse.Namespace) -> None:
+        session = self.session
+        configured = self._configure(args)
+        action = args.action or ("start" if args.np else None if configured else "status")
+        if action is None:
+            return
+        if action not in (*ACTIONS, "start"):
+            raise UsageError(f"unknown action {action!r}; use one of: {', '.join(ACTIONS)}")
+        if args.targets is not None:
+            raise UsageError("--targets applies to %%mxdist cells only")
+        if args.viz or not args.trace or args.bare:
+            raise UsageError("--viz, --no-trace and --bare apply to %%mxdist cells only")
+        if action == "status":
+            print(session.status())
+        elif action == "stop":
+            was = session.running_n
+            session.stop()
+            print("mxdist: cluster stopped" if was else "mxdist: no cluster running")
+        elif action == "restart":
+            session.restart(args.np)
+        else:
+            session.ensure_cluster(args.np)
+
+    def _configure(self, args: argparse.Namespace) -> bool:
+        """Line-magic --timeout / --check set the session defaults."""
+        session = self.session
+        changed = []
+        if args.timeout is not None:
+            session.timeout = args.timeout or None
+            changed.append(f"timeout {session.timeout or 'none'}")
+        if args.check is not None:
+            session.checked = args.check
+            changed.append(f"checked communication {'on' if args.check else 'off'}")
+        if changed:
+            print("mxdist: " + ", ".join(changed))
+        return bool(changed)
+
+    def _cell(self, args: argparse.Namespace, cell: str) -> Any:
+        n = self.session.cell_size(args.np)
+        targets = parse_targets(args.targets, n) if args.targets else None
+        if args.viz and (args.bare or not args.trace):
+            flag = "--bare" if args.bare else "--no-trace"
+            raise UsageError(f"--viz shows the trace that {flag} turns off; use one of them")
+        return self.session.run_cell(
+            cell,
+            n,
+            targets=targets,
+            timeout=args.timeout,
+            checked=args.check,
+            trace=args.trace,
+            bare=args.bare,
+            viz=args.viz,
+        )

@@ -1,0 +1,144 @@
+"""When a cell cannot finish: notice it, explain it, leave a usable cluster.
+
+Four ways a distributed cell goes wrong without ever returning: a rank dies,
+ranks wait on peers that will never come (a stall), the user's timeout
+expires, or the user presses stop.  :class:`HangWatch` notices the first two
+while the cell runs; :func:`settle` handles all four the same way: take each
+rank's report, interrupt the ranks that still run, and if some are blocked
+inside MPI where no signal reaches them, stop the job so the next cell gets
+fresh ranks.  The user is told which of these happened.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mxnb.kernel import remote
+from mxnb.kernel.diagnose import Diagnosis, diagnose
+from mxnb.kernel.probes import ask_all
+from mxnb.kernel.runner import CellResult, CellRun
+from mxnb.protocol.wording import ranks_text
+
+__all__ = ["HangWatch", "Settlement", "settle"]
+
+#: Seconds ranks get to stop after SIGINT before the MPI job is stopped.
+INTERRUPT_GRACE = 2.5
+
+
+def _status(result: CellResult) -> dict[int, str]:
+    return {
+        o.rank: ("failed" if o.error else "done") if o.done else "running" for o in result.outcomes
+    }
+
+
+class HangWatch:
+    """Called by :meth:`CellRun.wait` about once a second while a cell runs."""
+
+    def __init__(self, cluster: Any, grace: float) -> None:
+        self.cluster = cluster
+        self.grace = grace
+        self.started = time.monotonic()
+        self.diagnosis: Diagnosis | None = None
+
+    def __call__(self, result: CellResult) -> str | None:
+        if self.cluster.dead_ranks():
+            return "crash"
+        if time.monotonic() - self.started < self.grace:
+            return None
+        states = ask_all(self.cluster.probe_paths())
+        d = diagnose(states, _status(result), grace=self.grace)
+        if d.cause:
+            self.diagnosis = d
+            return "stall"
+        return None
+
+
+@dataclass
+class Settlement:
+    """What happened, what each rank was doing, and what became of the cluster."""
+
+    report: str
+    note: str
+    cluster_lost: bool
+
+
+def launcher_message(output: str) -> str:
+    """The launcher's own block (from its first ``----`` line), without rank tracebacks."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("-----"):
+            return "\n".join(lines[i : i + 14])
+    return ""
+
+
+_EXIT = re.compile(r"@\d+,(\d+)\].*?Exit code:\s*(-?\d+)", re.S)
+_SIGNAL = re.compile(r"process rank (\d+) .*?exited on\s+signal\s+(\d+)(?:\s+\(([^)]*)\))?", re.S)
+
+
+def crash_sentence(message: str) -> str | None:
+    """Which rank ended the job and how, from Open MPI's launcher message."""
+    m = _SIGNAL.search(message)
+    if m:
+        name = f" ({m.group(3)})" if m.group(3) else ""
+        return f"rank {m.group(1)} was killed by signal {m.group(2)}{name}; the MPI job ended."
+    m = _EXIT.search(message)
+    if m:
+        return f"rank {m.group(1)} exited with code {m.group(2)}; the MPI job ended."
+    return None
+
+
+def _signal(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None) -> Settlement:
+    """Explain why the cell did not finish and make the cluster usable again."""
+    result = run.result
+    if reason == "crash":
+        dead = cluster.dead_ranks()
+        # mpiexec writes why the rank ended, then exits: give it a moment
+        deadline = time.monotonic() + 3.0
+        output = launcher_message(cluster.mpiexec_output(40))
+        while not crash_sentence(output) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            output = launcher_message(cluster.mpiexec_output(40))
+        cluster.stop()
+        report = crash_sentence(output) or f"{ranks_text(dead)} died while the cell ran."
+        if output:
+            report += "\nmpiexec reported:\n" + output
+        note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
+        return Settlement(report, note, True)
+    if diagnosis is None:
+        states = ask_all(cluster.probe_paths())
+        diagnosis = diagnose(states, _status(result), grace=0.0, hints=True)
+    running = [o.rank for o in result.outcomes if not o.done]
+    _signal(cluster.rank_pids(running), signal.SIGINT)
+    run.wait(INTERRUPT_GRACE)
+    still = [o.rank for o in result.outcomes if not o.done]
+    report = diagnosis.text()
+    if still:
+        cluster.stop()
+        note = (
+            f"{ranks_text(still)} did not respond to an interrupt (blocked inside an MPI "
+            "call), so the MPI job was stopped. The next %%mxdist cell starts fresh "
+            "ranks (variables on the ranks are lost)."
+        )
+        return Settlement(report, note, True)
+    if running:
+        remote.reset_checks(cluster.view)
+    note = (
+        f"{ranks_text(running)} {'was' if len(running) == 1 else 'were'} interrupted; "
+        "the cluster is ready for the next cell (variables kept)."
+        if running
+        else "The cluster is ready for the next cell."
+    )
+    return Settlement(report, note, False)

@@ -1,0 +1,228 @@
+"""One notebook's mxnb: its settings, its cluster, and the last cell's result.
+
+A :class:`MxdistSession` is made once per IPython shell when the extension
+loads.  The magics only parse arguments and hand them here.  Its settings are
+traitlets, so they can be set like any Jupyter option: ``%config
+MxdistSession.timeout = 60`` or ``%mxdist --timeout 60`` in a notebook, or
+``c.MxdistSession.timeout = 60`` in an IPython profile's config.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from traitlets import Bool, Float, Integer
+from traitlets.config import Configurable
+
+from mxnb.errors import ClusterError, RankError
+from mxnb.kernel import remote
+from mxnb.kernel.background import BackgroundStart
+from mxnb.kernel.cluster import DEFAULT_NP, MxCluster
+from mxnb.kernel.recovery import HangWatch, settle
+from mxnb.kernel.runner import CellResult, CellRun, RankStreamer
+from mxnb.kernel.tracing import Tracing
+from mxnb.views.outcome import RankResults
+
+__all__ = ["HEADLINES", "MxdistSession"]
+
+#: How a cell that could not finish is announced, by reason.
+HEADLINES = {
+    "crash": "a rank died",
+    "stall": "the cell cannot finish: ranks wait for peers that will not come",
+    "timeout": "the cell timed out",
+    "interrupt": "the cell was interrupted",
+}
+
+
+class MxdistSession(Configurable):
+    """The settings and state of ``%%mxdist`` in one IPython shell."""
+
+    ranks = Integer(
+        DEFAULT_NP, config=True, help="Ranks started when no cluster runs and a cell gives no -n."
+    )
+    timeout = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="Seconds a cell may run before control returns with a per-rank report; "
+        "None: no limit (hangs are still caught, and the stop button always works).",
+    )
+    checked = Bool(
+        True,
+        config=True,
+        help="Checked communication: ranks agree on op, shape and dtype before data moves.",
+    )
+    stall_grace = Float(
+        2.0,
+        config=True,
+        help="Seconds a rank must wait on peers that cannot come before it counts as a hang.",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster: MxCluster | None = None
+        self.last_result: CellResult | None = None
+        self.tracing = Tracing()
+        self._lost: str | None = None  # why the last cluster was stopped, told once
+        self._lost_n: int | None = None  # its size, reused by the next cell
+        self._background: BackgroundStart | None = None
+        self._ranks_checked = True  # what the running ranks are set to
+        self._ranks_bare = False
+
+    # -- the cluster ---------------------------------------------------------
+
+    def prestart(self, n: int) -> None:
+        """Start ``n`` ranks in the background; the next cell or line joins them."""
+        if self.cluster is None and self._background is None:
+            self._background = BackgroundStart(MxCluster(n=n))
+
+    @property
+    def starting(self) -> int | None:
+        """The size of a background start still under way, else None."""
+        bg = self._background
+        return bg.cluster.n if bg is not None and not bg.done else None
+
+    def join_background(self) -> None:
+        bg, self._background = self._background, None
+        if bg is None:
+            return
+        if not bg.done:
+            print(f"mxdist: waiting for the {bg.cluster.n} ranks starting in the background ...")
+        try:
+            self.cluster = bg.join()
+        except KeyboardInterrupt:
+            self._background = bg  # still starting: the next cell waits again
+            raise
+        except Exception as e:
+            print(f"mxdist: the background start of {bg.cluster.n} ranks failed: {e}")
+            return
+        self._fresh_ranks()
+
+    def _fresh_ranks(self) -> None:
+        """What new ranks start with; cells switch it only where it must change."""
+        self._ranks_checked, self._ranks_bare = True, False
+
+    @property
+    def running_n(self) -> int | None:
+        c = self.cluster
+        return c.n if c is not None and c.running else None
+
+    def ensure_cluster(self, n: int | None) -> MxCluster:
+        """Reuse the running cluster, or (re)start one with ``n`` ranks."""
+        self.join_background()
+        running = self.running_n
+        want = n if n is not None else (running or self.ranks)
+        if running == want:
+            assert self.cluster is not None
+            return self.cluster
+        if running is not None:
+            print(
+                f"mxdist: restarting with {want} ranks (was {running}); "
+                "variables on the ranks are lost."
+            )
+            self.stop()
+        if self._lost:
+            print(f"mxdist: {self._lost}")
+            self._lost = self._lost_n = None
+        print(f"mxdist: starting {want} MPI ranks ...", flush=True)
+        t0 = time.monotonic()
+        self.cluster = MxCluster(n=want)
+        self.cluster.start()
+        self._fresh_ranks()
+        print(
+            f"mxdist: {want} ranks ready in {time.monotonic() - t0:.1f} s "
+            "(names ready on every rank: mx, world, rank, size)"
+        )
+        return self.cluster
+
+    def restart(self, n: int | None) -> MxCluster:
+        n = n or self.running_n or self.ranks
+        self.stop()
+        return self.ensure_cluster(n)
+
+    def stop(self) -> None:
+        try:
+            self.join_background()
+        except Exception:  # reported by join_background; stop what exists regardless
+            pass
+        if self.cluster is not None:
+            self.cluster.stop()
+        self.cluster = None
+
+    def status(self) -> str:
+        if self.starting is not None:
+            return f"mxdist: {self.starting} ranks starting in the background"
+        self.join_background()
+        c = self.cluster
+        return str(c.status()) if c is not None else "mxdist: no cluster running"
+
+    def pull(self, name: str, targets: list[int] | None = None) -> list[Any]:
+        cluster = self.cluster
+        if cluster is None or not cluster.running:
+            raise ClusterError("no cluster running; run a %%mxdist cell first")
+        view = cluster.view if targets is None else cluster.client[targets]
+        return remote.pull(view, name)
+
+    # -- one cell ------------------------------------------------------------------
+
+    def cell_size(self, n: int | None) -> int:
+        """The ranks a cell runs on: asked for, running, lost by the last cell, or the default."""
+        self.join_background()
+        return n or self.running_n or self._lost_n or self.ranks
+
+    def run_cell(
+        self,
+        code: str,
+        n: int,
+        targets: list[int] | None = None,
+        timeout: float | None = None,
+        checked: bool | None = None,
+        trace: bool = True,
+        bare: bool = False,
+        viz: bool = False,
+    ) -> RankResults | None:
+        """Run ``code`` on the ranks; raises :class:`RankError` if it did not finish well.
+
+        ``timeout``: seconds, 0 for no limit, None for the session's setting;
+        ``checked``: None for the session's setting.
+        """
+        cluster = self.ensure_cluster(n)
+        checked = self.checked if checked is None else checked
+        if checked != self._ranks_checked:
+            remote.set_checked(cluster.view, checked)
+            self._ranks_checked = checked
+        if bare != self._ranks_bare:
+            remote.set_bare(cluster.view, bare)
+            self._ranks_bare = bare
+        view = cluster.view if targets is None else cluster.client[targets]
+        timeout = self.timeout if timeout is None else (timeout or None)
+        self.tracing.before_cell(cluster, view, record=trace and not bare)
+        run = CellRun(view, code, RankStreamer(view.targets))
+        watch = HangWatch(cluster, self.stall_grace)
+        why = run.wait(timeout, watch=watch)
+        if why is None and any(
+            o.error and o.error["ename"] == "EngineError" for o in run.result.outcomes
+        ):
+            why = "crash"
+        if why is None:
+            result = self.last_result = run.finish()
+            self.tracing.after_cell(view, result, show=viz)
+            if result.failed:
+                raise RankError(result)
+            shown = RankResults(result.outcomes)
+            return shown if shown else None
+        settled = settle(cluster, run, why, watch.diagnosis)
+        result = self.last_result = run.finish()
+        result.timed_out = why == "timeout"
+        result.interrupted = why == "interrupt"
+        if settled.cluster_lost:
+            self.cluster = None
+            self._lost_n = cluster.n
+            self._lost = f"the previous ranks were stopped ({HEADLINES[why]})."
+        raise RankError(
+            result,
+            note=settled.note,
+            report=settled.report,
+            headline=HEADLINES[why] + (f" after {timeout:g} s" if why == "timeout" else ""),
+        )

@@ -1,0 +1,140 @@
+"""The messages that cross between a rank and the kernel, as typed dicts.
+
+They travel pickled (ipyparallel's ``apply``) or as JSON (the probe), so they
+are plain dicts; these types say which keys each one has.  The rank side
+builds them, the kernel side reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+__all__ = [
+    "EvalState",
+    "OpLogState",
+    "OpState",
+    "OpTrace",
+    "ProbeReply",
+    "RankInfo",
+    "Snapshot",
+    "TraceReport",
+    "WaitState",
+]
+
+
+class RankInfo(TypedDict):
+    """What a rank says about itself when the cluster starts (``prepare``)."""
+
+    rank: int
+    size: int
+    pid: int
+    host: str
+    backend: str
+    mpi_library: str
+    mlx_version: str
+    started: float
+
+
+class OpState(TypedDict):
+    """One op of the running cell, as a hang report reads it."""
+
+    seq: int  # counts the cell's ops on this rank, from 1
+    op: str  # recv_like is logged as recv
+    group: str  # the group's label
+    group_ranks: tuple[int, ...]  # its members as world ranks
+    peer: int | None  # world rank sent to or received from
+    shape: tuple[int, ...]
+    dtype: str
+    site: str  # "cell In[4], line 2: y = ..."
+    evaluated: bool
+    check: str  # off | pending | ok | mismatch | abandoned
+
+
+class WaitState(TypedDict):
+    """The checked-mode exchange a rank is waiting in."""
+
+    seq: int
+    op: str
+    #: whom it waits for, e.g. "rank 1 to send to this rank"
+    waits_for: str
+    since: float
+    site: str
+
+
+class EvalState(TypedDict):
+    """The evaluation (``mx.eval``, ``print``, ...) a rank is blocked in."""
+
+    entry: str
+    site: str
+    since: float
+    ops: list[int]  # seqs of the ops it (may) need
+
+
+class OpLogState(TypedDict):
+    running_cell: bool
+    checked: bool
+    ops: list[OpState]
+    waiting: WaitState | None
+    in_eval: EvalState | None
+    unchecked: list[int]
+
+
+class ProbeReply(OpLogState):
+    """A rank's answer to "where are you?", even while it is blocked in MPI."""
+
+    rank: int
+    pid: int
+    line: str  # the main thread's current cell line
+
+
+class Snapshot(TypedDict, total=False):
+    """An array in at most 64 KiB (see :mod:`mxnb.protocol.snapshot`)."""
+
+    shape: list[int]
+    dtype: str
+    nbytes: int
+    digest: str
+    stats: dict[str, Any]  # min, max, mean (finite values), nan, inf
+    exact: bool
+    enc: str  # f8 | i8 | u8 | c8 | q16
+    dshape: list[int]
+    factors: list[int]
+    lo: float
+    hi: float
+    magnitude: bool
+    data: bytes
+
+
+class OpTrace(TypedDict, total=False):
+    """One op on one rank, as the recorder reports it to the kernel."""
+
+    seq: int
+    op: str
+    group: str
+    group_rank: int
+    group_size: int
+    peer: int | None  # group rank of the peer
+    site: dict[str, Any] | None  # file, line, code
+    t: float  # seconds since the cell started
+    call_s: float  # the Python call: building the lazy graph node
+    eval_s: float | None
+    eval_by: str | None
+    eval_ops: int
+    eval_arrays: int
+    eval_note: str | None  # indirect | async | lazy | unknown
+    errors: dict[str, str]
+    states: dict[str, str]  # side -> ok | lazy | in_flight | traced | limit | none | ...
+    # "in"/"out" ({"shape", "dtype"}) and "before"/"after" (Snapshot) are keys too;
+    # "in" is a Python keyword, so they are left out of the class syntax.
+
+
+class TraceReport(TypedDict):
+    """One rank's trace of the last finished cell (``collect``)."""
+
+    rank: int
+    size: int
+    enabled: bool
+    cell: bool
+    ops: list[OpTrace]
+    groups: dict[str, list[int]]  # label -> world ranks of each group this rank is in
+    dropped: int

@@ -1,0 +1,79 @@
+"""The ``mx.distributed`` operations, and their metadata as checked mode sends it.
+
+Op names are defined once here: the rank side wraps them, the kernel side
+merges and explains them.  :class:`Meta` is the fixed-size int64 vector the
+ranks exchange before data moves (a few hundred bytes, never the data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "AGREEING",
+    "COLLECTIVES",
+    "DTYPES",
+    "OPS",
+    "PEER_ARG",
+    "POINT_TO_POINT",
+    "WIDTH",
+    "Meta",
+]
+
+#: Every communication operation of ``mlx.core.distributed``.
+OPS = (
+    "all_sum",
+    "all_gather",
+    "all_max",
+    "all_min",
+    "sum_scatter",
+    "send",
+    "recv",
+    "recv_like",
+)
+#: The ops every member of a group calls together.
+COLLECTIVES = ("all_sum", "all_gather", "all_max", "all_min", "sum_scatter")
+#: Collectives after which every member should hold the same result.
+AGREEING = ("all_sum", "all_gather", "all_max", "all_min")
+#: Point-to-point ops, as logged (``recv_like`` is logged as ``recv``).
+POINT_TO_POINT = ("send", "recv")
+#: Where MLX's point-to-point ops take their peer: (position, keyword).
+PEER_ARG = {"send": (1, "dst"), "recv": (2, "src"), "recv_like": (1, "src")}
+
+#: Ops as numbered in :class:`Meta` (``recv_like`` is sent as ``recv``).
+_META_OPS = ("all_sum", "all_gather", "all_max", "all_min", "sum_scatter", "send", "recv")
+DTYPES = (
+    "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+    "float16", "float32", "float64", "bfloat16", "complex64",
+)  # fmt: skip
+MAX_NDIM = 10
+#: int64 entries of one encoded :class:`Meta`.
+WIDTH = 4 + MAX_NDIM
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What one rank says about one op before its data moves."""
+
+    op: str
+    seq: int  # per group (collectives) or per peer (point to point)
+    shape: tuple[int, ...]
+    dtype: str
+
+    def encode(self) -> np.ndarray:
+        v = np.full(WIDTH, -1, dtype=np.int64)
+        v[0] = _META_OPS.index(self.op)
+        v[1] = self.seq
+        v[2] = DTYPES.index(self.dtype) if self.dtype in DTYPES else -2
+        v[3] = len(self.shape)
+        v[4 : 4 + min(len(self.shape), MAX_NDIM)] = self.shape[:MAX_NDIM]
+        return v
+
+    @classmethod
+    def decode(cls, v: np.ndarray) -> Meta:
+        ndim = int(v[3])
+        dtype = DTYPES[int(v[2])] if 0 <= v[2] < len(DTYPES) else "?"
+        shape = tuple(int(x) for x in v[4 : 4 + min(ndim, MAX_NDIM)])
+        return cls(_META_OPS[int(v[0])], int(v[1]), shape, dtype)

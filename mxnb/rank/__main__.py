@@ -1,0 +1,81 @@
+"""Rank entry point: initialise MLX over MPI, then become an ipyparallel engine.
+
+Order matters.  ipyparallel's MPI engines import mpi4py, which calls MPI_Init;
+MLX would then fail to initialise MPI (or quietly fall back to a group of
+size 1, so ``all_sum`` returns each rank's own input).  Initialising MLX first
+makes mpi4py find MPI already running and leave it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+#: Seconds a rank waits for the controller's connection file.
+CONNECTION_WAIT = float(os.environ.get("MXNB_START_TIMEOUT", "60"))
+
+
+def await_connection_info(timeout: float = CONNECTION_WAIT) -> None:
+    """Hand ipyparallel the controller's engine connection info once it is whole.
+
+    mxnb starts the ranks together with the controller.  The controller
+    writes its connection file without an atomic rename, so a rank that read
+    it as soon as it appeared could see half of it; a rank reads it here until
+    it parses, then passes it on in ``$IPP_CONNECTION_INFO``.
+    """
+    if os.environ.get("IPP_CONNECTION_INFO") or not os.environ.get("IPP_PROFILE_DIR"):
+        return  # the launcher passed the info itself, or this is not mxnb's cluster
+    cid = os.environ.get("IPP_CLUSTER_ID", "")
+    name = f"ipcontroller-{cid}-engine.json" if cid else "ipcontroller-engine.json"
+    path = os.path.join(os.environ["IPP_PROFILE_DIR"], "security", name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                text = f.read()
+            if "key" in json.loads(text):
+                os.environ["IPP_CONNECTION_INFO"] = text
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    sys.stderr.write(f"mxnb rank: no controller connection file {path} after {timeout:.0f} s\n")
+    sys.exit(4)
+
+
+def main() -> None:
+    import mlx.core as mx
+
+    try:
+        if os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
+            # MLX's MPI backend refuses a world of one process; its default
+            # group of size 1 behaves the same for every collective
+            world = mx.distributed.init()
+        else:
+            world = mx.distributed.init(strict=True, backend="mpi")
+    except Exception as e:
+        sys.stderr.write(
+            f"mxnb rank: MLX could not initialise its MPI backend: {e}\n"
+            "mxnb rank: MLX supports Open MPI only; MLX_MPI_LIBNAME must name "
+            "its real libmpi shared library.\n"
+        )
+        sys.stderr.flush()
+        sys.exit(3)
+
+    # the heaviest import of a rank, and the op hooks, while the controller starts
+    import ipyparallel.engine.app  # noqa: F401
+
+    from mxnb.rank import runtime
+
+    runtime.start(world, os.environ.get("IPP_PROFILE_DIR"))
+    await_connection_info()
+
+    from ipyparallel.engine.app import main as ipengine_main
+
+    ipengine_main()
+
+
+if __name__ == "__main__":
+    main()

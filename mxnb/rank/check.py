@@ -1,0 +1,178 @@
+"""Checked communication: ranks agree on op, shape and dtype before data moves.
+
+Each op posts a tiny nonblocking metadata exchange on the group's mirror
+communicator when it is *called* (MLX only records the op then), and the
+exchange is completed when the op's result is *evaluated*, before MLX moves
+any data.  A disagreement becomes :class:`CommMismatch` on every rank
+involved, naming both sides, instead of garbage, an aborted job or a hang.
+
+Metadata is a fixed vector of int64, so one exchange is a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mxnb.errors import CommInterrupted, CommMismatch, UnsupportedReduction
+from mxnb.protocol.ops import WIDTH, Meta
+from mxnb.protocol.wording import ranks_text, typed_text
+from mxnb.rank.groups import GroupInfo
+
+__all__ = ["PendingCheck", "abandon", "bool_trap", "done", "dtype_name", "post", "verify", "wait"]
+
+TAG_SEND, TAG_ACK = 7301, 7302
+#: Reductions Open MPI cannot do on C bool: the whole job aborts (MPI_ERR_OP).
+BOOL_ABORTS = ("all_sum", "all_max", "all_min", "sum_scatter")
+
+
+_dtype_names: dict[Any, str] = {}
+
+
+def dtype_name(dtype: Any) -> str:
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = _dtype_names[dtype] = str(dtype).removeprefix("mlx.core.")
+    return name
+
+
+@dataclass
+class PendingCheck:
+    """One posted exchange; ``describe`` says what this rank is waiting for."""
+
+    seq: int  # the op's sequence number on this rank (hooks.OpCall.seq)
+    op: str
+    mine: Meta
+    mirror: GroupInfo
+    peer: int | None  # group rank of the peer, point to point only
+    requests: list[Any]
+    buffers: list[np.ndarray]
+    posted: float = field(default_factory=time.monotonic)
+
+    def describe(self) -> str:
+        if self.peer is None:
+            return f"the other ranks of {self.mirror.describe()} to call {self.op}"
+        peer = self.mirror.ranks[self.peer]
+        verb = "receive it" if self.op == "send" else "send"
+        return f"rank {peer} to {verb}" + ("" if self.op == "send" else " to this rank")
+
+
+def post(op: str, call_seq: int, mine: Meta, mirror: GroupInfo, peer: int | None) -> PendingCheck:
+    """Start the exchange for one op; returns at once."""
+    comm = mirror.comm
+    out = mine.encode()
+    if peer is None:
+        recv = np.empty((comm.Get_size(), WIDTH), dtype=np.int64)
+        reqs = [comm.Iallgather(out, recv)]
+        bufs = [out, recv]
+    else:
+        recv = np.empty(WIDTH, dtype=np.int64)
+        if op == "send":
+            reqs = [comm.Isend(out, dest=peer, tag=TAG_SEND), comm.Irecv(recv, peer, TAG_ACK)]
+        else:
+            reqs = [comm.Irecv(recv, peer, TAG_SEND), comm.Isend(out, dest=peer, tag=TAG_ACK)]
+        bufs = [out, recv]
+    return PendingCheck(call_seq, op, mine, mirror, peer, reqs, bufs)
+
+
+def done(check: PendingCheck) -> bool:
+    from mpi4py import MPI
+
+    return bool(MPI.Request.Testall(check.requests))
+
+
+def wait(check: PendingCheck, on_wait: Any = None) -> None:
+    """Block (interruptibly) until the exchange completes, then verify it."""
+    __tracebackhide__ = True
+    spins = 0
+    try:
+        while not done(check):
+            if spins == 200 and on_wait is not None:
+                on_wait(check)
+            spins += 1
+            time.sleep(0 if spins < 200 else 0.0005)
+    except KeyboardInterrupt:
+        raise CommInterrupted(
+            f"stopped waiting for {check.describe()} ({check.op} #{check.seq})"
+        ) from None
+    verify(check)
+
+
+def verify(check: PendingCheck) -> None:
+    """Raise :class:`CommMismatch` if the completed exchange disagrees."""
+    __tracebackhide__ = True
+    m = check.mirror
+    recv = check.buffers[1]
+    if check.peer is None:
+        metas = [Meta.decode(row) for row in recv]
+        message = _collective_problem(metas, m)
+    else:
+        message = _p2p_problem(check.op, check.mine, Meta.decode(recv), m, check.peer)
+    if message:
+        raise CommMismatch(message)
+
+
+def _collective_problem(metas: list[Meta], m: GroupInfo) -> str | None:
+    by_op: dict[str, list[int]] = {}
+    for i, meta in enumerate(metas):
+        by_op.setdefault(meta.op, []).append(m.ranks[i])
+    if len(by_op) > 1:
+        sides = "; ".join(f"{ranks_text(r)} called {op}" for op, r in by_op.items())
+        return (
+            f"collective mismatch on {m.describe()}: {sides}. Every rank of a group "
+            "must call the same collectives in the same order."
+        )
+    by_type: dict[str, list[int]] = {}
+    for i, meta in enumerate(metas):
+        by_type.setdefault(typed_text(meta.dtype, meta.shape), []).append(m.ranks[i])
+    if len(by_type) > 1:
+        op = metas[0].op
+        sides = ", ".join(
+            f"{ranks_text(r)} {'has' if len(r) == 1 else 'have'} {t}" for t, r in by_type.items()
+        )
+        return (
+            f"{op} on {m.describe()}: {sides}. Every rank must pass the same shape "
+            "and dtype (MPI would return garbage or abort the job)."
+        )
+    return None
+
+
+def _p2p_problem(op: str, mine: Meta, theirs: Meta, m: GroupInfo, peer: int) -> str | None:
+    me, other = m.comm.Get_rank(), peer
+    sender, receiver = (mine, theirs) if op == "send" else (theirs, mine)
+    s_rank, r_rank = (me, other) if op == "send" else (other, me)
+    sent = typed_text(sender.dtype, sender.shape)
+    expected = typed_text(receiver.dtype, receiver.shape)
+    if sent == expected:
+        return None
+    s_world, r_world = m.ranks[s_rank], m.ranks[r_rank]
+    where = "" if m.label == "world" else f" on {m.describe()}"
+    return (
+        f"rank {s_world} sends {sent} to rank {r_world}, rank {r_world} "
+        f"expects {expected} from rank {s_world}{where}. Shape and dtype "
+        "of a send and its recv must match."
+    )
+
+
+def bool_trap(op: str, dtype: str) -> None:
+    """Refuse a reduction that would abort the whole MPI job."""
+    if op in BOOL_ABORTS and dtype == "bool":
+        raise UnsupportedReduction(
+            f"{op} on bool arrays aborts the whole MPI job (Open MPI has no such "
+            "reduction for C bool). Cast first, e.g. x.astype(mx.int32)."
+        )
+
+
+def abandon(check: PendingCheck) -> None:
+    """Cancel what can be cancelled; the mirror is replaced afterwards."""
+    from mpi4py import MPI
+
+    for req in check.requests:
+        if req != MPI.REQUEST_NULL:
+            try:
+                req.Cancel()
+            except Exception:  # sends may not be cancellable; the reset covers them
+                pass

@@ -1,0 +1,149 @@
+"""MLX's evaluation entry points, wrapped so a rank knows when it evaluates.
+
+MLX is lazy: communication happens when an array is evaluated, by
+``mx.eval``, ``print`` of an array, ``.item()``, conversion to NumPy and the
+like.  Each entry point tells the monitor which arrays are about to be
+evaluated (it completes their checks and notes where the rank waits), and
+tells listeners how long the evaluation took.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+__all__ = ["ENTRY_NAMES", "EvalEntries", "EvalListener", "EvalWatcher"]
+
+#: How an evaluation entry point reads in a report.
+ENTRY_NAMES = {
+    "__repr__": "print/repr of an array",
+    "__str__": "print of an array",
+    "__format__": "formatting an array",
+    "__float__": "float() of an array",
+    "__int__": "int() of an array",
+    "__bool__": "a truth test of an array",
+    "__index__": "using an array as an index",
+    "__complex__": "complex() of an array",
+    "__array__": "conversion to NumPy",
+    "__iter__": "iterating over an array",
+    "__bytes__": "bytes() of an array",
+    "item": ".item()",
+    "tolist": ".tolist()",
+}
+
+_ARRAY_ENTRIES = (
+    "item", "tolist", "__repr__", "__str__", "__format__", "__float__", "__int__",
+    "__bool__", "__index__", "__complex__", "__array__", "__iter__", "__bytes__",
+)  # fmt: skip
+
+#: ``fn(arrays, seconds, entry)``, called after each outermost evaluation.
+EvalListener = Callable[[Sequence[Any], float, str], None]
+
+
+class EvalWatcher(Protocol):
+    """What an entry point tells first (the rank's :class:`~mxnb.rank.oplog.OpLog`)."""
+
+    in_eval: Any  # None outside an evaluation
+    bare: bool
+
+    def before_eval(self, arrays: Sequence[Any], entry: str) -> None: ...
+
+
+def _flatten(tree: Any, out: list[Any]) -> list[Any]:
+    if isinstance(tree, (list, tuple)):
+        for t in tree:
+            _flatten(t, out)
+    elif isinstance(tree, dict):
+        for t in tree.values():
+            _flatten(t, out)
+    else:
+        out.append(tree)
+    return out
+
+
+class EvalEntries:
+    """MLX's evaluation entry points, wrapped for one watcher and its listeners."""
+
+    def __init__(self, watcher: EvalWatcher) -> None:
+        self.watcher = watcher
+        #: Empty unless someone listens (the trace recorder, while recording): an
+        #: evaluation then costs one truth test more, and no clock reads.
+        self.listeners: list[EvalListener] = []
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    def add_listener(self, fn: EvalListener) -> None:
+        """Call ``fn(arrays, seconds, entry)`` after each outermost evaluation returns.
+
+        ``arrays`` are the arrays the entry point was given, ``seconds`` the wall
+        time of the real evaluation alone (checks completed before it are not
+        counted): since MLX is lazy, that is where communication really happens.
+        """
+        if fn not in self.listeners:
+            self.listeners.append(fn)
+
+    def remove_listener(self, fn: EvalListener) -> None:
+        if fn in self.listeners:
+            self.listeners.remove(fn)
+
+    def _entry(
+        self, name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any]]
+    ) -> Any:
+        watcher, listeners = self.watcher, self.listeners
+
+        @functools.wraps(real)
+        def entry(*args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            if watcher.in_eval is not None or watcher.bare:  # nested, e.g. print -> tolist
+                return real(*args, **kwargs)
+            arrays = arrays_of(*args, **kwargs)
+            watcher.before_eval(arrays, name)
+            try:
+                if not listeners:
+                    return real(*args, **kwargs)
+                t0 = time.perf_counter()
+                out = real(*args, **kwargs)
+                seconds = time.perf_counter() - t0
+                for fn in list(listeners):
+                    fn(arrays, seconds, name)
+                return out
+            finally:
+                watcher.in_eval = None
+
+        entry.__mxnb_original__ = real  # type: ignore[attr-defined]
+        return entry
+
+    def install(self) -> None:
+        """Wrap MLX's evaluation entry points; a second call does nothing."""
+        import mlx.core as mx
+
+        if self._originals:
+            return
+        array = mx.array
+
+        def eval_args(*args: Any, **_: Any) -> Sequence[Any]:
+            for a in args:
+                if type(a) is not array:
+                    return _flatten(args, [])
+            return args  # the common case, mx.eval(y), without recursion or a copy
+
+        def self_only(self: Any, *_: Any, **__: Any) -> Sequence[Any]:
+            return (self,)
+
+        targets = [(mx, "mx.eval", "eval", eval_args)]
+        targets += [(mx, "mx.async_eval", "async_eval", eval_args)]
+        targets += [(mx.array, name, name, self_only) for name in _ARRAY_ENTRIES]
+        for owner, name, attr, arrays_of in targets:
+            real = getattr(owner, attr, None)
+            if real is None:
+                continue
+            real = getattr(real, "__mxnb_original__", real)
+            self._originals.append((owner, attr, real))
+            setattr(owner, attr, self._entry(name, real, arrays_of))
+
+    def uninstall(self) -> None:
+        """Put MLX's own entry points back."""
+        for owner, attr, real in self._originals:
+            setattr(owner, attr, real)
+        self._originals.clear()

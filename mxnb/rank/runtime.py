@@ -1,0 +1,128 @@
+"""One rank's mxnb: the world group and every part that observes its ops.
+
+A :class:`Runtime` is made once per rank process, by the entry point, with
+the world group MLX initialised.  It owns the group records, the op hooks,
+the op log (checks, hang state), the evaluation entry points, the trace
+recorder and the probe server; :meth:`Runtime.install` puts them in place
+and :meth:`Runtime.uninstall` takes them out again, so no part keeps state
+of its own at module level.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mxnb.rank.entries import EvalEntries
+from mxnb.rank.groups import Groups
+from mxnb.rank.hooks import Hooks
+from mxnb.rank.oplog import OpLog
+from mxnb.rank.probe_server import ProbeServer
+from mxnb.rank.recorder import Recorder
+
+__all__ = ["Runtime", "current", "start"]
+
+
+class Runtime:
+    """Everything mxnb keeps on one rank."""
+
+    def __init__(self, world: Any) -> None:
+        self.world = world
+        self.started = time.time()
+        self.groups = Groups(world)
+        self.hooks = Hooks()
+        self.oplog = OpLog(self.hooks, self.groups)
+        self.entries = EvalEntries(self.oplog)
+        self.recorder = Recorder(self.groups)
+        self.probe: ProbeServer | None = None
+        self._shell: Any = None
+
+    def install(self, profile_dir: str | None = None) -> None:
+        """Observe ops, evaluations and splits; serve the probe.  Idempotent.
+
+        Called while the controller is still starting, so the set-up overlaps
+        with it instead of following it.
+        """
+        self.groups.install()
+        self.hooks.install()
+        if not self.oplog.bare:
+            self.hooks.set_logger(self.oplog)
+        self.entries.install()
+        self.set_recording(self.recorder.enabled)
+        if profile_dir and self.probe is None:
+            self.probe = ProbeServer(profile_dir, self.world.rank(), self.oplog.state)
+            self.probe.start()
+
+    def attach(self, shell: Any) -> None:
+        """Give the rank's IPython shell the cell's names and the cell events; once."""
+        import mlx.core as mx
+
+        shell.user_ns.update(mx=mx, world=self.world, rank=self.world.rank(),
+                             size=self.world.size())  # fmt: skip
+        if self._shell is shell:
+            return
+        self._shell = shell
+        # the recorder settles a cell's arrays before the op log forgets its ops
+        shell.events.register("pre_run_cell", self.recorder.start_cell)
+        shell.events.register("pre_run_cell", self.oplog.pre_cell)
+        shell.events.register("post_run_cell", self.recorder.end_cell)
+        shell.events.register("post_run_cell", self.oplog.post_cell)
+
+    def uninstall(self) -> None:
+        """Put MLX's own functions back and stop serving the probe."""
+        shell, self._shell = self._shell, None
+        if shell is not None:
+            for event, fn in (
+                ("pre_run_cell", self.recorder.start_cell),
+                ("pre_run_cell", self.oplog.pre_cell),
+                ("post_run_cell", self.recorder.end_cell),
+                ("post_run_cell", self.oplog.post_cell),
+            ):
+                try:
+                    shell.events.unregister(event, fn)
+                except ValueError:
+                    pass
+        if self.probe is not None:
+            self.probe.stop()
+            self.probe = None
+        self.set_recording(False)
+        self.hooks.set_logger(None)
+        self.entries.uninstall()
+        self.hooks.uninstall()
+        self.groups.uninstall()
+
+    def set_recording(self, on: bool) -> bool:
+        """Turn trace recording on or off; returns the new state."""
+        rec = self.recorder
+        rec.enabled = bool(on)
+        if rec.enabled:
+            self.hooks.add_observer(rec)
+            self.entries.add_listener(rec.on_eval)
+        else:
+            self.hooks.remove_observer(rec)
+            self.entries.remove_listener(rec.on_eval)
+        return rec.enabled
+
+
+class _Process:
+    """The runtime of this process, once the entry point (or a test) made it."""
+
+    runtime: Runtime | None = None
+
+
+def start(world: Any, profile_dir: str | None = None) -> Runtime:
+    """Make this process's runtime (once) and install it."""
+    if _Process.runtime is None:
+        _Process.runtime = Runtime(world)
+    _Process.runtime.install(profile_dir)
+    return _Process.runtime
+
+
+def current() -> Runtime:
+    """This process's runtime; initialises MLX over MPI here if the entry point did not."""
+    if _Process.runtime is None:
+        import mlx.core as mx
+
+        start(mx.distributed.init(strict=True, backend="mpi"))
+    assert _Process.runtime is not None
+    return _Process.runtime

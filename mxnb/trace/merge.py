@@ -1,0 +1,369 @@
+"""The trace of one cell, as the kernel sees it: per-rank records merged into steps.
+
+Each rank reports the ops it called, in its own order (:mod:`mxnb.rank.recorder`).
+A *step* is one operation across ranks:
+
+* a collective is the k-th collective on its group (MPI requires every member
+  to call collectives on a group in the same order, so this is exact);
+* a ``send``/``recv`` is the n-th call of that op at that cell line, on each
+  rank that made it (SPMD code: the same line on every rank is one step).
+
+Sends are paired with receives first-in-first-out per (group, source,
+destination), as MPI matches them, and become :class:`Transfer` arrows.
+Steps are put in an order that respects every rank's own call order.
+
+Times: ``call_s`` is the Python call, which only builds MLX's lazy graph;
+``eval_s`` is the wall time of the evaluation that ran the op (its transfer,
+plus whatever else that evaluation computed), or None with ``eval_note``
+saying why (see :mod:`mxnb.rank.evaltime`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mxnb.protocol.messages import OpTrace, TraceReport
+from mxnb.protocol.ops import AGREEING, COLLECTIVES
+from mxnb.protocol.snapshot import decode
+from mxnb.protocol.wording import group_text, ranks_text, shape_text
+from mxnb.trace.text import describe_value, timing_text
+
+__all__ = ["Step", "Trace", "Transfer"]
+
+#: Relative tolerance by dtype when deciding whether ranks agree.
+RTOL = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 1e-5, "complex64": 1e-5, "float64": 1e-12}
+
+
+@dataclass(eq=False)
+class Transfer:
+    """One message: a send on ``src`` and (if found) its recv on ``dst`` (world ranks)."""
+
+    src: int | None
+    dst: int | None
+    group: str
+    send: tuple[int, int] | None = None  # (rank, seq)
+    recv: tuple[int, int] | None = None
+    what: str = ""
+    note: str = ""
+
+    @property
+    def matched(self) -> bool:
+        return self.send is not None and self.recv is not None
+
+
+@dataclass(eq=False)
+class Step:
+    """One operation across the ranks that took part in it."""
+
+    index: int
+    op: str
+    group: str
+    members: list[int]
+    ranks: dict[int, OpTrace] = field(default_factory=dict)
+    transfers: list[Transfer] = field(default_factory=list)
+    #: ranks whose result differs from the others' after an agreeing collective
+    mismatch: list[int] = field(default_factory=list)
+    #: a collective called with different dtypes or shapes on different ranks
+    inputs_note: str = ""
+
+    @property
+    def site(self) -> dict[str, Any] | None:
+        return next((m["site"] for m in self.ranks.values() if m.get("site")), None)
+
+    def site_text(self) -> str:
+        s = self.site
+        return f"line {s['line']}: {s['code'].strip()}" if s else "(call site unknown)"
+
+    def group_text(self) -> str:
+        return group_text(self.group, self.members)
+
+    def mismatch_text(self) -> str:
+        """Who disagrees after an agreeing collective (empty if all agree)."""
+        if not self.mismatch:
+            return ""
+        agree = [
+            r for r in self.members if r not in self.mismatch and self.snap(r, "after")[1] == "ok"
+        ]
+        who = ranks_text(self.mismatch)
+        if not agree:
+            return f"{who} disagree after {self.op}: they should all hold the same result"
+        verb = "disagrees" if len(self.mismatch) == 1 else "disagree"
+        return f"{who} {verb} with {ranks_text(agree)} after {self.op}"
+
+    def snap(self, rank: int, side: str) -> tuple[dict[str, Any] | None, str]:
+        m = self.ranks.get(rank)
+        if m is None:
+            return None, "absent"
+        return m.get(side), m.get("states", {}).get(side, "none")
+
+
+def _close(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two ranks hold the same result (bitwise, or within rounding)."""
+    if a["shape"] != b["shape"] or a["dtype"] != b["dtype"]:
+        return False
+    if a.get("digest") and a["digest"] == b.get("digest"):
+        return True
+    rtol = RTOL.get(a["dtype"], 0.0)
+    va, vb = decode(a), decode(b)
+    if a["exact"] and b["exact"]:
+        return bool(np.allclose(va, vb, rtol=rtol, atol=0.0, equal_nan=True))
+    sa, sb = a["stats"], b["stats"]
+    span = max(a.get("hi", 0) - a.get("lo", 0), b.get("hi", 0) - b.get("lo", 0), 1e-300)
+    step = span / 65534 * 2
+    for k in ("min", "max", "mean"):
+        if (sa[k] is None) != (sb[k] is None):
+            return False
+        if sa[k] is not None and not np.isclose(sa[k], sb[k], rtol=max(rtol, 1e-12), atol=step):
+            return False
+    return va.shape == vb.shape and bool(np.allclose(va, vb, rtol=rtol, atol=step, equal_nan=True))
+
+
+def _inputs_note(step: Step) -> str:
+    """Which ranks passed which dtype and shape, when they did not all pass the same."""
+    kinds: dict[str, list[int]] = defaultdict(list)
+    for r in sorted(step.ranks):
+        d = step.ranks[r].get("in")
+        if d:
+            kinds[f"{d['dtype']} {shape_text(d['shape'])}"].append(r)
+    if len(kinds) < 2:
+        return ""
+    parts = sorted(kinds.items(), key=lambda kv: (len(kv[1]), kv[1]))
+    return "inputs differ: " + "; ".join(f"{ranks_text(rs)} passed {k}" for k, rs in parts)
+
+
+def _disagreeing(step: Step) -> list[int]:
+    classes: list[list[int]] = []
+    for r in step.members:
+        snap, state = step.snap(r, "after")
+        if state != "ok" or snap is None:
+            continue
+        for cls in classes:
+            if _close(step.ranks[cls[0]]["after"], snap):
+                cls.append(r)
+                break
+        else:
+            classes.append([r])
+    if len(classes) < 2:
+        return []
+    biggest = max(len(c) for c in classes)
+    winners = [c for c in classes if len(c) == biggest]
+    if len(winners) > 1:
+        return sorted(r for c in classes for r in c)
+    return sorted(r for c in classes if c is not winners[0] for r in c)
+
+
+class Trace:
+    """The ops of one cell on every rank that ran it, merged into ordered steps."""
+
+    def __init__(self, reports: list[TraceReport]) -> None:
+        self.reports = sorted(reports, key=lambda r: r["rank"])
+        self.ranks = [r["rank"] for r in self.reports]
+        self.nranks = max((r["size"] for r in self.reports), default=0)
+        self.enabled = all(r.get("enabled", True) for r in self.reports)
+        self.dropped = {r["rank"]: r.get("dropped", 0) for r in self.reports if r.get("dropped")}
+        self.members = self._members()
+        self.steps = self._steps()
+        self._transfers()
+        self._pair_one_way()
+        for s in self.steps:
+            if s.op in AGREEING:
+                s.mismatch = _disagreeing(s)
+            if s.op in COLLECTIVES:
+                s.inputs_note = _inputs_note(s)
+
+    # -- merging --------------------------------------------------------------
+
+    def _members(self) -> dict[str, list[int]]:
+        """label -> world ranks in group order, from every rank's memberships."""
+        members: dict[str, list[int]] = {}
+        for rep in self.reports:
+            for label, ranks in rep.get("groups", {}).items():
+                members.setdefault(label, list(ranks))
+        return members
+
+    def _steps(self) -> list[Step]:
+        steps: dict[tuple[Any, ...], Step] = {}
+        order: dict[int, list[tuple[Any, ...]]] = {}
+        first: dict[tuple[Any, ...], tuple[int, int]] = {}
+        for rep in self.reports:
+            rank, counts = rep["rank"], defaultdict(int)
+            keys = []
+            for pos, m in enumerate(sorted(rep["ops"], key=lambda m: m["seq"])):
+                if m["op"] in COLLECTIVES:
+                    base: tuple[Any, ...] = ("c", m["group"])
+                else:
+                    # the same source line on every rank (cell file names differ by rank)
+                    site = m.get("site") or {}
+                    code = (site.get("code") or "").strip()
+                    base = ("p", m["op"], m["group"], site.get("line"), code)
+                key = (*base, counts[base])
+                counts[base] += 1
+                if key not in steps:
+                    members = self.members.get(m["group"], [])
+                    steps[key] = Step(0, m["op"], m["group"], members)
+                steps[key].ranks[rank] = m
+                first[key] = min(first.get(key, (pos, rank)), (pos, rank))
+                keys.append(key)
+            order[rank] = keys
+        ordered = _topological(list(steps), order, first)
+        out = [steps[k] for k in ordered]
+        for i, s in enumerate(out, start=1):
+            s.index = i
+        return out
+
+    def _world(self, group: str, grank: int | None) -> int | None:
+        members = self.members.get(group, [])
+        if grank is None or not 0 <= grank < len(members):
+            return None
+        return members[grank]
+
+    def _transfers(self) -> None:
+        sends: dict[tuple[str, int | None, int | None], list[tuple[Step, int]]] = defaultdict(list)
+        recvs: dict[tuple[str, int | None, int | None], list[tuple[Step, int]]] = defaultdict(list)
+        for s in self.steps:
+            for rank, m in s.ranks.items():
+                peer = self._world(s.group, m.get("peer"))
+                if m["op"] == "send":
+                    sends[(s.group, rank, peer)].append((s, rank))
+                elif m["op"] in ("recv", "recv_like"):
+                    recvs[(s.group, peer, rank)].append((s, rank))
+        for key in sorted(set(sends) | set(recvs), key=str):
+            group, src, dst = key
+            ss, rs = sends.get(key, []), recvs.get(key, [])
+            for i in range(max(len(ss), len(rs))):
+                t = Transfer(src, dst, group)
+                steps = []
+                if i < len(ss):
+                    step, r = ss[i]
+                    t.send = (r, step.ranks[r]["seq"])
+                    steps.append(step)
+                if i < len(rs):
+                    step, r = rs[i]
+                    t.recv = (r, step.ranks[r]["seq"])
+                    steps.append(step)
+                t.what, t.note = self._transfer_text(t, ss[i] if i < len(ss) else None, rs, i)
+                for step in dict.fromkeys(steps):
+                    step.transfers.append(t)
+
+    def _pair_one_way(self) -> None:
+        """A send step and the recv step that takes all of it, on other ranks, become one.
+
+        ``if rank == 0: send(...) else: recv(...)`` then reads as one transfer
+        with both panels; a ring shift (every rank sends, then every rank
+        receives) keeps its two steps.
+        """
+        merged: set[int] = set()
+        for s in self.steps:
+            if s.op != "send" or not s.transfers or not all(t.matched for t in s.transfers):
+                continue
+            recv_steps = {id(r): r for r in self.steps for t in s.transfers if t in r.transfers}
+            recv_steps.pop(id(s), None)
+            if len(recv_steps) != 1:
+                continue
+            (r,) = recv_steps.values()
+            if r.op not in ("recv", "recv_like") or set(r.ranks) & set(s.ranks):
+                continue
+            if any(t not in s.transfers for t in r.transfers):
+                continue
+            s.ranks.update(r.ranks)
+            s.op = f"send/{r.op}"
+            merged.add(id(r))
+        if merged:
+            self.steps = [s for s in self.steps if id(s) not in merged]
+            for i, s in enumerate(self.steps, start=1):
+                s.index = i
+
+    def _transfer_text(
+        self, t: Transfer, send: tuple[Step, int] | None, rs: list[tuple[Step, int]], i: int
+    ) -> tuple[str, str]:
+        sent = send[0].ranks[send[1]].get("in") if send else None
+        got = rs[i][0].ranks[rs[i][1]].get("out") if i < len(rs) else None
+        info = sent or got or {}
+        what = f"{info.get('dtype', '?')} {shape_text(info.get('shape', []))}" if info else ""
+        note = ""
+        if t.recv is None:
+            note = f"no matching recv on rank {t.dst} in this cell"
+        elif t.send is None:
+            note = f"no matching send from rank {t.src} in this cell"
+        elif sent and got and (sent["dtype"], sent["shape"]) != (got["dtype"], got["shape"]):
+            note = (
+                f"sent {sent['dtype']} {shape_text(sent['shape'])} but received "
+                f"{got['dtype']} {shape_text(got['shape'])}"
+            )
+        return what, note
+
+    # -- reading --------------------------------------------------------------
+
+    def value(self, step: int, rank: int, side: str = "after") -> np.ndarray | None:
+        """The values shown for ``rank`` in step ``step`` (1-based): exact or block means."""
+        snap, state = self.steps[step - 1].snap(rank, side)
+        return decode(snap) if state == "ok" and snap is not None else None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def text(self, values_per_rank: int = 8) -> str:
+        """A plain-text summary: the widget's ``text/plain`` fallback."""
+        if not self.reports:
+            return "mxnb trace: no ranks reported"
+        if not self.enabled:
+            return "mxnb trace: recording was off for this cell (--no-trace)"
+        head = f"mxnb trace: {len(self.steps)} op{'s' if len(self.steps) != 1 else ''} on "
+        lines = [head + ranks_text(self.ranks)]
+        if not self.steps:
+            lines.append("(this cell called no mx.distributed operation)")
+        for s in self.steps:
+            lines.append(f"#{s.index} {s.op} on {s.group_text()}, {s.site_text()}")
+            for t in s.transfers:
+                arrow = f"  rank {t.src} -> rank {t.dst}: {t.what}"
+                lines.append(arrow + (f"  !! {t.note}" if t.note else ""))
+            for r in sorted(s.ranks):
+                m = s.ranks[r]
+                io_ = [m.get("in"), m.get("out")]
+                types = " -> ".join(
+                    f"{d['dtype']} {shape_text(d['shape'])}" if d else "-" for d in io_
+                )
+                before = describe_value(*s.snap(r, "before"), limit=values_per_rank)
+                after = describe_value(*s.snap(r, "after"), limit=values_per_rank)
+                timing = "" if m.get("eval_note") == "lazy" else f" | {timing_text(m)}"
+                lines.append(f"  rank {r}: {types}: {before} -> {after}{timing}")
+            if s.inputs_note:
+                lines.append(f"  !! {s.inputs_note}")
+            if s.mismatch:
+                lines.append(f"  !! {s.mismatch_text()}")
+        for r, n in self.dropped.items():
+            lines.append(f"(rank {r}: {n} more ops not recorded: trace limit)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.text()
+
+
+def _topological(
+    keys: list[tuple[Any, ...]],
+    order: dict[int, list[tuple[Any, ...]]],
+    first: dict[tuple[Any, ...], tuple[int, int]],
+) -> list[tuple[Any, ...]]:
+    """Steps in an order consistent with each rank's calls (ties: earliest call)."""
+    after: dict[tuple[Any, ...], set[tuple[Any, ...]]] = defaultdict(set)
+    before_count = dict.fromkeys(keys, 0)
+    for seq in order.values():
+        for a, b in itertools.pairwise(seq):
+            if a != b and b not in after[a]:
+                after[a].add(b)
+                before_count[b] += 1
+    out: list[tuple[Any, ...]] = []
+    left = set(keys)
+    while left:
+        ready = [k for k in left if before_count[k] == 0] or list(left)  # a cycle: break it
+        k = min(ready, key=lambda k: first[k])
+        out.append(k)
+        left.discard(k)
+        for b in after[k]:
+            before_count[b] -= 1
+    return out

@@ -1,0 +1,112 @@
+"""How a trace reads: values, ranks, shapes and times as short text.
+
+Shared by the text summary (:meth:`mxnb.trace.Trace.text`), the widget and
+its picture, so all three say the same thing.  Ranks, ops and shapes are
+worded by :mod:`mxnb.protocol.wording`, which the ranks use too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mxnb.protocol.snapshot import decode
+from mxnb.protocol.wording import shape_text
+
+__all__ = [
+    "STATE_TEXT",
+    "UNTIMED_TEXT",
+    "count",
+    "describe_value",
+    "seconds_text",
+    "shape_text",
+    "timing_text",
+]
+
+STATE_TEXT = {
+    "lazy": "(not evaluated by the cell)",
+    "in_flight": "(still in flight when read)",
+    "traced": "(traced by mx.compile/vmap: no value)",
+    "limit": "(not kept: trace limit reached)",
+    "none": "-",
+    "template": "(template: shape and dtype only)",
+    "error": "(could not be read)",
+}
+
+
+#: Why an op has no evaluation time, by ``eval_note``.
+UNTIMED_TEXT = {
+    "indirect": "not timed: evaluated as part of a larger expression",
+    "async": "not timed: mx.async_eval returns before the transfer ends",
+    "lazy": "not evaluated",
+    "unknown": "not timed",
+}
+
+
+def seconds_text(s: float) -> str:
+    """A duration for people: ``0.042 ms``, ``3.2 ms``, ``210 ms``, ``1.5 s``."""
+    ms = s * 1e3
+    if ms < 0.001:
+        return "<0.001 ms"
+    if ms < 1000:
+        return f"{ms:.3g} ms"
+    return f"{s:.3g} s" if s < 100 else f"{s:.0f} s"
+
+
+def count(n: int, what: str) -> str:
+    """``1 op``, ``2 ops``."""
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def timing_text(m: dict[str, Any]) -> str:
+    """How long the evaluation that ran this op took on one rank, or why it is not timed.
+
+    That evaluation may have computed other things too; they are named, since
+    its time cannot be split between them.
+    """
+    s = m.get("eval_s")
+    if s is None:
+        return UNTIMED_TEXT.get(m.get("eval_note") or "unknown", "not timed")
+    ops = max(1, m.get("eval_ops", 1))
+    others = [count(ops - 1, "other op")] if ops > 1 else []
+    if m.get("eval_arrays", 0) > ops:
+        others.append(count(m["eval_arrays"] - ops, "other array"))
+    text = f"evaluated in {seconds_text(s)} by {m.get('eval_by') or 'an evaluation'}"
+    return text + (f" (with {' and '.join(others)})" if others else "")
+
+
+def _fmt_num(v: Any) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, complex | np.complexfloating):
+        return f"{v.real:.6g}{v.imag:+.6g}j"
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return f"{v:.6g}" if isinstance(v, float | np.floating) else str(v)
+
+
+def _fmt_nested(a: np.ndarray, dtype: str) -> str:
+    if a.ndim == 0:
+        v = a.item()
+        return _fmt_num(bool(v) if dtype == "bool" else v)
+    return "[" + " ".join(_fmt_nested(x, dtype) for x in a) + "]"
+
+
+def describe_value(snap: dict[str, Any] | None, state: str, limit: int = 8) -> str:
+    """One line for a snapshot: exact values when few, else exact min/max/mean."""
+    if state != "ok" or snap is None:
+        return STATE_TEXT.get(state, f"({state})")
+    n = int(np.prod(snap["shape"])) if snap["shape"] else 1
+    if snap["exact"] and n <= limit:
+        return _fmt_nested(decode(snap), snap["dtype"])
+    st = snap["stats"]
+    parts = [f"min {_fmt_num(st['min'])} max {_fmt_num(st['max'])} mean {st['mean']:.6g}"]
+    if st["min"] is None:
+        parts = ["no finite values"]
+    if st["nan"] or st["inf"]:
+        parts.append(f"{st['nan']} nan, {st['inf']} inf")
+    if not snap["exact"]:
+        grid = "x".join(map(str, snap["dshape"]))
+        parts.append(f"downsampled to {grid}")
+    return "; ".join(parts)

@@ -1,0 +1,231 @@
+"""No frozen notebooks: every way a distributed cell can go wrong ends in a report.
+
+Each scenario runs on the shared 2- and 4-rank clusters.  Where the ranks are
+left blocked inside MPI the job must be stopped; the next cell must then start
+fresh ranks of the same size, and nothing of the old job may be left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from mxnb.errors import RankError
+from mxnb.views.outcome import strip_ansi
+from procs import wait_gone
+
+pytestmark = pytest.mark.cluster
+
+
+def failing(run, code, line=""):
+    """Run a cell that must fail; return (error, its rendered text, seconds)."""
+    t0 = time.monotonic()
+    with pytest.raises(RankError) as info:
+        run(code, line)
+    text = strip_ansi("\n".join(info.value._render_traceback_()))
+    return info.value, text, time.monotonic() - t0
+
+
+def assert_kept(run, magics, profile):
+    assert magics.cluster is not None and magics.cluster.profile_dir == profile
+    run("after = rank")
+    assert magics.cluster.profile_dir == profile
+
+
+def assert_restarted(run, magics, profile, nranks, capsys):
+    assert magics.cluster is None
+    assert wait_gone(profile, 15) == []
+    capsys.readouterr()
+    run("print('fresh', size)")
+    out = capsys.readouterr().out
+    assert "the previous ranks were stopped" in out
+    assert f"starting {nranks} MPI ranks" in out
+    assert f"[rank {nranks - 1}] fresh {nranks}" in out
+
+
+RAISE_THEN_SUM = (
+    "if rank == 1:\n"
+    "    raise ValueError('boom on one rank')\n"
+    "total = mx.distributed.all_sum(mx.ones(3))\n"
+    "print(total)\n"
+)
+
+
+def test_exception_while_others_wait_checked(run, nranks, magics):
+    profile = magics.cluster.profile_dir
+    err, text, took = failing(run, RAISE_THEN_SUM)
+    assert took < 10
+    assert "--- rank 1 raised ValueError ---" in text and "boom on one rank" in text
+    for r in range(nranks):
+        if r != 1:
+            assert f"rank {r}: waiting for the other ranks of world" in text
+            assert "all_sum #1 of float32[3]" in text and "line 3" in text
+    assert "Likely cause: rank 1 raised an exception without calling all_sum" in text
+    assert "the cluster is ready for the next cell (variables kept)" in text
+    assert "KeyboardInterrupt" not in text and "CommInterrupted" not in text
+    assert err.ranks  # the failing rank (and the interrupted ones) are named
+    assert_kept(run, magics, profile)
+
+
+def test_exception_while_others_blocked_in_mpi(run, nranks, magics, capsys):
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(run, RAISE_THEN_SUM, "--no-check")
+    assert took < 10
+    assert "--- rank 1 raised ValueError ---" in text
+    assert "rank 0: blocked in print of an array at cell" in text and "line 4" in text
+    assert "which needs all_sum #1" in text
+    assert "Likely cause: rank 1 raised an exception without calling all_sum" in text
+    assert "the MPI job was stopped" in text and "variables on the ranks are lost" in text
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
+def test_collective_on_only_some_ranks(run, nranks, magics):
+    profile = magics.cluster.profile_dir
+    last = nranks - 1
+    _, text, took = failing(
+        run, f"if rank != {last}:\n    print(mx.distributed.all_sum(mx.ones(2)))"
+    )
+    assert took < 10
+    assert f"Likely cause: rank {last} finished the cell without calling all_sum" in text
+    assert_kept(run, magics, profile)
+
+
+def test_recv_without_send(run, nranks, magics):
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(
+        run, "if rank == 0:\n    print(mx.distributed.recv((2,), mx.float32, 1))"
+    )
+    assert took < 10
+    assert (
+        "Likely cause: rank 0 waits in recv #1 from rank 1, but rank 1 finished the "
+        "cell without sending to rank 0." in text
+    )
+    assert_kept(run, magics, profile)
+
+
+def test_send_never_evaluated(run, nranks, magics, capsys):
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(
+        run,
+        "if rank == 1:\n"
+        "    s = mx.distributed.send(mx.ones(4), 0)  # never evaluated\n"
+        "elif rank == 0:\n"
+        "    print(mx.distributed.recv((4,), mx.float32, 1))\n",
+    )
+    assert took < 10
+    assert (
+        "Likely cause: rank 1 finished the cell without evaluating its send #1 to rank 0." in text
+    )
+    assert "rank 1: finished the cell; never evaluated: send #1 to rank 0 of float32[4]" in text
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
+#: Even ranks call all_sum, odd ranks all_gather.
+MIXED_COLLECTIVES = (
+    "x = mx.ones(4)\n"
+    "y = mx.distributed.all_sum(x) if rank % 2 == 0 else mx.distributed.all_gather(x)\n"
+    "mx.eval(y)\n"
+)
+
+
+def test_different_collectives_are_refused_when_checked(run, nranks, magics):
+    profile = magics.cluster.profile_dir
+    err, _text, _ = failing(
+        run,
+        MIXED_COLLECTIVES,
+    )
+    assert err.ranks == list(range(nranks))
+    evens = ", ".join(str(r) for r in range(0, nranks, 2))
+    odds = ", ".join(str(r) for r in range(1, nranks, 2))
+    assert "CommMismatch: collective mismatch on world" in str(err)
+    assert "called all_sum" in str(err) and "called all_gather" in str(err)
+    assert evens in str(err) and odds in str(err)
+    assert_kept(run, magics, profile)
+
+
+def test_different_collectives_unchecked_time_out(run, nranks, magics, capsys):
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(
+        run,
+        MIXED_COLLECTIVES,
+        "--no-check --timeout 3",
+    )
+    assert took < 3 + 10
+    assert "the cell timed out after 3 s" in text
+    for r in range(nranks):
+        assert f"rank {r}: blocked in mx.eval at cell" in text
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
+def test_timeout_in_python_code_interrupts_and_keeps_the_cluster(run, nranks, magics):
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(run, "import time\nif rank == 1:\n    time.sleep(60)\n", "--timeout 2")
+    assert took < 2 + 10
+    assert "the cell timed out after 2 s" in text
+    assert "rank 1: running cell In[" in text and "time.sleep(60)" in text
+    assert "rank 1 was interrupted; the cluster is ready" in text
+    assert_kept(run, magics, profile)
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("os._exit(3)", "rank 1 exited with code 3"),
+        ("os.kill(os.getpid(), signal.SIGKILL)", "rank 1 was killed by signal 9 (Killed)"),
+        ("ctypes.string_at(0)", "rank 1 was killed by signal 11 (Segmentation fault)"),
+    ],
+    ids=["exit", "sigkill", "segfault"],
+)
+def test_rank_crash_is_reported_and_recovered(run, nranks, magics, capsys, how, said):
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(
+        run,
+        f"import os, signal, ctypes, time\nif rank == 1:\n    {how}\ntime.sleep(30)\n",
+    )
+    assert took < 10
+    assert "a rank died" in text
+    assert said in text
+    assert "mpiexec reported:" in text
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
+def test_crash_sentences_from_launcher_messages():
+    from mxnb.kernel.recovery import crash_sentence, launcher_message
+
+    out = "Traceback ...\nboom\n-----\nprterun noticed that process rank 2 with PID 0 on node vm "
+    out += "exited on\nsignal 6 (Aborted).\n-----"
+    msg = launcher_message(out)
+    assert msg.startswith("-----") and "Traceback" not in msg
+    assert crash_sentence(msg) == "rank 2 was killed by signal 6 (Aborted); the MPI job ended."
+    assert crash_sentence("   Process name: [prterun-vm-1@1,3]\n   Exit code:    7") == (
+        "rank 3 exited with code 7; the MPI job ended."
+    )
+    assert crash_sentence("nothing useful") is None
+
+
+def test_stop_button_ends_a_hung_cell(run, nranks, magics, capsys, monkeypatch):
+    """SIGINT to the kernel process is what Jupyter's stop button sends."""
+    profile = magics.cluster.profile_dir
+    # mxnb would explain this hang itself after stall_grace (2 s): here the
+    # user presses stop first, so the watcher must not win a race with it
+    monkeypatch.setattr(magics, "stall_grace", 60.0)
+    # A kernel turns SIGINT into KeyboardInterrupt while it runs a cell; a test
+    # run started in the background by a shell inherits SIGINT ignored instead.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        _, text, took = failing(
+            run, "if rank != 0:\n    print(mx.distributed.all_sum(mx.ones(2)))\n", "--no-check"
+        )
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, handler)
+    assert took < 2 + 10
+    assert "the cell was interrupted" in text
+    assert "rank 1: blocked in print of an array" in text
+    assert_restarted(run, magics, profile, nranks, capsys)
