@@ -92,7 +92,7 @@ class Shell:
 
         self.ip = start_ipython()
         self.ip.run_line_magic("load_ext", "mxnb")
-        self.magics = self.ip.magics_manager.registry["MxdistMagics"]
+        self.session = self.ip.magics_manager.registry["MxdistMagics"].session
 
     def cell(self, code: str, line: str = "") -> Any:
         return self.ip.run_cell_magic("mxdist", line, code)
@@ -109,7 +109,7 @@ def warm_cell(shell: Shell, reps: int) -> tuple[float, float]:
     import contextlib
     import io
 
-    view = shell.magics.cluster.view
+    view = shell.session.cluster.view
     ours, raw = [], []
     for _ in range(5):
         shell.cell("x = 1")

@@ -259,28 +259,6 @@ class OpLog:
             "unchecked": sorted(rec.seq for rec, _ in list(self.pending.values())),
         }
 
-
-def _describe_args(
-    name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[int, ...], str, int | None]:
-    call = hooks.OpCall(name, args, kwargs, 0)
-    if name == "recv":
-        shape, dtype = tuple(call.arg(0, "shape")), check.dtype_name(call.arg(1, "dtype"))
-    else:
-        x = call.x
-        shape, dtype = tuple(x.shape), check.dtype_name(x.dtype)
-    peer = call.peer
-    if peer is None and name in ("send", "recv", "recv_like"):
-        needs = "dst" if name == "send" else "src"
-        raise TypeError(f"{name}() needs a {needs} rank")
-    return shape, dtype, peer
-
-
-def _site() -> str:
-    site = hooks.call_site(depth=3)
-    return site.describe() if site else ""
-
-
     # -- modes ----------------------------------------------------------------
 
     def set_bare(self, on: bool) -> None:
@@ -302,3 +280,24 @@ def _site() -> str:
         self.group_seq.clear()
         self.peer_seq.clear()
         self.groups.reset()
+
+
+def _describe_args(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[int, ...], str, int | None]:
+    call = hooks.OpCall(name, args, kwargs, 0)
+    if name == "recv":
+        shape, dtype = tuple(call.arg(0, "shape")), check.dtype_name(call.arg(1, "dtype"))
+    else:
+        x = call.x
+        shape, dtype = tuple(x.shape), check.dtype_name(x.dtype)
+    peer = call.peer
+    if peer is None and name in ("send", "recv", "recv_like"):
+        needs = "dst" if name == "send" else "src"
+        raise TypeError(f"{name}() needs a {needs} rank")
+    return shape, dtype, peer
+
+
+def _site() -> str:
+    site = hooks.call_site(depth=3)
+    return site.describe() if site else ""

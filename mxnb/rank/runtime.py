@@ -85,7 +85,9 @@ class Runtime:
         if self.probe is not None:
             self.probe.stop()
             self.probe = None
-        self.set_recording(False)
+        # recording stays switched as the kernel set it: install() restores it
+        self.hooks.remove_observer(self.recorder)
+        self.entries.remove_listener(self.recorder.on_eval)
         self.hooks.set_logger(None)
         self.entries.uninstall()
         self.hooks.uninstall()

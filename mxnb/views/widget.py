@@ -37,7 +37,8 @@ from mxnb.trace.text import STATE_TEXT, count, describe_value, timing_text
 __all__ = ["TraceWidget", "widget_state"]
 
 _HERE = pathlib.Path(__file__).parent
-#: Characters of the PNG's base64 the front end compares (the IDAT CRC and IEND).
+#: Characters of the PNG's base64 the front end compares (the last IDAT bytes, its
+#: CRC and IEND).
 PNG_TAIL = 64
 #: The widget output's own text: where no widget manager runs, the outputs
 #: just before it (picture and summary) already show the trace.
@@ -132,7 +133,7 @@ class TraceWidget(anywidget.AnyWidget):
 
     def png(self) -> bytes:
         """The static picture of the trace (PNG bytes)."""
-        from mxnb.views.picture import trace_png
+        from mxnb.views.picture import trace_png  # Pillow: loaded only when drawn
 
         if self._png is None:
             self._png = trace_png(self._trace)

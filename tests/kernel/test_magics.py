@@ -7,6 +7,7 @@ from IPython.core.error import UsageError
 
 import mxnb
 from mxnb.errors import RankError
+from mxnb.protocol.wording import ranks_text
 from mxnb.views.outcome import RankResults, strip_ansi
 
 pytestmark = pytest.mark.cluster
@@ -73,8 +74,9 @@ def test_same_error_on_all_ranks_shown_once(run, nranks):
         run("undefined_name_xyz")
     text = strip_ansi("\n".join(info.value._render_traceback_()))
     assert text.count("NameError ---") == 1
-    assert f"--- ranks 0-{nranks - 1} raised NameError ---" in text
-    assert str(info.value).startswith(f"ranks 0-{nranks - 1}: NameError")
+    everyone = ranks_text(range(nranks))  # "ranks 0, 1" or "ranks 0-3"
+    assert f"--- {everyone} raised NameError ---" in text
+    assert str(info.value).startswith(f"{everyone}: NameError")
 
 
 def test_targets_runs_a_subset(run, nranks, capsys):

@@ -290,15 +290,20 @@ def test_ranks_that_disagree_on_real_data_are_marked(run, nranks):
         assert "!! ranks 0, 1 disagree after all_sum: they should all hold the same result" in text
     assert text.count("!! ") == 2  # nothing said about the op that agreed
     # the widget: the op's state and the panels it frames in red
-    from mxnb.views.picture import PAD, RED, ROW_H, render_trace
+    from mxnb.views.picture import RED, render
     from mxnb.views.widget import TraceWidget
 
     state = TraceWidget(t).trace["steps"]
     assert [s["mismatch"] for s in state] == [[], expected]
     assert state[1]["mismatch_text"] == bad.mismatch_text()
-    red_rows = np.nonzero(np.all(render_trace(t) == RED, axis=-1).any(axis=1))[0]
-    top = PAD + 32  # the PNG's first op row; red frames only around op 2's results
-    assert red_rows.min() >= top + ROW_H - 2 and red_rows.max() < top + 2 * ROW_H
+    img, layout = render(t)
+    red = np.all(np.asarray(img) == RED, axis=-1)
+    # the picture frames exactly those ranks' results (a box's top edge all red)
+    boxes = {r: layout.panels[(2, r, "after")] for r in range(nranks)}
+    assert [r for r, (x0, y0, x1, _) in boxes.items() if red[y0, x0 : x1 + 1].all()] == expected
+    _, top, _, bottom = layout.ops[2]  # and nothing about op 1 is red
+    red_rows = np.nonzero(red.any(axis=1))[0]
+    assert red_rows.min() >= top and red_rows.max() < bottom
     run("del fine, x, y")
 
 

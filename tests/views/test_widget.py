@@ -1,15 +1,14 @@
-"""The trace data model and its renderings: text, widget state, PNG, HTML export.
+"""The trace data model and its renderings: text, widget state, HTML export.
 
 Built from hand-made rank reports, so every case (a rank that disagrees, a
-transfer, an op never evaluated, a large array) is known exactly.
+transfer, an op never evaluated, a large array) is known exactly.  The
+picture itself is checked in ``test_picture.py``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import struct
-import zlib
 from html.parser import HTMLParser
 from typing import Any
 
@@ -20,70 +19,11 @@ from ipywidgets.widgets.widget import _remove_buffers
 from nbconvert.filters.widgetsdatatypefilter import WIDGET_STATE_MIMETYPE as WIDGET_STATE
 from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
-from mxnb.protocol.snapshot import MAX_BYTES, encode, snapshot_size
+from mxnb.protocol.snapshot import MAX_BYTES, snapshot_size
 from mxnb.trace import Trace
 from mxnb.trace.text import timing_text
-from mxnb.views.picture import COLORMAP, RED, render_trace
 from mxnb.views.widget import LIVE_NOTE, TraceWidget
-
-
-def op(
-    seq: int,
-    name: str,
-    rank: int,
-    x: np.ndarray | None,
-    y: np.ndarray | None,
-    *,
-    n: int = 2,
-    peer: int | None = None,
-    line: int = 1,
-    code: str = "",
-    states: dict[str, str] | None = None,
-    eval_s: float | None = 0.0032,
-    note: str | None = None,
-    eval_ops: int = 1,
-    eval_arrays: int | None = None,
-) -> dict[str, Any]:
-    """One rank's record of one op, as mxnb.rank.recorder.collect ships it."""
-    if (states or {}).get("after") == "lazy":
-        eval_s, note = None, "lazy"
-    m: dict[str, Any] = {
-        "seq": seq,
-        "op": name,
-        "group": "world",
-        "group_rank": rank,
-        "group_size": n,
-        "peer": peer,
-        "site": {"file": f"/tmp/cell-{rank}.py", "line": line, "code": code},
-        "t": 0.001 * seq,
-        "call_s": 2e-5,
-        "eval_s": eval_s,
-        "eval_by": "mx.eval" if eval_s is not None else None,
-        "eval_ops": eval_ops if eval_s is not None else 0,
-        "eval_arrays": (eval_ops if eval_arrays is None else eval_arrays) if eval_s else 0,
-        "eval_note": note,
-        "in": None if x is None else {"shape": list(x.shape), "dtype": str(x.dtype)},
-        "out": None if y is None else {"shape": list(y.shape), "dtype": str(y.dtype)},
-        "states": dict(states or {}),
-    }
-    for side, a in (("before", x), ("after", y)):
-        if a is not None and m["states"].get(side, "ok") == "ok":
-            m[side] = encode(a, digest=side == "after")
-            m["states"][side] = "ok"
-    return m
-
-
-def report(rank: int, ops: list[dict[str, Any]], n: int = 2) -> dict[str, Any]:
-    return {
-        "rank": rank,
-        "size": n,
-        "enabled": True,
-        "cell": True,
-        "ops": ops,
-        "groups": {"world": list(range(n))},
-        "dropped": 0,
-    }
-
+from trace_reports import op, report
 
 X = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(2)]
 SUM = X[0] + X[1]
@@ -266,40 +206,6 @@ def test_widget_is_shown_after_a_static_picture_and_summary(ip):
     assert live["text/plain"] == LIVE_NOTE and "image/png" not in live
     assert repr(w) == EXPECTED_TEXT
     assert w.step == 0 and w.phase == "after"
-
-
-def read_png(data: bytes) -> np.ndarray:
-    """Decode the RGB, filter-0 PNGs that mxnb writes."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, size = 8, b"", (0, 0)
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        crc = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0]
-        assert zlib.crc32(kind + body) == crc
-        if kind == b"IHDR":
-            size = struct.unpack(">II", body[:8])
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    w, h = size
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
-    assert (raw[:, 0] == 0).all()
-    return raw[:, 1:].reshape(h, w, 3)
-
-
-def test_png_shows_every_rank_and_marks_the_disagreeing_one():
-    t = sample_trace()
-    img = read_png(TraceWidget(t).png())
-    np.testing.assert_array_equal(img, render_trace(t))
-    assert img.shape[1] >= 2 * 2 * 56  # two ranks, before and after each
-    reds = np.all(img == RED, axis=-1)
-    assert reds.any()  # the frame of the disagreeing results
-    ok = Trace([report(r, [op(1, "all_sum", r, X[r], SUM)]) for r in range(2)])
-    assert not np.all(render_trace(ok) == RED, axis=-1).any()
-    heat = Trace([report(0, [op(1, "all_sum", 0, np.eye(8), np.eye(8))], n=1)])
-    colours = {tuple(c) for c in render_trace(heat).reshape(-1, 3)}
-    assert tuple(COLORMAP[0]) in colours and tuple(COLORMAP[-1]) in colours
 
 
 class _Html(HTMLParser):

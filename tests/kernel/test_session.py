@@ -1,0 +1,41 @@
+"""Settings are traitlets on the session: %config and the line magic set the same thing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from traitlets import TraitError
+
+from mxnb.kernel.session import MxdistSession
+
+
+def test_defaults_are_documented_in_one_place():
+    s = MxdistSession()
+    assert (s.ranks, s.timeout, s.checked, s.stall_grace) == (4, None, True, 2.0)
+    for name in ("ranks", "timeout", "checked", "stall_grace"):
+        trait = s.traits()[name]
+        assert trait.metadata.get("config") is True and trait.help, name
+
+
+def test_config_and_line_magic_change_the_same_setting(ip: Any, magics: Any, capsys):
+    try:
+        ip.run_line_magic("config", "MxdistSession.timeout = 30")
+        assert magics.timeout == 30
+        ip.run_line_magic("mxdist", "--timeout none")
+        assert magics.timeout is None
+        assert "timeout none" in capsys.readouterr().out
+        ip.run_line_magic("config", "MxdistSession.checked = False")
+        assert magics.checked is False
+        ip.run_line_magic("mxdist", "--check")
+        assert magics.checked is True
+        ip.run_line_magic("config", "MxdistSession")
+        listed = capsys.readouterr().out
+        assert "MxdistSession.stall_grace" in listed and "MxdistSession.ranks" in listed
+    finally:
+        magics.timeout, magics.checked = None, True
+
+
+def test_a_bad_setting_is_refused():
+    with pytest.raises(TraitError):
+        MxdistSession(ranks="four")

@@ -1,0 +1,43 @@
+"""One Runtime per rank: it puts every hook in place, and takes every one out again."""
+
+from __future__ import annotations
+
+import pytest
+
+import mxnb
+
+pytestmark = pytest.mark.cluster
+
+SWAPPED = (
+    "import mlx.core as _mx\n"
+    "from mxnb.rank.runtime import current as _rt\n"
+    "def _wrapped():\n"
+    "    fns = [_mx.distributed.all_sum, _mx.distributed.send, _mx.eval, _mx.array.item,\n"
+    "           _mx.distributed.Group.split]\n"
+    "    return [hasattr(f, '__mxnb_original__') for f in fns]\n"
+)
+
+
+def test_uninstall_restores_mlx_and_install_puts_everything_back(run, nranks):
+    run(SWAPPED + "before = _wrapped()\n_rt().uninstall()\nafter = _wrapped()\n")
+    assert mxnb.pull("before") == [[True] * 5] * nranks
+    assert mxnb.pull("after") == [[False] * 5] * nranks
+    # plain MLX in between: the sum is right, and nothing was logged
+    run(
+        "from mxnb.rank.runtime import current as _rt\n"
+        "plain = mx.distributed.all_sum(mx.ones(2) * rank).tolist()\n"
+        "logged = len(_rt().oplog.cell_ops)\n"
+    )
+    total = float(sum(range(nranks)))
+    assert mxnb.pull("plain") == [[total, total]] * nranks
+    assert set(mxnb.pull("logged")) == {0}
+    # back in place, with the cell events: the next cell is logged and checked again
+    run(SWAPPED + "import os\n_rt().install(os.environ.get('IPP_PROFILE_DIR'))\n"
+        "_rt().attach(get_ipython())\nagain = _wrapped()\n")  # fmt: skip
+    assert mxnb.pull("again") == [[True] * 5] * nranks
+    run(
+        "y = mx.distributed.all_sum(mx.ones(2))\nmx.eval(y)\n"
+        "from mxnb.rank.runtime import current as _rt\n"
+        "ops = [(r.op, r.check) for r in _rt().oplog.cell_ops]\n"
+    )
+    assert mxnb.pull("ops") == [[("all_sum", "ok")]] * nranks

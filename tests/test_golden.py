@@ -1,0 +1,583 @@
+"""Golden-output tests: every text a user reads, compared with ``tests/golden/<case>.txt``.
+
+Each case renders one message from hand-made, fixed inputs (no cluster is
+started) and compares it with its golden file, so a change of wording is
+reviewed as a diff of what the notebook shows.  After an intended change::
+
+    MXNB_UPDATE_GOLDEN=1 pytest tests/test_golden.py
+
+then read the changed ``.txt`` files as a user would before committing them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+# All of mxnb that these cases touch, in one block.
+from golden import check_golden
+from mxnb.errors import RankError, UnsupportedReduction
+from mxnb.kernel.cluster import ClusterStatus
+from mxnb.kernel.diagnose import diagnose
+from mxnb.kernel.magics import MxdistMagics, parse_targets
+from mxnb.kernel.openmpi import OpenMPI
+from mxnb.kernel.recovery import crash_sentence, launcher_message
+from mxnb.kernel.runner import CellResult, RankOutcome
+from mxnb.kernel.session import HEADLINES
+from mxnb.protocol.ops import Meta
+from mxnb.rank.check import PendingCheck, _collective_problem, _p2p_problem, bool_trap
+from mxnb.rank.groups import GroupInfo
+from mxnb.trace import Trace
+from mxnb.views.outcome import RankResults
+from trace_reports import op, report
+
+# -- trace reports (as mxnb.rank.recorder.collect ships them) -----------------
+
+
+ALL_SUM = "y = mx.distributed.all_sum(x)"
+#: Fixed evaluation times per rank, so the timings read like a real run.
+EVAL_S = [0.0031, 0.0029, 0.0034, 0.0030]
+
+
+def one_collective(
+    name: str, ins: list[np.ndarray], outs: list[np.ndarray], code: str, line: int = 2
+) -> Trace:
+    """A cell whose only op is one collective on the world, rank r passing ``ins[r]``."""
+    n = len(ins)
+    return Trace([
+        report(r, [op(1, name, r, ins[r], outs[r], n=n, line=line, code=code, eval_s=EVAL_S[r])],
+               n=n)
+        for r in range(n)
+    ])  # fmt: skip
+
+
+def test_trace_all_sum_agrees() -> None:
+    xs = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(4)]
+    trace = one_collective("all_sum", xs, [sum(xs)] * 4, ALL_SUM)
+    check_golden("trace-all-sum-agrees", trace.text())
+
+
+def test_trace_all_sum_inputs_differ() -> None:
+    """Rank 3 passed int32 (with --no-check): MPI mixed the bytes, so it disagrees too."""
+    ins = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(3)]
+    ins.append(np.arange(4, dtype=np.int32) * 4)
+    floats = np.array([0, 6, 12, 18], np.float32)
+    garbage = np.array([0, 1086324736, 1094713344, 1099956224], np.int32)
+    trace = one_collective("all_sum", ins, [floats] * 3 + [garbage], ALL_SUM, line=3)
+    check_golden("trace-all-sum-inputs-differ", trace.text())
+
+
+def test_trace_all_gather_2d() -> None:
+    xs = [np.arange(6, dtype=np.float32).reshape(2, 3) + 10 * r for r in range(4)]
+    code = "g = mx.distributed.all_gather(x)"
+    trace = one_collective("all_gather", xs, [np.concatenate(xs)] * 4, code)
+    check_golden("trace-all-gather-2d", trace.text())
+
+
+def test_trace_send_recv_ring_shift() -> None:
+    """Every rank sends to the next and receives from the previous, in one mx.eval(a, b).
+
+    ``recv_like`` records its template's shape and dtype as input, no values.
+    """
+    n = 4
+    xs = [np.full(3, r, np.float32) for r in range(n)]
+    send_code = "a = mx.distributed.send(x, (rank + 1) % size)"
+    recv_code = "b = mx.distributed.recv_like(x, (rank - 1) % size)"
+    timing: dict[str, Any] = {"n": n, "eval_s": 0.0041, "eval_ops": 2}
+    reps = []
+    for r in range(n):
+        prev = (r - 1) % n
+        send = op(1, "send", r, xs[r], xs[r], peer=(r + 1) % n, line=2, code=send_code, **timing)
+        recv = op(2, "recv_like", r, xs[r], xs[prev], peer=prev, line=3, code=recv_code,
+                  states={"before": "template"}, **timing)  # fmt: skip
+        reps.append(report(r, [send, recv], n=n))
+    check_golden("trace-send-recv-ring", Trace(reps).text())
+
+
+def test_trace_op_never_evaluated() -> None:
+    """The all_max result is never used: MLX never ran it, so there is no value."""
+    xs = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(2)]
+    code = "z = mx.distributed.all_max(x)"
+    reps = []
+    for r in range(2):
+        ops = [
+            op(1, "all_sum", r, xs[r], xs[0] + xs[1], line=2, code=ALL_SUM, eval_s=EVAL_S[r]),
+            op(2, "all_max", r, xs[r], xs[1], line=3, code=code, states={"after": "lazy"}),
+        ]
+        reps.append(report(r, ops))
+    check_golden("trace-lazy", Trace(reps).text())
+
+
+def test_trace_split_group() -> None:
+    """``sub = world.split(rank % 2)``: one all_sum on the evens, one on the odds."""
+    n = 4
+    code = "s = mx.distributed.all_sum(x, group=sub)"
+    reps = []
+    for r in range(n):
+        path = f"split #1 color {r % 2}"  # the first split of the world, colour r % 2
+        members = [m for m in range(n) if m % 2 == r % 2]
+        x = np.array([r, 1], np.float32)
+        y = np.array([sum(members), len(members)], np.float32)
+        sub = {"group": path, "group_rank": r // 2, "n": 2}
+        ops = [op(1, "all_sum", r, x, y, line=3, code=code, eval_s=EVAL_S[r], **sub)]
+        reps.append(report(r, ops, n=n, groups={path: members}))
+    check_golden("trace-split-group", Trace(reps).text())
+
+
+def test_trace_large_array_is_downsampled() -> None:
+    """512x512 values (one NaN): min/max/mean of the whole array and the grid shown."""
+    xs = []
+    for r in range(2):
+        x = np.arange(512 * 512, dtype=np.float32).reshape(512, 512) * (r + 1)
+        if r == 1:
+            x[0, 0] = np.nan
+        xs.append(x)
+    total = xs[0] + xs[1]
+    reps = [
+        report(r, [op(1, "all_sum", r, xs[r], total, line=2, code=ALL_SUM, eval_s=0.0187)])
+        for r in range(2)
+    ]
+    check_golden("trace-large-downsampled", Trace(reps).text())
+
+
+def test_trace_send_without_recv_and_wrong_dtype() -> None:
+    """Rank 0 sends twice; rank 1 receives once, as int32."""
+    a, b = np.ones(4, np.float32), np.ones(4, np.int32)
+    send = "mx.eval(mx.distributed.send(x, 1))"
+    recv = "y = mx.distributed.recv((4,), mx.int32, 0)"
+    reps = [
+        report(0, [op(1, "send", 0, a, a, peer=1, line=2, code=send),
+                   op(2, "send", 0, a, a, peer=1, line=3, code=send)]),
+        report(1, [op(1, "recv", 1, None, b, peer=0, line=5, code=recv,
+                      states={"before": "none"})]),
+    ]  # fmt: skip
+    check_golden("trace-send-without-recv", Trace(reps).text())
+
+
+def test_trace_cell_without_ops() -> None:
+    check_golden("trace-no-ops", Trace([report(r, []) for r in range(2)]).text())
+
+
+def test_trace_recording_off() -> None:
+    off = [report(r, []) | {"enabled": False} for r in range(2)]
+    check_golden("trace-recording-off", Trace(off).text())
+
+
+# -- hang reports (probe states as mxnb.rank.probe_server serves them) -------------
+
+
+def mirror(ranks: tuple[int, ...], label: str = "world") -> GroupInfo:
+    """A group as the rank names it; the communicator is not needed to describe it."""
+    return GroupInfo(label, ranks)
+
+
+def probe_op(
+    seq: int,
+    name: str,
+    code: str,
+    *,
+    ranks: tuple[int, ...] = (0, 1),
+    peer: int | None = None,
+    evaluated: bool = False,
+    check: str = "ok",
+    cell: int = 5,
+) -> dict[str, Any]:
+    """One op in a probe report (``OpRecord.as_dict``); the line is its call seq."""
+    return {
+        "seq": seq,
+        "op": name,
+        "group": mirror(ranks).describe(),
+        "group_ranks": ranks,
+        "peer": peer,
+        "shape": (4,),
+        "dtype": "float32",
+        "site": f"cell In[{cell}], line {seq + 1}: {code}",
+        "evaluated": evaluated,
+        "check": check,
+    }
+
+
+def probe_state(
+    rank: int,
+    ops: list[dict[str, Any]],
+    line: str = "",
+    waiting: dict[str, Any] | None = None,
+    in_eval: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A rank's probe report (``ProbeServer.reply``), pid left out."""
+    return {
+        "rank": rank, "running_cell": bool(line), "checked": True, "ops": ops,
+        "waiting": waiting, "in_eval": in_eval, "line": line,
+        "unchecked": [o["seq"] for o in ops if o["check"] == "pending"],
+    }  # fmt: skip
+
+
+EVAL_SITE = "cell In[5], line 9: mx.eval(y)"
+
+
+def waiting_in(rank: int, o: dict[str, Any], since: float) -> dict[str, Any]:
+    """A rank blocked in the check of its one op ``o``, saying what it waits for."""
+    m = mirror(tuple(o["group_ranks"]))
+    peer = None if o["peer"] is None else m.ranks.index(o["peer"])
+    check = PendingCheck(o["seq"], o["op"], Meta(o["op"], 1, (4,), "float32"), m, peer, [], [])
+    waiting = {"seq": o["seq"], "op": o["op"], "waits_for": check.describe(), "since": since,
+               "site": EVAL_SITE}  # fmt: skip
+    return probe_state(rank, [o], EVAL_SITE, waiting=waiting)
+
+
+def blocked_in(
+    rank: int, ops: list[dict[str, Any]], needs: list[int], site: str = EVAL_SITE
+) -> dict[str, Any]:
+    """A rank inside an evaluation (MPI itself) that needs ops ``needs``."""
+    in_eval = {"entry": "mx.eval", "site": site, "since": 90.0, "ops": needs}
+    return probe_state(rank, ops, site, in_eval=in_eval)
+
+
+def running(ranks: list[int], **others: str) -> dict[int, str]:
+    """Status per rank: running unless named, e.g. ``running([0, 1], r1="done")``."""
+    return {r: others.get(f"r{r}", "running") for r in ranks}
+
+
+ALL_SUM_OP = probe_op(1, "all_sum", ALL_SUM, check="pending")
+
+
+def collective_missing() -> str:
+    """Ranks 0-2 wait in all_sum; rank 3 skipped it (``if rank != 3:``) and finished."""
+    o = probe_op(1, "all_sum", ALL_SUM, ranks=(0, 1, 2, 3), check="pending")
+    states = {r: waiting_in(r, o, since=95.0) for r in range(3)} | {3: probe_state(3, [])}
+    return diagnose(states, running([0, 1, 2, 3], r3="done"), now=100.0, grace=1.5).text()
+
+
+def test_hang_collective_skipped_by_a_finished_rank() -> None:
+    check_golden("hang-collective-skipped", collective_missing())
+
+
+def test_hang_recv_without_send() -> None:
+    recv = probe_op(1, "recv", "y = mx.distributed.recv_like(x, 1)", peer=1, check="pending")
+    states = {0: waiting_in(0, recv, since=95.0), 1: probe_state(1, [])}
+    d = diagnose(states, running([0, 1], r1="done"), now=100.0, grace=1.5)
+    check_golden("hang-recv-without-send", d.text())
+
+
+def test_hang_send_never_evaluated() -> None:
+    recv = probe_op(1, "recv", "y = mx.distributed.recv_like(x, 1)", peer=1, evaluated=True)
+    send = probe_op(1, "send", "s = mx.distributed.send(x, 0)", peer=0)
+    states = {0: blocked_in(0, [recv], [1]), 1: probe_state(1, [send])}
+    d = diagnose(states, running([0, 1], r1="done"), now=100.0, grace=1.5)
+    check_golden("hang-send-never-evaluated", d.text())
+
+
+def test_hang_everyone_waits_in_checks() -> None:
+    """Rank 0 calls all_sum while rank 1 waits to receive from it: neither can go on."""
+    recv = probe_op(1, "recv", "y = mx.distributed.recv_like(x, 0)", peer=0, check="pending")
+    states = {0: waiting_in(0, ALL_SUM_OP, since=90.0), 1: waiting_in(1, recv, since=90.0)}
+    d = diagnose(states, running([0, 1]), now=100.0, grace=1.5)
+    check_golden("hang-all-wait-in-checks", d.text())
+
+
+def test_hang_pairwise_exchange_with_hints() -> None:
+    """Both ranks evaluate a send to and a recv from each other in one mx.eval."""
+    states: dict[int, dict[str, Any] | None] = {}
+    for r in (0, 1):
+        ops = [
+            probe_op(1, "send", f"s = mx.distributed.send(x, {1 - r})", peer=1 - r),
+            probe_op(2, "recv", f"y = mx.distributed.recv_like(x, {1 - r})", peer=1 - r),
+        ]
+        states[r] = blocked_in(r, ops, [1, 2], site="cell In[5], line 4: mx.eval(s, y)")
+    d = diagnose(states, running([0, 1]), now=100.0, grace=0.0, hints=True)
+    check_golden("hang-exchange-hint", d.text())
+
+
+def test_hang_rank_not_answering() -> None:
+    states = {0: waiting_in(0, ALL_SUM_OP, since=99.0), 1: None}
+    d = diagnose(states, running([0, 1]), now=100.0, grace=0.0, hints=True)
+    check_golden("hang-not-answering", d.text())
+
+
+def test_hang_peer_raised() -> None:
+    send = probe_op(1, "send", "s = mx.distributed.send(x, 1)", peer=1, check="pending")
+    states = {0: waiting_in(0, send, since=95.0), 1: None}
+    d = diagnose(states, running([0, 1], r1="failed"), now=100.0, grace=1.5)
+    check_golden("hang-peer-raised", d.text())
+
+
+# -- errors by rank ----------------------------------------------------------
+
+RED, GREEN, RESET = "\x1b[0;31m", "\x1b[0;32m", "\x1b[0m"
+
+
+def ipython_traceback(ename: str, evalue: str, cell: int, line: int, code: str) -> list[str]:
+    """A rank's traceback as ipyparallel hands it over: IPython's coloured lines."""
+    return [
+        f"{RED}{'-' * 75}{RESET}",
+        f"{RED}{ename}{RESET}{' ' * (42 - len(ename))}Traceback (most recent call last)",
+        f"Cell {GREEN}In[{cell}], line {line}{RESET}\n{GREEN}----> {line}{RESET} {code}\n",
+        f"{RED}{ename}{RESET}: {evalue}",
+    ]
+
+
+def error(ename: str, evalue: str, line: int = 2, code: str = "") -> dict[str, Any]:
+    return {
+        "ename": ename,
+        "evalue": evalue,
+        "traceback": ipython_traceback(ename, evalue, 4, line, code),
+    }
+
+
+def rendered(err: RankError) -> str:
+    """What IPython prints for the exception: its ``_render_traceback_`` lines."""
+    return "\n".join(err._render_traceback_())
+
+
+def check_error(name: str, err: RankError) -> None:
+    check_golden(name, rendered(err))
+    check_golden(f"{name}-str", str(err))
+
+
+def test_error_one_rank() -> None:
+    outcomes = [RankOutcome(r, done=True) for r in range(4)]
+    outcomes[2].error = error("ZeroDivisionError", "division by zero", 2, "print(1 / (rank - 2))")
+    check_error("error-one-rank", RankError(CellResult(outcomes)))
+
+
+def test_error_same_on_ranks_0_to_3() -> None:
+    err = error("NameError", "name 'wrold' is not defined", 1, "print(wrold.size())")
+    result = CellResult([RankOutcome(r, done=True, error=dict(err)) for r in range(4)])
+    check_error("error-same-on-all", RankError(result))
+
+
+def test_error_two_different_errors() -> None:
+    outcomes = [RankOutcome(r, done=True) for r in range(4)]
+    for r in (0, 1):
+        outcomes[r].error = error("KeyError", "'weights'", 3, "w = params['weights']")
+    code = "raise ValueError(f'rank {rank} has no data')"
+    outcomes[3].error = error("ValueError", "rank 3 has no data", 2, code)
+    check_error("error-two-errors", RankError(CellResult(outcomes)))
+
+
+DIED = {"ename": "EngineError", "evalue": "the rank's process died", "traceback": []}
+
+
+def test_error_timeout_with_report() -> None:
+    """--timeout 3: rank 1 still sleeps; it is interrupted and the cluster kept."""
+    states = {r: probe_state(r, []) for r in range(4)}
+    states[1] = probe_state(1, [], line="cell In[7], line 3: time.sleep(60)")
+    status = running([0, 1, 2, 3], r0="done", r2="done", r3="done")
+    rep = diagnose(states, status, now=100.0, grace=0.0, hints=True).text()
+    outcomes = [RankOutcome(r, done=True) for r in range(4)]
+    outcomes[1].error = {"ename": "KeyboardInterrupt", "evalue": "", "traceback": []}
+    # settle()'s note when every interrupted rank stopped (mxnb/recovery.py)
+    note = "rank 1 was interrupted; the cluster is ready for the next cell (variables kept)."
+    headline = HEADLINES["timeout"] + " after 3 s"
+    err = RankError(CellResult(outcomes, timed_out=True), note=note, report=rep, headline=headline)
+    check_error("error-timeout", err)
+
+
+def test_error_stall_stops_the_job() -> None:
+    """mxnb saw the skipped collective itself; ranks blocked in MPI ignore the interrupt."""
+    outcomes = [RankOutcome(r, done=True, error=dict(DIED)) for r in range(3)]
+    outcomes.append(RankOutcome(3, done=True))
+    # settle()'s note when ranks did not respond to SIGINT (mxnb/recovery.py)
+    note = (
+        "ranks 0-2 did not respond to an interrupt (blocked inside an MPI call), so the MPI job "
+        "was stopped. The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
+    )
+    err = RankError(
+        CellResult(outcomes), note=note, report=collective_missing(), headline=HEADLINES["stall"]
+    )
+    check_error("error-stall", err)
+
+
+SIGNAL_OUTPUT = """\
+[rank 1] about to crash
+--------------------------------------------------------------------------
+prterun noticed that process rank 1 with PID 48213 on node vm exited on
+signal 9 (Killed).
+--------------------------------------------------------------------------"""
+
+EXIT_OUTPUT = """\
+Traceback (most recent call last):
+  File "<string>", line 1, in <module>
+SystemExit: 3
+--------------------------------------------------------------------------
+prterun detected that one or more processes exited with non-zero status,
+thus causing the job to be terminated. The first process to do so was:
+
+   Process name: [prterun-vm-48190@1,3]
+   Exit code:    3
+--------------------------------------------------------------------------"""
+
+
+def crash_report(output: str) -> str:
+    """The report settle() builds after a crash (mxnb/recovery.py)."""
+    message = launcher_message(output)
+    return (crash_sentence(message) or "rank ? died") + "\nmpiexec reported:\n" + message
+
+
+def test_error_crash() -> None:
+    """Rank 1 was killed; the others never finished the cell before the job ended."""
+    outcomes = [RankOutcome(r) for r in range(4)]
+    outcomes[1] = RankOutcome(1, done=True, error=dict(DIED))
+    # settle()'s note after a crash (mxnb/recovery.py)
+    note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
+    report = crash_report(SIGNAL_OUTPUT)
+    err = RankError(CellResult(outcomes), note=note, report=report, headline=HEADLINES["crash"])
+    check_error("error-crash", err)
+
+
+def test_recovery_killed_by_signal() -> None:
+    check_golden("recovery-signal", crash_report(SIGNAL_OUTPUT))
+
+
+def test_recovery_exit_code() -> None:
+    check_golden("recovery-exit-code", crash_report(EXIT_OUTPUT))
+
+
+# -- results ------------------------------------------------------------------
+
+
+def test_results_by_rank() -> None:
+    matrix = "array([[0., 1.],\n       [2., 3.]], dtype=float32)"
+    res = RankResults(
+        [
+            RankOutcome(0, result={"text/plain": "array([0, 4, 8], dtype=int32)"}, done=True),
+            RankOutcome(1, result=None, done=True),
+            RankOutcome(2, result={"text/plain": matrix}, done=True),
+            RankOutcome(3, result={"text/plain": "'rank 3 of 4'"}, done=True),
+        ]
+    )
+    check_golden("results-by-rank", res.text())
+
+
+# -- %mxdist status -----------------------------------------------------------
+
+
+def test_status_running() -> None:
+    lib = OpenMPI(
+        prefix=Path("/opt/venv"),
+        mpiexec=Path("/opt/venv/bin/mpiexec"),
+        libmpi=Path("/opt/venv/lib/python3.11/site-packages/openmpi/lib/libmpi.so.40"),
+        version="mpiexec (Open MPI) 5.0.8",
+    )
+    status = ClusterStatus(
+        running=True,
+        n=4,
+        mpi_library=lib.describe(),
+        mlx_version="0.30.1",
+        hosts=("vm", "vm", "vm", "vm"),
+        uptime=125.4,
+        profile_dir="/tmp/mxnb-k3j9x2",
+    )
+    check_golden("status-running", str(status))
+
+
+def test_status_not_running() -> None:
+    check_golden("status-not-running", str(ClusterStatus(running=False, n=0)))
+
+
+# -- the magic: help and usage errors -----------------------------------------
+
+
+def test_magic_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``%mxdist?`` shows.
+
+    IPython's ``magic_arguments`` replaces the function's docstring with the
+    parser's help at import time, wrapped to the terminal width then; the same
+    parser formats it again here at a fixed width (argparse reads COLUMNS).
+    argparse's layout is Python's own, so a new Python version may rewrap
+    this file: regenerate it then, checking that only layout changed.
+    """
+    monkeypatch.setenv("COLUMNS", "100")
+    check_golden("magic-help", MxdistMagics.mxdist.parser.format_help())
+
+
+def test_magic_help_is_the_docstring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The golden help is what IPython shows: the docstring has the same text, up to wrapping."""
+    monkeypatch.setenv("COLUMNS", "100")
+    help_text = MxdistMagics.mxdist.parser.format_help()
+    doc = MxdistMagics.mxdist.__doc__ or ""
+    assert doc.split() == help_text.split()
+
+
+@pytest.mark.parametrize(
+    ("case", "spec"),
+    [("bad-spec", "1;3"), ("out-of-range", "2-5"), ("empty-range", "3-1")],
+)
+def test_magic_targets_errors(case: str, spec: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse_targets(spec, 4)
+    check_golden(f"magic-targets-{case}", str(e.value))
+
+
+@pytest.mark.parametrize(
+    ("case", "line"),
+    [
+        ("np-zero", "-n 0"),
+        ("np-word", "-n four"),
+        ("timeout", "--timeout soon"),
+        ("unknown-option", "--ranks 4"),
+    ],
+)
+def test_magic_argument_errors(case: str, line: str) -> None:
+    with pytest.raises(UsageError) as e:
+        MxdistMagics.mxdist.parser.parse_argstring(line)
+    check_golden(f"magic-args-{case}", str(e.value))
+
+
+# -- checked mode: what ranks raise before data moves -------------------------
+# CommMismatch is raised on the ranks, from a completed metadata exchange; its
+# message needs only each side's Meta and the group's GroupInfo, so the private
+# builders are called directly instead of starting ranks that disagree.
+
+
+def problem(text: str | None) -> str:
+    assert text is not None, "these inputs disagree: a message was expected"
+    return text
+
+
+class _Comm:
+    """Just enough of an MPI communicator for the messages: this rank's number."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def Get_rank(self) -> int:
+        return self.rank
+
+
+def test_check_collective_mismatch() -> None:
+    metas = [Meta("all_sum", 1, (4,), "float32")] * 3 + [Meta("all_gather", 1, (4,), "float32")]
+    text = _collective_problem(metas, mirror((0, 1, 2, 3)))
+    check_golden("check-collective-mismatch", problem(text))
+
+
+def test_check_collective_shapes_differ() -> None:
+    metas = [Meta("all_sum", 1, (4,), "float32")] * 3 + [Meta("all_sum", 1, (4,), "int32")]
+    text = _collective_problem(metas, mirror((0, 1, 2, 3)))
+    check_golden("check-collective-dtype", problem(text))
+
+
+def test_check_send_recv_mismatch() -> None:
+    m = GroupInfo("world", (0, 1), _comm=_Comm(1))
+    text = _p2p_problem(
+        "recv", Meta("recv", 1, (4,), "int32"), Meta("send", 1, (4,), "float32"), m, 0
+    )
+    check_golden("check-send-recv-mismatch", problem(text))
+
+
+def test_check_split_group_send_recv_mismatch() -> None:
+    m = GroupInfo("split #1 color 1", (1, 3), _comm=_Comm(0))
+    text = _p2p_problem(
+        "send", Meta("send", 1, (2, 2), "float32"), Meta("recv", 1, (4,), "float32"), m, 1
+    )
+    check_golden("check-send-recv-mismatch-split", problem(text))
+
+
+def test_check_bool_reduction() -> None:
+    with pytest.raises(UnsupportedReduction) as info:
+        bool_trap("all_sum", "bool")
+    check_golden("check-bool-all-sum", problem(str(info.value)))
