@@ -126,9 +126,9 @@ def test_split_groups_are_named_with_their_members(run, nranks):
     odds = [r for r in range(nranks) if r % 2 == 1]
     assert sorted(s.members for s in t.steps) == [evens, odds]
     for step in t.steps:
-        assert step.op == "all_sum" and step.group.startswith("world/")
+        assert step.op == "all_sum" and step.group.startswith("split #1 color ")
         assert sorted(step.ranks) == step.members
-        assert step.group_text().startswith("split group world/")
+        assert step.group_text() == f"{step.group} (world {rank_list(step.members)})"
         for r in step.members:
             want = [float(sum(step.members)), float(len(step.members))]
             np.testing.assert_array_equal(t.value(step.index, r, "after"), want)
