@@ -20,14 +20,6 @@ class Recorder:
 
 
 @pytest.fixture
-def ophooks():
-    h = hooks.Hooks()
-    h.install()
-    yield h
-    h.uninstall()
-
-
-@pytest.fixture
 def recorder(ophooks):
     rec = Recorder()
     ophooks.add_observer(rec)

@@ -14,14 +14,6 @@ from mxnb.rank.groups import Groups
 
 
 @pytest.fixture
-def ophooks():
-    h = hooks.Hooks()
-    h.install()
-    yield h
-    h.uninstall()
-
-
-@pytest.fixture
 def recorder(ophooks):
     rec = rec_mod.Recorder(Groups(mx.distributed.init()))
     ophooks.add_observer(rec)
