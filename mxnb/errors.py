@@ -68,9 +68,6 @@ class RankError(MxnbError):
     def ranks(self) -> list[int]:
         return [o.rank for o in self.result.failed]
 
-    def summary(self) -> str:
-        return str(self)
-
     def _render_traceback_(self) -> list[str]:
         from mxnb.views.outcome import error_lines
 
