@@ -31,7 +31,6 @@ from mxnb.protocol.messages import OpTrace, TraceReport
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import group_text, ranks_text, shape_text
-from mxnb.trace.text import describe_value, timing_text
 
 __all__ = ["Step", "Trace", "Transfer"]
 
@@ -307,38 +306,11 @@ class Trace:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def text(self, values_per_rank: int = 8) -> str:
-        """A plain-text summary: the widget's ``text/plain`` fallback."""
-        if not self.reports:
-            return "mxnb trace: no ranks reported"
-        if not self.enabled:
-            return "mxnb trace: recording was off for this cell (--no-trace)"
-        head = f"mxnb trace: {len(self.steps)} op{'s' if len(self.steps) != 1 else ''} on "
-        lines = [head + ranks_text(self.ranks)]
-        if not self.steps:
-            lines.append("(this cell called no mx.distributed operation)")
-        for s in self.steps:
-            lines.append(f"#{s.index} {s.op} on {s.group_text()}, {s.site_text()}")
-            for t in s.transfers:
-                arrow = f"  rank {t.src} -> rank {t.dst}: {t.what}"
-                lines.append(arrow + (f"  !! {t.note}" if t.note else ""))
-            for r in sorted(s.ranks):
-                m = s.ranks[r]
-                io_ = [m.get("in"), m.get("out")]
-                types = " -> ".join(
-                    f"{d['dtype']} {shape_text(d['shape'])}" if d else "-" for d in io_
-                )
-                before = describe_value(*s.snap(r, "before"), limit=values_per_rank)
-                after = describe_value(*s.snap(r, "after"), limit=values_per_rank)
-                timing = "" if m.get("eval_note") == "lazy" else f" | {timing_text(m)}"
-                lines.append(f"  rank {r}: {types}: {before} -> {after}{timing}")
-            if s.inputs_note:
-                lines.append(f"  !! {s.inputs_note}")
-            if s.mismatch:
-                lines.append(f"  !! {s.mismatch_text()}")
-        for r, n in self.dropped.items():
-            lines.append(f"(rank {r}: {n} more ops not recorded: trace limit)")
-        return "\n".join(lines)
+    def text(self) -> str:
+        """The plain-text summary, as :mod:`mxnb.trace.view` words every view of it."""
+        from mxnb.trace.view import trace_view
+
+        return trace_view(self).text()
 
     def __repr__(self) -> str:
         return self.text()

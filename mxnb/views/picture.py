@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mxnb.protocol.wording import shape_text
-from mxnb.trace import Step, Trace
+from mxnb.trace import Trace
 from mxnb.trace.text import STATE_TEXT, count, describe_value
+from mxnb.trace.view import StepView, TraceView, trace_view
 from mxnb.views.scale import COLORMAP, NAN, Color, Scale, drawn_values, op_scale, short_num
 
 __all__ = ["COLORMAP", "RANK_COLORS", "RED", "Layout", "render", "render_trace", "trace_png"]
@@ -205,11 +206,11 @@ def _heatmap(
     return y + ph, False
 
 
-def _panel(pen: _Pen, x: int, y: int, step: Step, rank: int, side: str, scale: Scale) -> int:
+def _panel(pen: _Pen, x: int, y: int, step: StepView, rank: int, side: str, scale: Scale) -> int:
     """One rank's value on one side: label, picture, and a summary when not all is shown."""
     snap, state = step.snap(rank, side)
-    io_key = "in" if side == "before" else "out"  # dtype and shape, even without values
-    meta = snap if state == "ok" and snap else step.ranks[rank].get(io_key)
+    # dtype and shape, even without values
+    meta = snap if state == "ok" and snap else step.panels[rank].types[side]
     label = f"{side}: " + (f"{meta['dtype']} {shape_text(meta['shape'])}" if meta else "nothing")
     top, y = y, y + _line_h(SMALL)
     if state != "ok" or snap is None:  # no value: the reason, in words, on a hatched box
@@ -256,10 +257,10 @@ def _chip(pen: _Pen, x: float, y: int, rank: int | None, width: float = 0) -> fl
     return x + width
 
 
-def _label_w(step: Step) -> float:
+def _label_w(step: StepView) -> float:
     """The widest number written under any bars of the op (0 if none)."""
     widths = [0.0]
-    for r, side in itertools.product(step.ranks, ("before", "after")):
+    for r, side in itertools.product(step.panels, ("before", "after")):
         snap, state = step.snap(r, side)
         if state == "ok" and snap and len(snap["shape"]) == 1 and _numbered(snap["shape"]):
             nums = [short_num(x, 4, snap["dtype"]) for x in drawn_values(snap)]
@@ -267,17 +268,17 @@ def _label_w(step: Step) -> float:
     return max(widths)
 
 
-def _op_block(step: Step, ranks: list[int]) -> tuple[Image.Image, dict[Any, Box]]:
+def _op_block(step: StepView, ranks: list[int]) -> tuple[Image.Image, dict[Any, Box]]:
     """Header, a row per rank (before -> after), then transfers and what went wrong."""
     pen = _Pen(120 + len(ranks) * 300 + 40 * (len(step.transfers) + 6))
     scale, x, width = op_scale(step), MARGIN, WIDTH - 2 * MARGIN
     scale.label_w = _label_w(step)
     pen.draw.line((MARGIN, 0, WIDTH - MARGIN, 0), fill=LINE)
     head_w = width - 230  # room for the colour scale on the right
-    right = pen.text(x, 8, f"#{step.index} {step.op} on {step.group_text()}", HEAD, width=head_w)
+    right = pen.text(x, 8, f"#{step.index} {step.op} on {step.group_text}", HEAD, width=head_w)
     pen.draw.line((right + 5, 17, right + 15, 17), fill=INK)  # the font has no em dash
-    pen.text(right + 20, 8, step.site_text(), HEAD, width=head_w - (right + 20 - x))
-    if any(step.snap(r, s)[1] == "ok" for r in step.ranks for s in ("before", "after")):
+    pen.text(right + 20, 8, step.site_text, HEAD, width=head_w - (right + 20 - x))
+    if any(step.snap(r, s)[1] == "ok" for r in step.panels for s in ("before", "after")):
         hi = short_num(scale.hi, 3)
         gx = WIDTH - MARGIN - 95 - int(_font(SMALL).getlength(hi))
         ink = CLIP_INK if scale.note else GREY_INK
@@ -288,7 +289,7 @@ def _op_block(step: Step, ranks: list[int]) -> tuple[Image.Image, dict[Any, Box]
     boxes: dict[tuple[int, int, str], Box] = {}
     for r in ranks:
         _chip(pen, x + 8, y, r, LANE_W - 14)
-        if r not in step.ranks:
+        if r not in step.panels:
             pen.text(px, y + 3, "not in this op", BODY, GREY_INK)
             y += 28
             continue
@@ -305,7 +306,7 @@ def _op_block(step: Step, ranks: list[int]) -> tuple[Image.Image, dict[Any, Box]
         tx = pen.text(_chip(pen, x, y, t.src) + 4, y + 2, "->")
         tx = pen.text(_chip(pen, tx + 4, y, t.dst) + 3, y + 2, t.what + ("; " if t.note else ""))
         y = pen.para(tx, y + 2, t.note, x + width - tx, BODY, RED) if t.note else y + 24
-    for note, ink in ((step.inputs_note, RED), (step.mismatch_text(), RED), (scale.note, CLIP_INK)):
+    for note, ink in ((step.inputs_note, RED), (step.mismatch_text, RED), (scale.note, CLIP_INK)):
         y = pen.para(x, y, note, width, BODY, ink) if note else y
     return pen.img.crop((0, 0, WIDTH, y + 6)), boxes
 
@@ -323,31 +324,30 @@ def _legend(pen: _Pen, y: int) -> int:
     return y + _line_h(SMALL) + 6
 
 
-def render(trace: Trace) -> tuple[Image.Image, Layout]:
+def render(trace: Trace | TraceView) -> tuple[Image.Image, Layout]:
     """The picture, and where its ops and panels are."""
-    ranks = list(range(trace.nranks)) or trace.ranks
-    top, lines = _Pen(80), trace.text().splitlines()
+    view = trace if isinstance(trace, TraceView) else trace_view(trace)
+    ranks = view.ranks
+    top, lines = _Pen(80), view.text().splitlines()
     top.text(MARGIN, 10, lines[0], HEAD)
     y = 10 + _line_h(HEAD)
-    if not trace.steps and len(lines) > 1:
+    if not view.steps and len(lines) > 1:
         y = top.para(MARGIN, y + 2, lines[1], WIDTH - 2 * MARGIN, BODY, GREY_INK)
     parts, layout = [top.img.crop((0, 0, WIDTH, y + 4))], Layout()
     offset = parts[0].height
-    for step in trace.steps[:MAX_OPS]:
+    for step in view.steps[:MAX_OPS]:
         block, boxes = _op_block(step, ranks)
         layout.ops[step.index] = (0, offset, WIDTH, offset + block.height)
         layout.panels |= {k: (b[0], b[1] + offset, b[2], b[3] + offset) for k, b in boxes.items()}
         parts.append(block)
         offset += block.height
     end, y = _Pen(200), 8
-    more = len(trace.steps) - MAX_OPS
+    more = len(view.steps) - MAX_OPS
     notes = [f"... {count(more, 'more op')} (see the text summary)"] if more > 0 else []
-    notes += [
-        f"(rank {r}: {n} more ops not recorded: trace limit)" for r, n in trace.dropped.items()
-    ]
+    notes += view.notes
     for note in notes:
         y = end.para(MARGIN, y, note, WIDTH - 2 * MARGIN)
-    if trace.steps:
+    if view.steps:
         end.draw.line((MARGIN, 0, WIDTH - MARGIN, 0), fill=LINE)
         y = _legend(end, y + 2)
     parts.append(end.img.crop((0, 0, WIDTH, y)))
@@ -357,12 +357,12 @@ def render(trace: Trace) -> tuple[Image.Image, Layout]:
     return img, layout
 
 
-def render_trace(trace: Trace) -> Image.Image:
+def render_trace(trace: Trace | TraceView) -> Image.Image:
     """The whole trace as one RGB image."""
     return render(trace)[0]
 
 
-def trace_png(trace: Trace) -> bytes:
+def trace_png(trace: Trace | TraceView) -> bytes:
     """The PNG of :func:`render_trace`."""
     buf = io.BytesIO()
     render_trace(trace).save(buf, format="PNG", optimize=True)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from mxnb.protocol.snapshot import decode
-from mxnb.trace import Step
 from mxnb.trace.text import count
+from mxnb.trace.view import StepView
 
 __all__ = ["COLORMAP", "Scale", "drawn_values", "op_scale", "robust_range", "short_num"]
 
@@ -97,11 +97,11 @@ def robust_range(v: np.ndarray) -> tuple[float, float] | None:
     return (lo, hi) if float(v.max() - v.min()) > SQUASH * (hi - lo) else None
 
 
-def op_scale(step: Step) -> Scale:
+def op_scale(step: StepView) -> Scale:
     """Min to max over every panel of the op, clipped (and saying so) if garbage would
     otherwise blank the picture."""
     parts: dict[tuple[int, str], np.ndarray] = {}
-    for r, side in itertools.product(sorted(step.ranks), ("before", "after")):
+    for r, side in itertools.product(sorted(step.panels), ("before", "after")):
         snap, state = step.snap(r, side)
         if state == "ok" and snap is not None:
             v = drawn_values(snap).ravel()

@@ -29,10 +29,9 @@ from typing import Any
 import anywidget
 import traitlets
 
-from mxnb.protocol.ops import AGREEING
-from mxnb.protocol.wording import shape_text
-from mxnb.trace import Step, Trace
-from mxnb.trace.text import STATE_TEXT, count, describe_value, timing_text
+from mxnb.trace import Trace
+from mxnb.trace.text import STATE_TEXT, count
+from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
 
 __all__ = ["TraceWidget", "widget_state"]
 
@@ -48,63 +47,57 @@ LIVE_NOTE = (
 )
 
 
-def _io_text(d: dict[str, Any] | None) -> str:
-    return f"{d['dtype']} {shape_text(d['shape'])}" if d else "-"
-
-
-def _panel(step: Step, rank: int) -> dict[str, Any] | None:
-    m = step.ranks.get(rank)
-    if m is None:
+def _panel(p: PanelView | None) -> dict[str, Any] | None:
+    if p is None:
         return None
     panel: dict[str, Any] = {
-        "rank": rank,
-        "op": m["op"],
-        "in": _io_text(m.get("in")),
-        "out": _io_text(m.get("out")),
+        "rank": p.rank,
+        "op": p.op,
+        "in": p.type_text("before"),
+        "out": p.type_text("after"),
         # the call only builds the lazy graph; the evaluation moves the data
-        "call_ms": round(m["call_s"] * 1e3, 4),
-        "eval_ms": None if m.get("eval_s") is None else round(m["eval_s"] * 1e3, 4),
-        "time_text": timing_text(m),
-        "t_ms": round(m["t"] * 1e3, 3),
+        "call_ms": p.call_ms,
+        "eval_ms": p.eval_ms,
+        "time_text": p.time_text,
+        "t_ms": p.t_ms,
     }
-    for side in ("before", "after"):
-        snap, state = step.snap(rank, side)
-        panel[side] = snap if state == "ok" else None
-        panel[f"{side}_state"] = state
-        panel[f"{side}_text"] = describe_value(snap, state)
+    for name in ("before", "after"):
+        side = p.side(name)
+        panel[name] = side.snap
+        panel[f"{name}_state"] = side.state
+        panel[f"{name}_text"] = side.text
     return panel
 
 
-def _step_state(step: Step, ranks: list[int]) -> dict[str, Any]:
+def _step_state(step: StepView, ranks: list[int]) -> dict[str, Any]:
     return {
         "index": step.index,
         "op": step.op,
         "group": step.group,
-        "group_text": step.group_text(),
+        "group_text": step.group_text,
         "members": step.members,
-        "site": step.site_text(),
-        "agree": step.op in AGREEING,
+        "site": step.site_text,
+        "agree": step.agree,
         "mismatch": step.mismatch,
-        "mismatch_text": step.mismatch_text(),
+        "mismatch_text": step.mismatch_text,
         "inputs_note": step.inputs_note,
         "transfers": [
             {"src": t.src, "dst": t.dst, "matched": t.matched, "what": t.what, "note": t.note}
             for t in step.transfers
         ],
-        "panels": [_panel(step, r) for r in ranks],
+        "panels": [_panel(step.panels.get(r)) for r in ranks],
     }
 
 
-def widget_state(trace: Trace) -> dict[str, Any]:
+def widget_state(view: TraceView) -> dict[str, Any]:
     """The synced state: JSON metadata plus snapshot ``bytes`` (sent as buffers)."""
-    ranks = list(range(trace.nranks)) or trace.ranks
     return {
-        "ranks": ranks,
-        "reported": trace.ranks,
-        "enabled": trace.enabled,
-        "summary": trace.text(),
+        "ranks": view.ranks,
+        "reported": view.reported,
+        "enabled": view.enabled,
+        "summary": view.text(),
         "states": STATE_TEXT,
-        "steps": [_step_state(s, ranks) for s in trace.steps],
+        "steps": [_step_state(s, view.ranks) for s in view.steps],
     }
 
 
@@ -123,8 +116,9 @@ class TraceWidget(anywidget.AnyWidget):
 
     def __init__(self, trace: Trace, **kwargs: Any) -> None:
         self._trace = trace
+        self._view = trace_view(trace)
         self._png: bytes | None = None
-        super().__init__(trace=widget_state(trace), **kwargs)
+        super().__init__(trace=widget_state(self._view), **kwargs)
 
     @property
     def data(self) -> Trace:
@@ -136,7 +130,7 @@ class TraceWidget(anywidget.AnyWidget):
         from mxnb.views.picture import trace_png  # Pillow: loaded only when drawn
 
         if self._png is None:
-            self._png = trace_png(self._trace)
+            self._png = trace_png(self._view)
         return self._png
 
     def static_outputs(self) -> list[dict[str, str]]:
@@ -144,10 +138,10 @@ class TraceWidget(anywidget.AnyWidget):
         png = base64.b64encode(self.png()).decode("ascii")
         self.png_tail = png[-PNG_TAIL:]
         label = f"<mxnb trace picture: {count(len(self._trace.steps), 'op')}>"
-        return [{"image/png": png, "text/plain": label}, {"text/plain": self._trace.text()}]
+        return [{"image/png": png, "text/plain": label}, {"text/plain": self._view.text()}]
 
     def __repr__(self) -> str:
-        return self._trace.text()
+        return self._view.text()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)

@@ -16,6 +16,7 @@ from PIL import Image
 from test_widget import SUM, X, sample_trace
 
 from mxnb.trace import Trace
+from mxnb.trace.view import trace_view
 from mxnb.views.picture import (
     CLIP_INK,
     HATCH,
@@ -152,7 +153,7 @@ def test_each_rank_has_its_identity_colour_in_its_lane():
 
 def test_garbage_values_are_clipped_not_blanking_the_picture():
     t = garbage_trace()
-    scale = op_scale(t.steps[0])
+    scale = op_scale(trace_view(t).steps[0])
     assert (scale.lo, scale.hi) == (0.0, 30.0) and scale.under and scale.over
     assert scale.note.startswith("colour scale clipped to [0, 30]; outliers: 3 values")
     assert "-2.139e+09 to 1.1e+09 in rank 1 after, rank 3 after" in scale.note

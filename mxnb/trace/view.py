@@ -1,0 +1,188 @@
+"""The trace as its views word it: one view-model for the summary, the widget and the picture.
+
+:func:`trace_view` turns a merged :class:`~mxnb.trace.Trace` into what a
+reader is shown: per op its header, its notes, its transfers, and per rank a
+panel with the types, the values (snapshots) and the words for each side and
+for the timing.  The text summary (:meth:`TraceView.text`), the widget's
+state and the static picture all render this one object, so what they say
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mxnb.protocol.ops import AGREEING
+from mxnb.protocol.wording import ranks_text, shape_text
+from mxnb.trace.text import describe_value, timing_text
+
+if TYPE_CHECKING:
+    from mxnb.protocol.messages import Snapshot
+    from mxnb.trace.merge import Step, Trace
+
+__all__ = ["PanelView", "SideView", "StepView", "TraceView", "TransferView", "trace_view"]
+
+#: Exact values a side lists before it is summarised (min/max/mean).
+VALUES_SHOWN = 8
+SIDES = ("before", "after")
+
+
+@dataclass(frozen=True)
+class SideView:
+    """One side (the input before, the result after) of one rank's op."""
+
+    state: str  # ok | lazy | in_flight | traced | limit | none | template | error | absent
+    snap: Snapshot | None  # the values, only when state is "ok"
+    text: str  # the values in words, or why there are none
+
+
+ABSENT = SideView("absent", None, "(absent)")
+
+
+@dataclass(frozen=True)
+class PanelView:
+    """One rank's part in one op."""
+
+    rank: int
+    op: str
+    types: dict[str, dict[str, Any] | None]  # side -> {"dtype", "shape"} of in / out
+    call_ms: float  # the Python call: building the lazy graph node
+    eval_ms: float | None  # the evaluation that moved the data, if timed
+    time_text: str
+    t_ms: float  # when it was called, since the cell started
+    timed: bool  # False for an op never evaluated: no timing worth a line
+    before: SideView
+    after: SideView
+
+    def type_text(self, side: str) -> str:
+        d = self.types[side]
+        return f"{d['dtype']} {shape_text(d['shape'])}" if d else "-"
+
+    def side(self, name: str) -> SideView:
+        return self.before if name == "before" else self.after
+
+
+@dataclass(frozen=True)
+class TransferView:
+    src: int | None
+    dst: int | None
+    matched: bool
+    what: str
+    note: str
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One op across the ranks that took part, as every view words it."""
+
+    index: int
+    op: str
+    group: str
+    group_text: str
+    members: list[int]
+    site_text: str
+    agree: bool  # an op after which all members should hold the same result
+    mismatch: list[int]
+    mismatch_text: str
+    inputs_note: str
+    transfers: list[TransferView]
+    panels: dict[int, PanelView]  # rank -> panel, for the ranks that took part
+
+    def snap(self, rank: int, side: str) -> tuple[Snapshot | None, str]:
+        """(values, state) of one side of one rank; ``absent`` if it took no part."""
+        p = self.panels.get(rank)
+        s = ABSENT if p is None else p.side(side)
+        return s.snap, s.state
+
+
+@dataclass(frozen=True)
+class TraceView:
+    ranks: list[int]  # every rank of the world, one lane each
+    reported: list[int]  # the ranks that ran the cell
+    enabled: bool
+    headline: str
+    steps: list[StepView]
+    notes: list[str] = field(default_factory=list)  # what was not recorded
+
+    def text(self) -> str:
+        """The plain-text summary: the widget's and the picture's ``text/plain`` fallback."""
+        lines = [self.headline]
+        if not self.reported or not self.enabled:
+            return self.headline
+        if not self.steps:
+            lines.append("(this cell called no mx.distributed operation)")
+        for s in self.steps:
+            lines.append(f"#{s.index} {s.op} on {s.group_text}, {s.site_text}")
+            for t in s.transfers:
+                arrow = f"  rank {t.src} -> rank {t.dst}: {t.what}"
+                lines.append(arrow + (f"  !! {t.note}" if t.note else ""))
+            for r, p in sorted(s.panels.items()):
+                types = f"{p.type_text('before')} -> {p.type_text('after')}"
+                timing = f" | {p.time_text}" if p.timed else ""
+                lines.append(f"  rank {r}: {types}: {p.before.text} -> {p.after.text}{timing}")
+            if s.inputs_note:
+                lines.append(f"  !! {s.inputs_note}")
+            if s.mismatch:
+                lines.append(f"  !! {s.mismatch_text}")
+        return "\n".join(lines + self.notes)
+
+
+def _panel(step: Step, rank: int) -> PanelView:
+    m = step.ranks[rank]
+    sides = {}
+    for side in SIDES:
+        snap, state = step.snap(rank, side)
+        ok = state == "ok" and snap is not None
+        text = describe_value(snap, state, VALUES_SHOWN)
+        sides[side] = SideView(state, snap if ok else None, text)
+    return PanelView(
+        rank=rank,
+        op=m["op"],
+        types={"before": m.get("in"), "after": m.get("out")},
+        call_ms=round(m["call_s"] * 1e3, 4),
+        eval_ms=None if m.get("eval_s") is None else round(m["eval_s"] * 1e3, 4),
+        time_text=timing_text(m),
+        t_ms=round(m["t"] * 1e3, 3),
+        timed=m.get("eval_note") != "lazy",
+        before=sides["before"],
+        after=sides["after"],
+    )
+
+
+def _step(step: Step) -> StepView:
+    return StepView(
+        index=step.index,
+        op=step.op,
+        group=step.group,
+        group_text=step.group_text(),
+        members=list(step.members),
+        site_text=step.site_text(),
+        agree=step.op in AGREEING,
+        mismatch=list(step.mismatch),
+        mismatch_text=step.mismatch_text(),
+        inputs_note=step.inputs_note,
+        transfers=[TransferView(t.src, t.dst, t.matched, t.what, t.note) for t in step.transfers],
+        panels={r: _panel(step, r) for r in sorted(step.ranks)},
+    )
+
+
+def trace_view(trace: Trace) -> TraceView:
+    """What every view of ``trace`` shows."""
+    if not trace.reports:
+        headline = "mxnb trace: no ranks reported"
+    elif not trace.enabled:
+        headline = "mxnb trace: recording was off for this cell (--no-trace)"
+    else:
+        n = len(trace.steps)
+        headline = f"mxnb trace: {n} op{'s' if n != 1 else ''} on {ranks_text(trace.ranks)}"
+    return TraceView(
+        ranks=list(range(trace.nranks)) or list(trace.ranks),
+        reported=list(trace.ranks),
+        enabled=trace.enabled,
+        headline=headline,
+        steps=[_step(s) for s in trace.steps],
+        notes=[
+            f"(rank {r}: {n} more ops not recorded: trace limit)" for r, n in trace.dropped.items()
+        ],
+    )

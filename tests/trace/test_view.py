@@ -1,0 +1,59 @@
+"""One view-model: the summary, the widget's state and the picture say the same thing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mxnb.trace import Trace
+from mxnb.trace.view import trace_view
+from mxnb.views.picture import render
+from mxnb.views.widget import widget_state
+from trace_reports import op, report
+
+X = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(3)]
+GOOD = X[0] + X[1] + X[2]
+BAD = np.array([0, 3, 99, 9], np.float32)
+
+
+def disagreeing() -> Trace:
+    """Three ranks sum; rank 2 ends with something else, and its op 2 was never evaluated."""
+    code = "y = mx.distributed.all_sum(x)"
+    return Trace(
+        [
+            report(r, [
+                op(1, "all_sum", r, X[r], BAD if r == 2 else GOOD, n=3, line=2, code=code),
+                op(2, "all_max", r, X[r], GOOD, n=3, line=3, states={"after": "lazy"}),
+            ], n=3)
+            for r in range(3)
+        ]
+    )  # fmt: skip
+
+
+def test_the_summary_is_the_view_models_text():
+    t = disagreeing()
+    view = trace_view(t)
+    assert t.text() == view.text()
+    assert "!! rank 2 disagrees with ranks 0, 1 after all_sum" in view.text()
+    assert view.steps[0].mismatch == [2] and view.steps[1].panels[0].timed is False
+
+
+def test_the_widget_ships_the_view_models_words_and_values():
+    view = trace_view(disagreeing())
+    state = widget_state(view)
+    assert state["summary"] == view.text()
+    for s, sv in zip(state["steps"], view.steps, strict=True):
+        assert (s["group_text"], s["site"], s["mismatch_text"]) == (
+            sv.group_text, sv.site_text, sv.mismatch_text,
+        )  # fmt: skip
+        for panel, r in zip(s["panels"], view.ranks, strict=True):
+            assert panel["after_text"] == sv.panels[r].after.text
+            assert panel["after"] is sv.panels[r].after.snap  # the same bytes, not a copy
+    assert state["steps"][1]["panels"][0]["after_state"] == "lazy"
+
+
+def test_the_picture_draws_the_view_model():
+    t = disagreeing()
+    from_trace, _ = render(t)
+    from_view, layout = render(trace_view(t))
+    assert np.array_equal(np.asarray(from_trace), np.asarray(from_view))
+    assert set(layout.ops) == {1, 2}
