@@ -19,7 +19,7 @@ import numpy as np
 
 from mxnb.errors import CommInterrupted, CommMismatch, UnsupportedReduction
 from mxnb.protocol.ops import WIDTH, Meta
-from mxnb.protocol.wording import ranks_text, typed_text
+from mxnb.protocol.wording import op_text, ranks_text, typed_text
 from mxnb.rank.groups import GroupInfo
 
 __all__ = ["PendingCheck", "abandon", "bool_trap", "done", "dtype_name", "post", "verify", "wait"]
@@ -51,6 +51,10 @@ class PendingCheck:
     requests: list[Any]
     buffers: list[np.ndarray]
     posted: float = field(default_factory=time.monotonic)
+
+    def op_text(self) -> str:
+        peer = None if self.peer is None else self.mirror.ranks[self.peer]
+        return op_text(self.op, self.seq, peer, self.mine.dtype, self.mine.shape)
 
     def describe(self) -> str:
         if self.peer is None:
@@ -96,7 +100,7 @@ def wait(check: PendingCheck, on_wait: Any = None) -> None:
             time.sleep(0 if spins < 200 else 0.0005)
     except KeyboardInterrupt:
         raise CommInterrupted(
-            f"stopped waiting for {check.describe()} ({check.op} #{check.seq})"
+            f"stopped waiting for {check.describe()} ({check.op_text()})"
         ) from None
     verify(check)
 
