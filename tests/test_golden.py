@@ -279,7 +279,7 @@ def test_hang_everyone_waits_in_checks() -> None:
     check_golden("hang-all-wait-in-checks", d.text())
 
 
-def test_hang_pairwise_exchange_with_hints() -> None:
+def test_hang_pairwise_exchange_cycle() -> None:
     """Both ranks evaluate a send to and a recv from each other in one mx.eval."""
     states: dict[int, dict[str, Any] | None] = {}
     for r in (0, 1):
@@ -289,7 +289,7 @@ def test_hang_pairwise_exchange_with_hints() -> None:
         ]
         states[r] = blocked_in(r, ops, [1, 2], site="cell In[5], line 4: mx.eval(s, y)")
     d = diagnose(states, running([0, 1]), now=100.0, grace=0.0, hints=True)
-    check_golden("hang-exchange-hint", d.text())
+    check_golden("hang-exchange-cycle", d.text())
 
 
 def test_hang_rank_not_answering() -> None:

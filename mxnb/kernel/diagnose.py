@@ -12,11 +12,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mxnb.kernel.waitfor import wait_cycle
 from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import COLLECTIVES
 from mxnb.protocol.wording import op_text
 
 __all__ = ["Diagnosis", "diagnose"]
+
+#: Ops a blocked rank's report lists; a longer list is cut with "and n more".
+MAX_LISTED = 4
 
 
 @dataclass
@@ -54,6 +58,18 @@ def _waiting_op(state: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _needed_text(state: dict[str, Any], first: OpState) -> str:
+    """The ops a blocked evaluation needs: all its point-to-point ops, else its first op."""
+    needs = set((state.get("in_eval") or {}).get("ops", []))
+    p2p = [o for o in state.get("ops") or [] if o["seq"] in needs and o["op"] in ("send", "recv")]
+    if len(p2p) < 2:
+        return f"{_op_text(first)} on {first['group']} (called at {first['site']})"
+    lines = [f"\n    {_op_text(o)}, called at {o['site']}" for o in p2p[:MAX_LISTED]]
+    if len(p2p) > MAX_LISTED:
+        lines.append(f"\n    and {len(p2p) - MAX_LISTED} more")
+    return f"on {first['group']}:" + "".join(lines)
+
+
 def _describe_rank(rank: int, state: dict[str, Any] | None, status: str) -> str:
     if status == "failed":
         return f"rank {rank}: raised an exception (traceback above)"
@@ -77,7 +93,7 @@ def _describe_rank(rank: int, state: dict[str, Any] | None, status: str) -> str:
         where = state["in_eval"].get("site") or state.get("line") or "?"
         return (
             f"rank {rank}: blocked in {state['in_eval']['entry']} at {where}, "
-            f"which needs {_op_text(op)} on {op['group']} (called at {op['site']})"
+            f"which needs {_needed_text(state, op)}"
         )
     return f"rank {rank}: running {state.get('line') or 'Python code'}"
 
@@ -165,32 +181,6 @@ def _cause(
     )
 
 
-def _exchange_deadlock(states: dict[int, dict[str, Any] | None], running: list[int]) -> str | None:
-    """Two ranks evaluating a send to and a recv from each other in one go."""
-    wants: dict[int, set[tuple[str, int]]] = {}
-    for rank in running:
-        state = states.get(rank) or {}
-        needs = (state.get("in_eval") or {}).get("ops", [])
-        wants[rank] = {
-            (op["op"], op["peer"])
-            for op in state.get("ops") or []
-            if op["seq"] in needs and op["op"] in ("send", "recv")
-        }
-    for a in running:
-        for b in running:
-            if (
-                a < b
-                and {("send", b), ("recv", b)} <= wants[a]
-                and {("send", a), ("recv", a)} <= wants[b]
-            ):
-                return (
-                    f"ranks {a} and {b} each evaluate a send to the other and a recv from "
-                    "the other at once; on one stream both wait in their send. Give the "
-                    "recv its own stream: recv(..., stream=mx.new_stream(mx.cpu))."
-                )
-    return None
-
-
 def diagnose(
     states: dict[int, dict[str, Any] | None],
     status: dict[int, str],
@@ -233,6 +223,6 @@ def diagnose(
             + ". Every rank of a group must call the same collectives, and each "
             "recv needs a matching send, in the same order."
         )
-    if d.cause is None and hints:
-        d.cause = _exchange_deadlock(states, running)
+    if d.cause is None:
+        d.cause = wait_cycle(states, running, now, 0.0 if hints else grace)
     return d

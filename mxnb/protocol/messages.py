@@ -48,6 +48,7 @@ class OpState(TypedDict):
     site: str  # "cell In[4], line 2: y = ..."
     evaluated: bool
     check: str  # off | pending | ok | mismatch | abandoned
+    stream: str  # "default stream", "cpu stream 2": ops on one stream run in turn
 
 
 class WaitState(TypedDict):

@@ -10,6 +10,7 @@ The probe thread reads :meth:`OpLog.state` while the main thread is blocked.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -46,6 +47,7 @@ class OpRecord:
     shape: tuple[int, ...]
     dtype: str
     where: hooks.RawSite | None  # resolved and rendered only when a report asks
+    stream: str | None = None  # None: the default stream (see stream_name)
     evaluated: bool = False
     check: str = "off"  # off | pending | ok | mismatch | abandoned
     # the posted check, from the op's call until its result is known
@@ -68,7 +70,7 @@ class OpRecord:
             "seq": self.seq, "op": self.op, "group": self.group,
             "group_ranks": self.group_ranks, "peer": self.peer, "shape": self.shape,
             "dtype": self.dtype, "site": self.site, "evaluated": self.evaluated,
-            "check": self.check,
+            "check": self.check, "stream": self.stream or "default stream",
         }  # fmt: skip
 
     def describe(self) -> str:
@@ -122,6 +124,8 @@ class OpLog:
         rec = OpRecord(
             seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype, site
         )
+        if kwargs and kwargs.get("stream") is not None:
+            rec.stream = stream_name(kwargs["stream"])
         self.cell_ops.append(rec)
         if self.checked and op != "sum_scatter":
             if peer is None:
@@ -296,6 +300,18 @@ def _describe_args(
         needs = "dst" if name == "send" else "src"
         raise TypeError(f"{name}() needs a {needs} rank")
     return shape, dtype, peer
+
+
+def stream_name(stream: Any) -> str | None:
+    """``cpu stream 2``, or None for the default stream, however it was passed."""
+    import mlx.core as mx
+
+    if not isinstance(stream, mx.Stream):  # a device, or mx.cpu / mx.gpu
+        stream = mx.default_stream(stream)
+    if stream == mx.default_stream(mx.default_device()):
+        return None
+    m = re.fullmatch(r"Stream\(Device\((\w+), \d+\), (\d+)\)", repr(stream))
+    return f"{m.group(1)} stream {m.group(2)}" if m else repr(stream)
 
 
 def _site() -> str:

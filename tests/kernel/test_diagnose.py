@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mxnb.kernel.diagnose import diagnose
+from mxnb.kernel.waitfor import cycles
+from mxnb.protocol.wording import ranks_text
 
 WORLD = "world (ranks 0, 1)"
 
@@ -105,17 +109,76 @@ def test_python_code_is_not_a_hang():
     assert d.lines[1] == "rank 1: not answering (its process may be gone)"
 
 
-def test_same_stream_exchange_is_a_hint_only_after_the_user_gave_up():
-    states = {
-        r: blocked_in([op(1, "send", peer=1 - r), op(2, "recv", peer=1 - r)], [1, 2])
-        for r in (0, 1)
-    }
+def ring(n, members=None, stream="default stream", since=0.0):
+    """Each member sends right and receives from the left in one mx.eval."""
+    members = list(range(n)) if members is None else members
+    states = {}
+    for i, r in enumerate(members):
+        right, left = members[(i + 1) % len(members)], members[i - 1]
+        ops = [
+            op(1, "send", peer=right, ranks=range(n)),
+            op(2, "recv", peer=left, ranks=range(n)),
+        ]
+        ops[0]["stream"], ops[1]["stream"] = "default stream", stream
+        states[r] = blocked_in(ops, [1, 2])
+        states[r]["in_eval"]["since"] = since
+    return states
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_same_stream_ring_is_a_cycle_naming_every_rank(n):
+    d = diagnose(ring(n, since=97.0), {r: "running" for r in range(n)}, now=100, grace=2.0)
+    assert d.cause is not None
+    assert d.cause.startswith(f"{ranks_text(range(n))} wait on each other in a cycle: each ")
+    assert "stream=mx.new_stream(mx.cpu)" in d.cause
+    assert sorted(d.stuck) == list(range(n))
+    for r in range(n):
+        assert f"send #1 to rank {(r + 1) % n} of float32[4], called at" in d.lines[r]
+        assert f"recv #2 from rank {(r - 1) % n} of float32[4], called at" in d.lines[r]
+
+
+def test_a_cycle_of_three_inside_four_ranks():
+    states = ring(4, members=[0, 1, 3], since=97.0)
+    states[2] = finished([])
+    status = {0: "running", 1: "running", 2: "done", 3: "running"}
+    cause = diagnose(states, status, now=100, grace=2.0).cause
+    assert cause is not None and cause.startswith("ranks 0, 1, 3 wait on each other in a cycle")
+
+
+def test_a_cycle_only_counts_after_the_grace_and_the_transfer_time():
     status = {0: "running", 1: "running"}
-    assert diagnose(states, status, now=100).cause is None
-    cause = diagnose(states, status, now=100, hints=True).cause
+    assert diagnose(ring(2, since=99.0), status, now=100, grace=2.0).cause is None
+    # the stop button or a timeout: the user gave up waiting, no grace
+    assert diagnose(ring(2, since=99.0), status, now=100, grace=0.0, hints=True).cause
+    big = ring(2, since=90.0)
+    for s in big.values():
+        for o in s["ops"]:
+            o["shape"] = [250_000_000]  # 1 GB each way: may take seconds at a slow link
+    assert diagnose(big, status, now=100, grace=2.0).cause is None
+    assert diagnose(big, status, now=200, grace=2.0).cause is not None
+
+
+def test_recv_on_its_own_stream_is_not_a_cycle():
+    """Correct code moving a lot of data looks blocked but shows no reason to be."""
+    states = ring(4, stream="Stream(Device(cpu, 0), 1)", since=0.0)
+    assert diagnose(states, {r: "running" for r in range(4)}, now=100, grace=2.0).cause is None
+
+
+def test_recvs_first_in_separate_evaluations_is_a_cycle():
+    """Both ranks evaluate their recv before their send: each waits in a recv."""
+    states = {r: blocked_in([op(1, "send", peer=1 - r), op(2, "recv", peer=1 - r)], [2])
+              for r in (0, 1)}  # fmt: skip
+    cause = diagnose(states, {0: "running", 1: "running"}, now=100, grace=2.0).cause
     assert cause is not None
-    assert cause.startswith("ranks 0 and 1 each evaluate a send to the other")
-    assert "stream=mx.new_stream(mx.cpu)" in cause
+    assert cause.startswith("ranks 0, 1 wait on each other in a cycle: rank 0 waits in recv #2")
+    assert "rank 1's running evaluation holds no send to rank 0" in cause
+    assert "Evaluate each send before a recv that waits on it" in cause
+
+
+def test_cycles_are_strongly_connected_groups():
+    assert cycles({0: {1}, 1: {2}, 2: {0}, 3: {0}}) == [[0, 1, 2]]
+    assert cycles({0: {1}, 1: set()}) == []
+    assert cycles({0: {1}, 1: {0}, 2: {3}, 3: {2}}) == [[0, 1], [2, 3]]
 
 
 def test_checks_out_of_step_after_an_unevaluated_send():
