@@ -75,8 +75,6 @@ def _session(ipython: Any = None) -> MxdistSession | None:
     return None if magics is None else magics.session
 
 
-
-
 def pull(name: str, targets: list[int] | None = None) -> list[Any]:
     """The value of ``name`` on each rank, in rank order (MLX arrays as NumPy).
 

@@ -24,6 +24,7 @@ __all__ = [
     "MPIError",
     "MxnbError",
     "RankError",
+    "UndefinedOrder",
     "UnsupportedReduction",
 ]
 
@@ -86,3 +87,9 @@ class UnsupportedReduction(RuntimeError):
     """A reduction Open MPI cannot do (on ``bool``), refused before it aborts the job."""
 
 
+class UndefinedOrder(RuntimeError):
+    """Several sends to, or receives from, one peer run in one evaluation.
+
+    MLX runs them in an order of its choosing and MPI pairs messages by
+    arrival, so same-shaped arrays could come back swapped with no error.
+    """

@@ -107,23 +107,13 @@ def _collective_count(ops: list[dict[str, Any]], group: str, upto_seq: int | Non
     )  # fmt: skip
 
 
-def _out_of_step(
-    rank: int, op: dict[str, Any], peer_state: dict[str, Any] | None, state: dict[str, Any] | None
-) -> str | None:
-    """This rank waits in its check while the peer already moves the matching data."""
-    if not peer_state or not (state or {}).get("waiting"):
+def _peer_raised(rank: int, op: dict[str, Any], status: dict[int, str]) -> str | None:
+    if status[op["peer"]] != "failed":
         return None
-    match = "recv" if op["op"] == "send" else "send"
-    needs = (peer_state.get("in_eval") or {}).get("ops", [])
-    for p in peer_state.get("ops") or []:
-        if p["seq"] in needs and p["op"] == match and p["peer"] == rank and p["check"] == "ok":
-            return (
-                f"rank {rank}'s check of {op['op']} #{op['seq']} is out of step with rank "
-                f"{op['peer']}'s {match} #{p['seq']}: an earlier send or recv between them "
-                "was called but never evaluated, and checked mode pairs them in call order. "
-                "Evaluate every send/recv you create (or run with --no-check)."
-            )
-    return None
+    return (
+        f"rank {rank} waits in {_op_text(op)}, but rank {op['peer']} raised an exception "
+        "(above) before its side of it ran."
+    )
 
 
 def _cause(
@@ -139,7 +129,7 @@ def _cause(
     if op["op"] in ("send", "recv"):
         peer = op["peer"]
         if peer not in gone:
-            return _out_of_step(rank, op, states.get(peer), states.get(rank))
+            return None
         peer_ops = (states.get(peer) or {}).get("ops") or []
         if op["op"] == "recv":
             sends = [p for p in peer_ops if p["op"] == "send" and p["peer"] == rank]
@@ -154,14 +144,14 @@ def _cause(
                     f"rank {rank} waits in recv #{op['seq']} from rank {peer}, but rank "
                     f"{peer} {how[peer]} without sending to rank {rank}."
                 )
-            return None
+            return _peer_raised(rank, op, status)
         recvs = [p for p in peer_ops if p["op"] == "recv" and p["peer"] == rank]
         if not recvs:
             return (
                 f"rank {rank} waits in send #{op['seq']} to rank {peer}, but rank {peer} "
                 f"{how[peer]} without a recv from rank {rank}."
             )
-        return None
+        return _peer_raised(rank, op, status)
     mine = _collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
     missing = []
     for member in op["group_ranks"]:

@@ -115,6 +115,9 @@ class OpTrace(TypedDict, total=False):
     group_rank: int
     group_size: int
     peer: int | None  # group rank of the peer
+    stream: str | None  # point to point: "cpu stream 2", None for the default stream
+    #: point to point: seqs of the other ops on this channel in the same evaluation
+    unordered: list[int]
     site: dict[str, Any] | None  # file, line, code
     t: float  # seconds since the cell started
     call_s: float  # the Python call: building the lazy graph node

@@ -78,7 +78,7 @@ def set_recording(on: bool) -> bool:
 
 
 def set_checked(on: bool) -> None:
-    current().oplog.checked = on
+    current().oplog.set_checked(on)
 
 
 def set_bare(on: bool) -> None:

@@ -109,6 +109,7 @@ class EvalTimer:
                 self._settle(
                     e, None, eval_s=seconds, eval_by=by, eval_ops=len(hits), eval_arrays=len(given)
                 )
+        _mark_unordered([e.meta for e in hits])
         rest = list(self.pending.values())
         for e in rest[:-MAX_FOLLOW]:
             self._settle(e, "unknown")
@@ -129,3 +130,16 @@ class EvalTimer:
                 self._settle(e, "indirect" if self.evaluated(out) else "lazy")
         self.pending.clear()
         self.by_result.clear()
+
+
+def _mark_unordered(metas: list[dict[str, Any]]) -> None:
+    """Sends to, or recvs from, one peer run by one evaluation: MLX picks their order."""
+    by: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for m in metas:
+        if m["op"] in ("send", "recv", "recv_like"):
+            way = "send" if m["op"] == "send" else "recv"
+            by.setdefault((m["group"], way, m["peer"], m.get("stream")), []).append(m)
+    for same in by.values():
+        if len(same) > 1:
+            for m in same:
+                m["unordered"] = [o["seq"] for o in same if o is not m]

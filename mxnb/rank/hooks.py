@@ -41,6 +41,7 @@ class CallSite(NamedTuple):
 #: the line is worked out only when a report shows the site (:func:`resolve`).
 RawSite = tuple[Any, int, "int | None"]
 
+
 class _CellFiles:
     """IPython's map from cell file names to execution counts, found once.
 

@@ -10,7 +10,6 @@ The probe thread reads :meth:`OpLog.state` while the main thread is blocked.
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from mxnb.protocol.ops import COLLECTIVES, Meta
 from mxnb.protocol.wording import op_text
 from mxnb.rank import check, entries, hooks
 from mxnb.rank.groups import GroupInfo, Groups
+from mxnb.rank.pairing import Pairing, stream_name
 
 __all__ = ["OpLog", "OpRecord"]
 
@@ -48,8 +48,9 @@ class OpRecord:
     dtype: str
     where: hooks.RawSite | None  # resolved and rendered only when a report asks
     stream: str | None = None  # None: the default stream (see stream_name)
+    prim: int | None = None  # point to point: the address of its MLX primitive
     evaluated: bool = False
-    check: str = "off"  # off | pending | ok | mismatch | abandoned
+    check: str = "off"  # off | pending | ok | mismatch | abandoned | refused
     # the posted check, from the op's call until its result is known
     posted: check.PendingCheck | None = None
 
@@ -92,15 +93,15 @@ class OpLog:
     # bulk (see _sweep) rather than by a callback per result.
     live: dict[int, tuple[OpRecord, weakref.ref[Any]]] = field(default_factory=dict)
     live_limit: int = LIVE_SWEEP
-    # id(result) -> (record, result) of ops whose check is still open
-    pending: dict[int, tuple[OpRecord, Any]] = field(default_factory=dict)
+    # id(result) -> (record, weak reference) of collectives whose check is open
+    pending: dict[int, tuple[OpRecord, weakref.ref[Any]]] = field(default_factory=dict)
+    pairing: Pairing = field(default_factory=Pairing)
     waiting: WaitState | None = None
     # (entry, caller frame, since, records it evaluates): the report is
     # worked out from this only when a probe asks (see _eval_state)
     in_eval: tuple[str, Any, float, list[OpRecord]] | None = None
     running_cell: bool = False
     group_seq: dict[str, int] = field(default_factory=dict)
-    peer_seq: dict[tuple[str, str, int], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- hooks logger -----------------------------------------------------
@@ -128,14 +129,11 @@ class OpLog:
             rec.stream = stream_name(kwargs["stream"])
         self.cell_ops.append(rec)
         if self.checked and op != "sum_scatter":
-            if peer is None:
-                n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
-            else:
-                key = (mirror.label, op, peer)
-                n = self.peer_seq[key] = self.peer_seq.get(key, 0) + 1
-            meta = Meta(op, n, shape, dtype)
-            rec.posted = check.post(op, seq, meta, mirror, peer)
             rec.check = "pending"
+            if peer is None:  # a collective: every member calls it, in order
+                n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
+                rec.posted = check.post(op, seq, Meta(op, n, shape, dtype), mirror, None)
+            # point to point: posted when evaluated (see mxnb.rank.pairing)
         return rec
 
     def logged(self, rec: OpRecord, result: Any) -> None:
@@ -147,8 +145,10 @@ class OpLog:
         if len(live) > self.live_limit:
             self._sweep()
         if rec.posted is not None:
-            with self.lock:
-                self.pending[id(result)] = (rec, result)
+            with self.lock:  # a weak reference: MLX may reuse the result's buffer
+                self.pending[id(result)] = (rec, weakref.ref(result))
+        elif rec.peer is not None and rec.check == "pending":
+            self.pairing.follow(rec, result)
 
     def _sweep(self) -> None:
         """Forget results that died; the limit grows if the cell keeps many alive."""
@@ -162,14 +162,6 @@ class OpLog:
     def before_eval(self, arrays: Sequence[Any], entry: str) -> None:
         """Complete the checks of the arrays about to be evaluated."""
         __tracebackhide__ = True
-        if self.pending:
-            ids = {id(a) for a in arrays}
-            for key in list(self.pending):
-                rec, _ = self.pending[key]
-                if key in ids:
-                    self._finish(key, rec, wait=True)
-                elif rec.posted is not None and check.done(rec.posted):
-                    self._finish(key, rec, wait=False)
         direct = []
         live = self.live
         for a in arrays:
@@ -177,6 +169,22 @@ class OpLog:
             if hit is not None and hit[1]() is a:
                 hit[0].evaluated = True
                 direct.append(hit[0])
+        if self.pairing.open:
+            p2p = self.pairing.running(direct, arrays)
+            if p2p:
+                try:
+                    self.pairing.check(p2p, self._set_waiting)
+                finally:
+                    self.waiting = None
+        if self.pending:
+            given = {id(a): a for a in arrays}
+            for key in list(self.pending):
+                rec, ref = self.pending[key]
+                a = given.get(key)
+                if a is not None and a is ref():
+                    self._finish(key, rec, wait=True)
+                elif rec.posted is not None and check.done(rec.posted):
+                    self._finish(key, rec, wait=False)
         # Only a report reads this; it is worked out then (see _eval_state).
         self.in_eval = (entry, sys._getframe(2), time.time(), direct)
 
@@ -222,6 +230,7 @@ class OpLog:
         self.running_cell = True
 
     def post_cell(self, *_: Any) -> None:
+        self.pairing.end_cell()
         self.running_cell = False
         self.in_eval = None
         self.waiting = None
@@ -265,6 +274,12 @@ class OpLog:
 
     # -- modes ----------------------------------------------------------------
 
+    def set_checked(self, on: bool) -> None:
+        """Checked communication on or off; ops followed so far are let go."""
+        self.checked = on
+        self.pairing.open.clear()
+        self.pairing.refs.clear()
+
     def set_bare(self, on: bool) -> None:
         """Plain MLX speed: no op log, no checks, evaluation not observed.
 
@@ -280,9 +295,13 @@ class OpLog:
         for rec, _ in list(self.pending.values()):
             if rec.posted is not None:
                 check.abandon(rec.posted)
+        for rec in list(self.cell_ops):
+            if rec.posted is not None and rec.peer is not None:
+                check.abandon(rec.posted)
+                rec.posted = None
         self.pending.clear()
         self.group_seq.clear()
-        self.peer_seq.clear()
+        self.pairing.reset()
         self.groups.reset()
 
 
@@ -300,18 +319,6 @@ def _describe_args(
         needs = "dst" if name == "send" else "src"
         raise TypeError(f"{name}() needs a {needs} rank")
     return shape, dtype, peer
-
-
-def stream_name(stream: Any) -> str | None:
-    """``cpu stream 2``, or None for the default stream, however it was passed."""
-    import mlx.core as mx
-
-    if not isinstance(stream, mx.Stream):  # a device, or mx.cpu / mx.gpu
-        stream = mx.default_stream(stream)
-    if stream == mx.default_stream(mx.default_device()):
-        return None
-    m = re.fullmatch(r"Stream\(Device\((\w+), \d+\), (\d+)\)", repr(stream))
-    return f"{m.group(1)} stream {m.group(2)}" if m else repr(stream)
 
 
 def _site() -> str:

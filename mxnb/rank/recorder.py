@@ -29,8 +29,6 @@ kernel asks for them (:meth:`Recorder.collect`), so an unviewed trace costs litt
 from __future__ import annotations
 
 import copy
-import io
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -42,7 +40,9 @@ from mxnb.protocol.messages import OpTrace, TraceReport
 from mxnb.protocol.ops import AGREEING
 from mxnb.rank import check, hooks
 from mxnb.rank.evaltime import EvalTimer
+from mxnb.rank.graph import has_pending_graph
 from mxnb.rank.groups import Groups
+from mxnb.rank.pairing import stream_name
 
 __all__ = ["Recorder", "is_evaluated"]
 
@@ -54,19 +54,6 @@ MAX_HELD_BYTES = 256 * 1024**2
 MAX_RECORDS = 5000
 #: Seconds to wait, at collect time, for arrays whose evaluation is in flight.
 READ_GRACE = 2.0
-
-_PRIMITIVE = re.compile(r"shape=rectangle")
-
-
-def _has_pending_graph(a: Any) -> bool | None:
-    import mlx.core as mx
-
-    buf = io.StringIO()
-    try:
-        mx.export_to_dot(buf, a)
-    except Exception:
-        return None
-    return _PRIMITIVE.search(buf.getvalue()) is not None
 
 
 class _DotFormat:
@@ -86,10 +73,10 @@ def is_evaluated(a: Any) -> bool:
     if _DotFormat.understood is None:
         import mlx.core as mx
 
-        _DotFormat.understood = _has_pending_graph(mx.zeros(1) + 1) is True
+        _DotFormat.understood = has_pending_graph(mx.zeros(1) + 1) is True
     if not _DotFormat.understood:
         return False
-    return _has_pending_graph(a) is False
+    return has_pending_graph(a) is False
 
 
 # -- the recorder ---------------------------------------------------------------
@@ -178,6 +165,7 @@ class Recorder:
             "group_rank": grank,
             "group_size": len(info.ranks),
             "peer": peer,
+            "stream": stream_name(call.kwargs["stream"]) if call.kwargs.get("stream") else None,
             "site": None
             if site is None
             else {"file": site.filename, "line": site.line, "code": site.code.rstrip()},

@@ -101,6 +101,19 @@ class Step:
         return m.get(side), m.get("states", {}).get(side, "none")
 
 
+def _unordered_note(step: Step, rank: int) -> str:
+    """Why this message may be another one: its rank ran it with its channel-mates."""
+    m = step.ranks[rank]
+    others = m.get("unordered")
+    if not others:
+        return ""
+    ops = " and ".join(f"#{n}" for n in sorted([m["seq"], *others]))
+    return (
+        f"order not defined: rank {rank} evaluated {m['op']} {ops} together, and MLX "
+        "picks their order, so these messages may be swapped (checked mode refuses this)"
+    )
+
+
 def _close(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two ranks hold the same result (bitwise, or within rounding)."""
     if a["shape"] != b["shape"] or a["dtype"] != b["dtype"]:
@@ -294,6 +307,10 @@ class Trace:
                 f"sent {sent['dtype']} {shape_text(sent['shape'])} but received "
                 f"{got['dtype']} {shape_text(got['shape'])}"
             )
+        else:
+            sides = [send] if send else []
+            sides += [rs[i]] if i < len(rs) else []
+            note = next((n for step, r in sides if (n := _unordered_note(step, r))), "")
         return what, note
 
     # -- reading --------------------------------------------------------------

@@ -78,9 +78,7 @@ def error_summary(shown: Sequence[RankOutcome], headline: str) -> str:
     return "; ".join(parts)
 
 
-def error_lines(
-    shown: Sequence[RankOutcome], headline: str, report: str, note: str
-) -> list[str]:
+def error_lines(shown: Sequence[RankOutcome], headline: str, report: str, note: str) -> list[str]:
     """What the notebook shows for a failed cell: tracebacks by rank, report, note."""
     lines: list[str] = []
     if headline:

@@ -181,11 +181,3 @@ def test_cycles_are_strongly_connected_groups():
     assert cycles({0: {1}, 1: {0}, 2: {3}, 3: {2}}) == [[0, 1], [2, 3]]
 
 
-def test_checks_out_of_step_after_an_unevaluated_send():
-    states = {
-        0: blocked_in([op(1, "recv", peer=1, evaluated=True, check="ok")], [1]),
-        1: waiting_in(op(2, "send", peer=0, check="pending")),
-    }
-    d = diagnose(states, {0: "running", 1: "running"}, now=100)
-    assert d.cause is not None
-    assert d.cause.startswith("rank 1's check of send #2 is out of step with rank 0's recv #1")
