@@ -31,6 +31,8 @@ from mxnb.kernel.session import HEADLINES
 from mxnb.protocol.ops import Meta
 from mxnb.rank.check import PendingCheck, _collective_problem, _p2p_problem, bool_trap
 from mxnb.rank.groups import GroupInfo
+from mxnb.rank.oplog import OpRecord
+from mxnb.rank.pairing import order_problem
 from mxnb.trace import Trace
 from mxnb.views.outcome import RankResults
 from trace_reports import op, report
@@ -110,6 +112,35 @@ def test_trace_op_never_evaluated() -> None:
         ]
         reps.append(report(r, ops))
     check_golden("trace-lazy", Trace(reps).text())
+
+
+def test_trace_two_recvs_in_one_eval_unchecked() -> None:
+    """--no-check: rank 1 evaluates two recvs from rank 0 together; both are marked."""
+    ones, twos = np.ones(4, np.float32), np.full(4, 2, np.float32)
+    sends = [
+        op(1, "send", 0, ones, ones, peer=1, line=3, code="mx.eval(send(ones, 1))"),
+        op(2, "send", 0, twos, twos, peer=1, line=4, code="mx.eval(send(twos, 1))"),
+    ]
+    recvs = [
+        op(1, "recv", 1, None, twos, peer=0, line=6, code="a = recv((4,), mx.float32, 0)"),
+        op(2, "recv", 1, None, ones, peer=0, line=7, code="b = recv((4,), mx.float32, 0)"),
+    ]
+    recvs[0]["unordered"], recvs[1]["unordered"] = [2], [1]
+    check_golden("trace-unordered-recvs", Trace([report(0, sends), report(1, recvs)]).text())
+
+
+def test_trace_released_and_kept() -> None:
+    """``y = all_sum(x) * 2``: by default the temporary all_sum result is not kept."""
+    xs = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(2)]
+    code = "y = mx.distributed.all_sum(x) * 2.0"
+    reps = [report(r, [op(1, "all_sum", r, xs[r], None, line=2, code=code,
+                          states={"after": "released"})]) for r in range(2)]  # fmt: skip
+    check_golden("trace-released", Trace(reps).text())
+    kept = [report(r, [op(1, "all_sum", r, xs[r], xs[0] + xs[1], line=2, code=code)])
+            for r in range(2)]  # fmt: skip
+    for rep in kept:
+        rep["kept"] = True
+    check_golden("trace-kept", Trace(kept).text())
 
 
 def test_trace_split_group() -> None:
@@ -290,6 +321,22 @@ def test_hang_pairwise_exchange_cycle() -> None:
         states[r] = blocked_in(r, ops, [1, 2], site="cell In[5], line 4: mx.eval(s, y)")
     d = diagnose(states, running([0, 1]), now=100.0, grace=0.0, hints=True)
     check_golden("hang-exchange-cycle", d.text())
+
+
+def test_hang_ring_of_four() -> None:
+    """The first bug a new user writes: send right, recv from the left, one mx.eval."""
+    n, states = 4, {}
+    site = "cell In[5], line 6: mx.eval(sent, got)"
+    for r in range(n):
+        ops = [
+            probe_op(1, "send", "sent = mx.distributed.send(x, right)", ranks=(0, 1, 2, 3),
+                     peer=(r + 1) % n),
+            probe_op(2, "recv", "got = mx.distributed.recv_like(x, left)", ranks=(0, 1, 2, 3),
+                     peer=(r - 1) % n),
+        ]  # fmt: skip
+        states[r] = blocked_in(r, ops, [1, 2], site=site)
+    d = diagnose(states, running(list(range(n))), now=100.0, grace=2.0)
+    check_golden("hang-ring-of-four", d.text())
 
 
 def test_hang_rank_not_answering() -> None:
@@ -575,6 +622,13 @@ def test_check_split_group_send_recv_mismatch() -> None:
         "send", Meta("send", 1, (2, 2), "float32"), Meta("recv", 1, (4,), "float32"), m, 1
     )
     check_golden("check-send-recv-mismatch-split", problem(text))
+
+
+def test_check_two_recvs_in_one_eval() -> None:
+    """Rank 1: ``a, b = recv(...), recv(...)`` from rank 0, then ``mx.eval(a, b)``."""
+    m = GroupInfo("world", (0, 1))
+    recs = [OpRecord(seq, "recv", m, 0, (4,), "float32", None) for seq in (1, 2)]
+    check_golden("check-two-recvs-in-one-eval", order_problem(recs))
 
 
 def test_check_bool_reduction() -> None:

@@ -16,6 +16,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from mxnb.kernel.cluster import DEFAULT_NP
 from mxnb.kernel.session import MxdistSession
+from mxnb.protocol.cells import header
 
 __all__ = ["MxdistMagics", "parse_targets"]
 
@@ -155,7 +156,12 @@ class MxdistMagics(Magics):
             return self._line(args)
         if args.action is not None:
             raise UsageError(f"'{args.action}' is for the line magic: use %mxdist {args.action}")
-        return self._cell(args, cell)
+        return self._cell(args, header(self._count(), line) + "\n" + cell)
+
+    def _count(self) -> int:
+        """The running cell's execution count (IPython counts on before running it)."""
+        n = self.shell.execution_count if self.shell is not None else 1
+        return max(1, n - 1)
 
     def _line(self, args: argparse.Namespace) -> None:
         session = self.session

@@ -92,6 +92,21 @@ def crash_sentence(message: str) -> str | None:
     return None
 
 
+def discarded_text(dropped: dict[int, list[tuple[int, int]]]) -> str:
+    """What the reset threw away, so that it cannot land in a later recv."""
+    parts = [
+        f"rank {dst} discarded {n} bytes rank {src} had sent"
+        for dst, msgs in sorted(dropped.items())
+        for src, n in msgs
+    ]
+    if not parts:
+        return ""
+    return (
+        " Messages sent before the interrupt for a recv that never ran were discarded, "
+        "so that no later recv gets them: " + "; ".join(parts) + "."
+    )
+
+
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -133,12 +148,12 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
             "ranks (variables on the ranks are lost)."
         )
         return Settlement(report, note, True)
-    if running:
-        remote.reset_checks(cluster.view)
+    dropped = remote.reset_checks(cluster.view) if running else {}
     note = (
         f"{ranks_text(running)} {'was' if len(running) == 1 else 'were'} interrupted; "
         "the cluster is ready for the next cell (variables kept)."
         if running
         else "The cluster is ready for the next cell."
     )
+    note += discarded_text(dropped)
     return Settlement(report, note, False)

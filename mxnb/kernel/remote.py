@@ -50,8 +50,8 @@ def collect_traces(view: Any, timeout: float) -> list[TraceReport]:
     return _apply(view, calls.collect_trace, timeout=timeout)
 
 
-def set_recording(view: Any, on: bool, timeout: float = 10.0) -> None:
-    _apply(view, calls.set_recording, on, timeout=timeout)
+def set_recording(view: Any, on: bool, keep: bool = False, timeout: float = 10.0) -> None:
+    _apply(view, calls.set_recording, on, keep, timeout=timeout)
 
 
 def set_checked(view: Any, on: bool) -> None:
@@ -62,5 +62,6 @@ def set_bare(view: Any, on: bool) -> None:
     _apply(view, calls.set_bare, on)
 
 
-def reset_checks(view: Any) -> None:
-    _apply(view, calls.reset_checks)
+def reset_checks(view: Any) -> dict[int, list[tuple[int, int]]]:
+    """Reset every rank's checks; rank -> orphaned messages it discarded."""
+    return dict(zip(view.targets, _apply(view, calls.reset_checks), strict=True))

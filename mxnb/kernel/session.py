@@ -197,7 +197,7 @@ class MxdistSession(Configurable):
             self._ranks_bare = bare
         view = cluster.view if targets is None else cluster.client[targets]
         timeout = self.timeout if timeout is None else (timeout or None)
-        self.tracing.before_cell(cluster, view, record=trace and not bare)
+        self.tracing.before_cell(cluster, view, record=trace and not bare, keep=viz)
         run = CellRun(view, code, RankStreamer(view.targets))
         watch = HangWatch(cluster, self.stall_grace)
         why = run.wait(timeout, watch=watch)
@@ -207,22 +207,27 @@ class MxdistSession(Configurable):
             why = "crash"
         if why is None:
             result = self.last_result = run.finish()
-            self.tracing.after_cell(view, result, show=viz)
+            told = self.tracing.after_cell(view, result, show=viz)
             if result.failed:
-                raise RankError(result)
+                raise RankError(result, note=told)
             shown = RankResults(result.outcomes)
             return shown if shown else None
         settled = settle(cluster, run, why, watch.diagnosis)
         result = self.last_result = run.finish()
         result.timed_out = why == "timeout"
         result.interrupted = why == "interrupt"
+        note = settled.note
         if settled.cluster_lost:
             self.cluster = None
             self._lost_n = cluster.n
             self._lost = f"the previous ranks were stopped ({HEADLINES[why]})."
+            if viz:
+                note += " No trace is shown: the ranks that recorded it were stopped."
+        elif viz:
+            note += " " + self.tracing.after_cell(view, result, show=True)
         raise RankError(
             result,
-            note=settled.note,
+            note=note,
             report=settled.report,
             headline=HEADLINES[why] + (f" after {timeout:g} s" if why == "timeout" else ""),
         )

@@ -30,35 +30,45 @@ class Tracing:
 
     def __init__(self) -> None:
         self.cluster: Any = None
-        #: rank -> whether recording is on there (unknown ranks: on, the rank default)
-        self.recording: dict[int, bool] = {}
+        #: rank -> (recording, keeping values) there (unknown ranks: the rank default)
+        self.recording: dict[int, tuple[bool, bool]] = {}
         self.targets: list[int] = []
         self.recorded = False
         self.trace: Trace | None = None
 
-    def before_cell(self, cluster: Any, view: Any, record: bool) -> None:
-        """Switch recording on the cell's ranks, only where it must change."""
+    def before_cell(self, cluster: Any, view: Any, record: bool, keep: bool = False) -> None:
+        """Switch recording on the cell's ranks, only where it must change.
+
+        ``keep`` (``--viz``) holds every op's input and output until the trace
+        is read, so MLX cannot reuse those buffers; by default the trace holds
+        only what the cell itself still holds when it ends.
+        """
         if self.cluster is not cluster:
             self.cluster, self.recording, self.trace = cluster, {}, None
-        change = [r for r in view.targets if self.recording.get(r, True) != record]
+        want = (record, keep and record)
+        change = [r for r in view.targets if self.recording.get(r, (True, False)) != want]
         if change:
-            remote.set_recording(cluster.client[change], record)
-            self.recording.update(dict.fromkeys(change, record))
+            remote.set_recording(cluster.client[change], *want)
+            self.recording.update(dict.fromkeys(change, want))
         self.targets, self.recorded, self.trace = list(view.targets), record, None
 
-    def after_cell(self, view: Any, result: Any, show: bool) -> None:
-        """With ``--viz``: fetch the trace and display it (only if every rank finished)."""
+    def after_cell(self, view: Any, result: Any, show: bool) -> str:
+        """With ``--viz``: fetch the trace and display it, also when the cell failed.
+
+        Returns what the cell's error, if any, should say about the trace.
+        """
         if not show:
-            return
-        if result.unfinished or result.interrupted or result.timed_out:
+            return ""
+        if result.unfinished:
             print("mxdist: no trace shown: some ranks have not finished the cell")
-            return
+            return "No trace is shown: some ranks had not finished the cell."
         self.trace = fetch_trace(view)
         from IPython.display import display
 
         from mxnb.views.widget import TraceWidget
 
         display(TraceWidget(self.trace))
+        return "The trace of what ran is shown above; mxnb.last_trace() returns it."
 
     def last(self, cluster: Any) -> Trace:
         """The trace of the last ``%%mxdist`` cell (fetched from the ranks if needed)."""

@@ -106,38 +106,54 @@ def _text(op: OpState) -> str:
     return op_text(op["op"], op["seq"], op["peer"], op["dtype"], op["shape"])
 
 
+def _explain(group: list[int], needs: Mapping[int, list[OpState]]) -> tuple[str, bool] | None:
+    """Why the ranks of one cycle cannot go on, and whether it is the one-stream kind."""
+    inside = {r: [op for op in needs[r] if op["peer"] in group] for r in group}
+    streams = [r for r in group if _same_stream(inside[r])]
+    unsent = {r: op for r in group if (op := _unsent(r, inside[r], needs)) is not None}
+    if set(streams) | set(unsent) != set(group):
+        return None  # a rank without evidence: maybe just a long transfer
+    parts = []
+    if streams:
+        who = "each" if len(streams) == len(group) else ranks_text(streams)
+        parts.append(
+            f"{who} evaluates a send and a recv in one evaluation on one stream, "
+            "where MLX runs them one after the other, so each rank sits in one while "
+            "the op its peer needs is queued behind it"
+        )
+    for r, op in sorted(unsent.items()):
+        if r not in streams:
+            parts.append(
+                f"rank {r} waits in {_text(op)}, but rank {op['peer']}'s running "
+                f"evaluation holds no send to rank {r}"
+            )
+    return "; ".join(parts), bool(streams)
+
+
 def wait_cycle(
     states: Mapping[int, State | None], running: Iterable[int], now: float, grace: float
 ) -> str | None:
-    """The sentence naming a cycle of waits among ``running`` ranks, if there is one."""
+    """The sentence naming the cycles of waits among ``running`` ranks, if any."""
     needs = {r: ops for r in running if (ops := blocked_ops(states.get(r), now, grace))}
     edges = {r: {op["peer"] for op in ops if op["peer"] in needs} for r, ops in needs.items()}
-    for group in cycles(edges):
-        inside = {r: [op for op in needs[r] if op["peer"] in group] for r in group}
-        streams = [r for r in group if _same_stream(inside[r])]
-        unsent = {r: op for r in group if (op := _unsent(r, inside[r], needs)) is not None}
-        if set(streams) | set(unsent) != set(group):
-            continue  # a rank without evidence: maybe just a long transfer
-        parts = [f"{ranks_text(group)} wait on each other in a cycle"]
-        if streams:
-            who = "each" if len(streams) == len(group) else ranks_text(streams)
-            parts.append(
-                f"{who} evaluates a send and a recv in one evaluation on one stream, "
-                "where MLX runs them one after the other, so each rank sits in one while "
-                "the op its peer needs is queued behind it"
-            )
-        for r, op in sorted(unsent.items()):
-            if r not in streams:
-                parts.append(
-                    f"rank {r} waits in {_text(op)}, but rank {op['peer']}'s running "
-                    f"evaluation holds no send to rank {r}"
-                )
+    found = [(g, e) for g in cycles(edges) if (e := _explain(g, needs)) is not None]
+    if not found:
+        return None
+    why = {e[0] for _, e in found}
+    who = " and ".join(ranks_text(g) for g, _ in found)
+    if len(why) == 1:  # the same story for every cycle: told once
+        text = f"{who} wait on each other in {'a cycle' if len(found) == 1 else 'cycles'}: "
+        text += why.pop()
+    else:
+        text = "; ".join(f"{ranks_text(g)} wait on each other in a cycle: {e[0]}" for g, e in found)
+    if any(e[1] for _, e in found):
         fix = (
             "Give each recv its own stream: "
             "mx.distributed.recv_like(x, src, stream=mx.new_stream(mx.cpu))."
-            if streams
-            else "Evaluate each send before a recv that waits on it, or evaluate both in "
+        )
+    else:
+        fix = (
+            "Evaluate each send before a recv that waits on it, or evaluate both in "
             "one mx.eval with the recv on its own stream (stream=mx.new_stream(mx.cpu))."
         )
-        return parts[0] + ": " + "; ".join(parts[1:]) + ". " + fix
-    return None
+    return f"{text}. {fix}"

@@ -138,6 +138,7 @@ class TraceReport(TypedDict):
     rank: int
     size: int
     enabled: bool
+    kept: bool  # values held for the trace (--viz), at the price of MLX's buffer reuse
     cell: bool
     ops: list[OpTrace]
     groups: dict[str, list[int]]  # label -> world ranks of each group this rank is in

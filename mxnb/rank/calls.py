@@ -73,8 +73,8 @@ def collect_trace() -> TraceReport:
     return collect(rt.recorder, rt.groups)
 
 
-def set_recording(on: bool) -> bool:
-    return current().set_recording(on)
+def set_recording(on: bool, keep: bool = False) -> bool:
+    return current().set_recording(on, keep)
 
 
 def set_checked(on: bool) -> None:
@@ -85,6 +85,9 @@ def set_bare(on: bool) -> None:
     current().oplog.set_bare(on)
 
 
-def reset_checks() -> None:
-    """After an abandoned wait: drop pending exchanges, fresh communicators."""
-    current().oplog.reset_checks()
+def reset_checks() -> list[tuple[int, int]]:
+    """After an abandoned wait: drop pending exchanges, fresh communicators.
+
+    Returns the (source, bytes) of orphaned messages this rank discarded.
+    """
+    return current().oplog.reset_checks()

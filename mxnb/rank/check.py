@@ -22,7 +22,17 @@ from mxnb.protocol.ops import WIDTH, Meta
 from mxnb.protocol.wording import op_text, ranks_text, typed_text
 from mxnb.rank.groups import GroupInfo
 
-__all__ = ["PendingCheck", "abandon", "bool_trap", "done", "dtype_name", "post", "verify", "wait"]
+__all__ = [
+    "PendingCheck",
+    "abandon",
+    "bool_trap",
+    "done",
+    "drain_world",
+    "dtype_name",
+    "post",
+    "verify",
+    "wait",
+]
 
 TAG_SEND, TAG_ACK = 7301, 7302
 #: Reductions Open MPI cannot do on C bool: the whole job aborts (MPI_ERR_OP).
@@ -180,3 +190,27 @@ def abandon(check: PendingCheck) -> None:
                 req.Cancel()
             except Exception:  # sends may not be cancellable; the reset covers them
                 pass
+
+
+def drain_world(settle: float = 0.02) -> list[tuple[int, int]]:
+    """Discard data messages that arrived for a recv an interrupt abandoned.
+
+    A peer whose check had passed may have sent its data before this rank was
+    interrupted between its own check and MLX's recv.  Left in place, the
+    message would land in the next recv from that peer, in a later cell: a
+    silent wrong number.  MLX sends on the world communicator with tag 0, the
+    one mpi4py's ``COMM_WORLD`` names.  Returns (world source, bytes) per
+    message.  Called by every rank together after their mirrors were reset
+    (a collective), so what was sent before the interrupt has arrived.
+    """
+    from mpi4py import MPI
+
+    comm, status, found = MPI.COMM_WORLD, MPI.Status(), []
+    deadline = time.monotonic() + settle
+    while True:
+        if comm.Iprobe(MPI.ANY_SOURCE, 0, status):
+            n = status.Get_count(MPI.BYTE)
+            comm.Recv([bytearray(n), MPI.BYTE], status.Get_source(), 0)
+            found.append((status.Get_source(), n))
+        elif time.monotonic() > deadline:
+            return found

@@ -30,6 +30,11 @@ ENTRY_NAMES = {
     "__iter__": "iterating over an array",
     "__bytes__": "bytes() of an array",
     "item": ".item()",
+    "np.array": "conversion to NumPy",
+    "np.asarray": "conversion to NumPy",
+    "np.asanyarray": "conversion to NumPy",
+    "np.ascontiguousarray": "conversion to NumPy",
+    "np.copy": "conversion to NumPy",
     "tolist": ".tolist()",
 }
 
@@ -37,6 +42,8 @@ _ARRAY_ENTRIES = (
     "item", "tolist", "__repr__", "__str__", "__format__", "__float__", "__int__",
     "__bool__", "__index__", "__complex__", "__array__", "__iter__", "__bytes__",
 )  # fmt: skip
+
+_NUMPY_ENTRIES = ("array", "asarray", "asanyarray", "ascontiguousarray", "copy")
 
 #: ``fn(arrays, seconds, entry)``, called after each outermost evaluation.
 EvalListener = Callable[[Sequence[Any], float, str], None]
@@ -88,7 +95,7 @@ class EvalEntries:
             self.listeners.remove(fn)
 
     def _entry(
-        self, name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any]]
+        self, name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any] | None]
     ) -> Any:
         watcher, listeners = self.watcher, self.listeners
 
@@ -98,6 +105,8 @@ class EvalEntries:
             if watcher.in_eval is not None or watcher.bare:  # nested, e.g. print -> tolist
                 return real(*args, **kwargs)
             arrays = arrays_of(*args, **kwargs)
+            if arrays is None:  # not about MLX arrays (NumPy given its own data)
+                return real(*args, **kwargs)
             watcher.before_eval(arrays, name)
             try:
                 if not listeners:
@@ -131,7 +140,21 @@ class EvalEntries:
         def self_only(self: Any, *_: Any, **__: Any) -> Sequence[Any]:
             return (self,)
 
+        def numpy_args(a: Any = None, *_: Any, **__: Any) -> Sequence[Any] | None:
+            if type(a) is array:
+                return (a,)
+            if isinstance(a, (list, tuple)):
+                found = [x for x in _flatten(a, []) if type(x) is array]
+                return found or None
+            return None
+
         targets = [(mx, "mx.eval", "eval", eval_args)]
+        # NumPy reads an MLX array through the buffer protocol, which evaluates it
+        # without passing any Python method of the array: NumPy's converters are
+        # the entry points then.
+        import numpy as np
+
+        targets += [(np, f"np.{name}", name, numpy_args) for name in _NUMPY_ENTRIES]
         targets += [(mx, "mx.async_eval", "async_eval", eval_args)]
         targets += [(mx.array, name, name, self_only) for name in _ARRAY_ENTRIES]
         for owner, name, attr, arrays_of in targets:

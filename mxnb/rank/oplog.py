@@ -290,8 +290,11 @@ class OpLog:
         self.bare = on
         self.wrapped.set_logger(None if on else self)
 
-    def reset_checks(self) -> None:
-        """After an abandoned wait: drop pending exchanges, fresh communicators."""
+    def reset_checks(self) -> list[tuple[int, int]]:
+        """After an abandoned wait: drop pending exchanges, fresh communicators.
+
+        Returns the orphaned messages discarded (see :func:`check.drain_world`).
+        """
         for rec, _ in list(self.pending.values()):
             if rec.posted is not None:
                 check.abandon(rec.posted)
@@ -303,6 +306,7 @@ class OpLog:
         self.group_seq.clear()
         self.pairing.reset()
         self.groups.reset()
+        return check.drain_world()
 
 
 def _describe_args(

@@ -57,11 +57,14 @@ def unordered(recs: Iterable[OpRecord]) -> list[list[OpRecord]]:
 def order_problem(group: list[OpRecord]) -> str:
     """Why one channel's ops in one evaluation are refused, and how to write it."""
     first = group[0]
-    ops = " and ".join(f"{r.op} #{r.seq}" for r in group)
+    seqs = [f"#{r.seq}" for r in group]
+    ops = f"{first.op} " + (", ".join(seqs[:-1]) + " and " + seqs[-1])
     way = f"to rank {first.peer}" if first.op == "send" else f"from rank {first.peer}"
     where = "" if first.mirror.label == "world" else f" on {first.mirror.describe()}"
-    lines = ", ".join(str(hooks.resolve(r.where).line) for r in group if r.where is not None)
-    at = f" (lines {lines})" if lines else ""
+    lines = sorted({hooks.resolve(r.where).line for r in group if r.where is not None})
+    at = ""
+    if lines:
+        at = f" (line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))})"
     return (
         f"{ops} {way}{where}{at} are evaluated together: MLX runs them in an order of "
         "its choosing and MPI pairs messages by arrival, so the arrays could arrive "

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,9 @@ class Recorder:
         self.cell_t0 = time.perf_counter()
         self.finished: dict[str, Any] | None = None
         self.enabled = True
+        #: hold every op's input and output (``--viz``); by default only weak
+        #: references, so MLX reuses buffers as it would without mxnb
+        self.keep = False
         self.timer = EvalTimer(is_evaluated)
 
     # cell boundaries (IPython events on the rank's shell)
@@ -126,10 +130,18 @@ class Recorder:
         self.timer.end_cell()  # before handles to unevaluated arrays are dropped
         for rec in self.records:
             for side, h in list(rec.handles.items()):
+                if isinstance(h, weakref.ref):
+                    h = h()
+                    if h is None:  # the cell let go of it, and so did we
+                        rec.states[side] = "released"
+                        del rec.handles[side]
+                        continue
+                    rec.handles[side] = h  # the cell holds it: holding it too costs nothing
                 if not is_evaluated(h):  # never raises: a failed look counts as lazy
                     rec.states[side] = "lazy"
                     del rec.handles[side]
-        self.finished = {"enabled": self.enabled, "records": self.records, "dropped": self.dropped}
+        self.finished = {"enabled": self.enabled, "kept": self.keep, "records": self.records,
+                         "dropped": self.dropped}  # fmt: skip
         self.records = []
         self.held = 0
 
@@ -192,12 +204,14 @@ class Recorder:
                 rec.states[side] = "none"
             elif not keep or self.held + a.nbytes > MAX_HELD_BYTES:
                 rec.states[side] = "limit"
-            else:
+            elif self.keep:
                 rec.handles[side] = copy.copy(a)  # our own handle: no data copy, no eval
                 self.held += a.nbytes
+            else:
+                rec.handles[side] = weakref.ref(a)
         if rec.handles:
             self.kept_ops += 1
-        self.timer.follow(meta, out, rec.handles.get("after"))
+        self.timer.follow(meta, out, rec.handles.get("after") if self.keep else None)
         return rec
 
     def on_eval(self, arrays: Sequence[Any], seconds: float, entry: str) -> None:
@@ -264,8 +278,8 @@ def collect(rec: Recorder, groups: Groups) -> TraceReport:
     rank, size = groups.rank, len(groups.world.ranks)
     done = rec.finished
     if done is None:
-        return {"rank": rank, "size": size, "enabled": rec.enabled, "cell": False, "ops": [],
-                "groups": {}, "dropped": 0}  # fmt: skip
+        return {"rank": rank, "size": size, "enabled": rec.enabled, "kept": rec.keep,
+                "cell": False, "ops": [], "groups": {}, "dropped": 0}  # fmt: skip
     finish_reads(done["records"])
     ops: list[OpTrace] = []
     for r in done["records"]:
@@ -274,5 +288,7 @@ def collect(rec: Recorder, groups: Groups) -> TraceReport:
     done["records"] = [Record(m, {}, m["states"]) for m in ops]  # collect twice: same answer
     # every group this rank is in, so peers of unmatched sends can be named too
     memberships = {label: list(ranks) for label, ranks in groups.memberships().items()}
-    return {"rank": rank, "size": size, "enabled": done["enabled"], "cell": True, "ops": ops,
-            "groups": memberships, "dropped": done["dropped"]}  # fmt: skip
+    return {
+        "rank": rank, "size": size, "enabled": done["enabled"], "kept": done["kept"],
+        "cell": True, "ops": ops, "groups": memberships, "dropped": done["dropped"],
+    }  # fmt: skip

@@ -11,11 +11,13 @@ of its own at module level.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mxnb.rank.entries import EvalEntries
 from mxnb.rank.groups import Groups
 from mxnb.rank.hooks import Hooks
+from mxnb.rank.numbering import number_cells
 from mxnb.rank.oplog import OpLog
 from mxnb.rank.probe_server import ProbeServer
 from mxnb.rank.recorder import Recorder
@@ -36,6 +38,7 @@ class Runtime:
         self.recorder = Recorder(self.groups)
         self.probe: ProbeServer | None = None
         self._shell: Any = None
+        self._unnumber: Callable[[], None] | None = None
 
     def install(self, profile_dir: str | None = None) -> None:
         """Observe ops, evaluations and splits; serve the probe.  Idempotent.
@@ -62,6 +65,7 @@ class Runtime:
         if self._shell is shell:
             return
         self._shell = shell
+        self._unnumber = number_cells(shell)
         # the recorder settles a cell's arrays before the op log forgets its ops
         shell.events.register("pre_run_cell", self.recorder.start_cell)
         shell.events.register("pre_run_cell", self.oplog.pre_cell)
@@ -71,6 +75,9 @@ class Runtime:
     def uninstall(self) -> None:
         """Put MLX's own functions back and stop serving the probe."""
         shell, self._shell = self._shell, None
+        if self._unnumber is not None:
+            self._unnumber()
+            self._unnumber = None
         if shell is not None:
             for event, fn in (
                 ("pre_run_cell", self.recorder.start_cell),
@@ -93,10 +100,11 @@ class Runtime:
         self.hooks.uninstall()
         self.groups.uninstall()
 
-    def set_recording(self, on: bool) -> bool:
-        """Turn trace recording on or off; returns the new state."""
+    def set_recording(self, on: bool, keep: bool = False) -> bool:
+        """Turn trace recording on or off; ``keep``: hold values (see Recorder.keep)."""
         rec = self.recorder
         rec.enabled = bool(on)
+        rec.keep = bool(keep)
         if rec.enabled:
             self.hooks.add_observer(rec)
             self.entries.add_listener(rec.on_eval)

@@ -177,6 +177,7 @@ class Trace:
         self.ranks = [r["rank"] for r in self.reports]
         self.nranks = max((r["size"] for r in self.reports), default=0)
         self.enabled = all(r.get("enabled", True) for r in self.reports)
+        self.kept = any(r.get("kept", False) for r in self.reports)
         self.dropped = {r["rank"]: r.get("dropped", 0) for r in self.reports if r.get("dropped")}
         self.members = self._members()
         self.steps = self._steps()

@@ -29,6 +29,7 @@ STATE_TEXT = {
     "in_flight": "(still in flight when read)",
     "traced": "(traced by mx.compile/vmap: no value)",
     "limit": "(not kept: trace limit reached)",
+    "released": "(not kept: the cell let go of it, so MLX could reuse its memory; --viz keeps it)",
     "none": "-",
     "template": "(template: shape and dtype only)",
     "error": "(could not be read)",

@@ -167,6 +167,13 @@ def _step(step: Step) -> StepView:
     )
 
 
+#: Said wherever a trace held values that MLX would otherwise have reused.
+KEPT_NOTE = (
+    "(--viz kept every op's input and output to show them: MLX could not reuse those "
+    "buffers, so this cell's peak memory can be higher than without --viz)"
+)
+
+
 def trace_view(trace: Trace) -> TraceView:
     """What every view of ``trace`` shows."""
     if not trace.reports:
@@ -184,5 +191,6 @@ def trace_view(trace: Trace) -> TraceView:
         steps=[_step(s) for s in trace.steps],
         notes=[
             f"(rank {r}: {n} more ops not recorded: trace limit)" for r, n in trace.dropped.items()
-        ],
+        ]
+        + ([KEPT_NOTE] if trace.kept else []),
     )

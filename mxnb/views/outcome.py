@@ -11,7 +11,14 @@ from mxnb.protocol.wording import ranks_text
 if TYPE_CHECKING:
     from mxnb.kernel.runner import CellResult, RankOutcome
 
-__all__ = ["RankResults", "error_lines", "error_summary", "shown_failures", "strip_ansi"]
+__all__ = [
+    "RankResults",
+    "error_lines",
+    "error_summary",
+    "shown_failures",
+    "strip_ansi",
+    "user_frames",
+]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -57,13 +64,27 @@ def shown_failures(result: CellResult, hide_interrupted: bool) -> list[RankOutco
     return [o for o in result.failed if o.error and o.error["ename"] not in hide]
 
 
+#: A traceback entry from mxnb's own code on a rank, or IPython's note of hidden ones.
+_OURS = re.compile(r"^\s*(File .*[/\\]mxnb[/\\](rank|protocol)[/\\]|\[\.\.\. skipping hidden )")
+
+
+def user_frames(traceback: Sequence[str]) -> list[str]:
+    """A rank's traceback without mxnb's frames: the user's cell and libraries only.
+
+    mxnb's wrappers sit between the user's call and MLX; their frames say
+    nothing about the user's mistake.
+    """
+    return [t for t in traceback if not _OURS.match(strip_ansi(t))]
+
+
 def _group_errors(failed: Sequence[RankOutcome]) -> list[tuple[list[int], dict[str, Any]]]:
     """Ranks that failed the same way are shown once."""
     groups: dict[str, tuple[list[int], dict[str, Any]]] = {}
     for o in failed:
         assert o.error is not None
-        key = "\n".join(strip_ansi(t) for t in o.error["traceback"]) or o.error["evalue"]
-        groups.setdefault(key, ([], o.error))[0].append(o.rank)
+        shown = {**o.error, "traceback": user_frames(o.error["traceback"])}
+        key = "\n".join(strip_ansi(t) for t in shown["traceback"]) or o.error["evalue"]
+        groups.setdefault(key, ([], shown))[0].append(o.rank)
     return list(groups.values())
 
 

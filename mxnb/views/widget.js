@@ -390,6 +390,7 @@ function render({ model, el: host }) {
     stage.appendChild(panels);
     root.appendChild(stage);
     root.appendChild(el("div", "mxnb-scale", `colour scale ${fmt(lo)} \u2026 ${fmt(hi)} (shared by all ranks in this op)`));
+    for (const note of data.notes || []) root.appendChild(el("div", "mxnb-note", note));
   }
 
   const redraw = () => draw();

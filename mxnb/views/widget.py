@@ -98,6 +98,7 @@ def widget_state(view: TraceView) -> dict[str, Any]:
         "summary": view.text(),
         "states": STATE_TEXT,
         "steps": [_step_state(s, view.ranks) for s in view.steps],
+        "notes": view.notes,
     }
 
 

@@ -158,6 +158,16 @@ def test_a_cycle_only_counts_after_the_grace_and_the_transfer_time():
     assert diagnose(big, status, now=200, grace=2.0).cause is not None
 
 
+def test_two_pairs_are_named_together_once():
+    states = {r: blocked_in([op(1, "send", peer=r ^ 1, ranks=range(4)),
+                             op(2, "recv", peer=r ^ 1, ranks=range(4))], [1, 2])
+              for r in range(4)}  # fmt: skip
+    cause = diagnose(states, {r: "running" for r in range(4)}, now=100, grace=2.0).cause
+    assert cause is not None
+    assert cause.startswith("ranks 0, 1 and ranks 2, 3 wait on each other in cycles: each ")
+    assert cause.count("Give each recv its own stream") == 1
+
+
 def test_recv_on_its_own_stream_is_not_a_cycle():
     """Correct code moving a lot of data looks blocked but shows no reason to be."""
     states = ring(4, stream="Stream(Device(cpu, 0), 1)", since=0.0)
@@ -179,5 +189,3 @@ def test_cycles_are_strongly_connected_groups():
     assert cycles({0: {1}, 1: {2}, 2: {0}, 3: {0}}) == [[0, 1, 2]]
     assert cycles({0: {1}, 1: set()}) == []
     assert cycles({0: {1}, 1: {0}, 2: {3}, 3: {2}}) == [[0, 1], [2, 3]]
-
-

@@ -64,9 +64,31 @@ def test_exception_names_the_rank(run, nranks):
     text = strip_ansi("\n".join(err._render_traceback_()))
     assert f"--- rank {bad} raised ValueError ---" in text
     assert "bad input on this rank" in text
-    assert "line 2" in text  # the user's cell line, not ipyparallel internals
+    assert "line 3" in text  # as the editor counts: the %%mxdist line is line 1
     assert "ipyparallel" not in text
     assert mxnb.pull("ok", targets=[0]) == [True]
+
+
+def test_cells_and_lines_are_named_as_the_notebook_shows_them(ip, nranks):
+    """The notebook's execution count, and lines counted from the %%mxdist line."""
+    for _ in range(2):  # the rank's own counter would differ from the second cell on
+        res = ip.run_cell(f"%%mxdist -n {nranks}\nx = 1\nraise ValueError('on line 3')")
+        err = res.error_in_exec
+        assert isinstance(err, RankError)
+        text = strip_ansi("\n".join(err._render_traceback_()))
+        assert f"Cell In[{res.execution_count}], line 3" in text
+        assert "----> 3 raise ValueError('on line 3')" in text
+        assert f"      1 # In[{res.execution_count}]: %%mxdist -n {nranks}" in text
+
+
+def test_tracebacks_show_the_users_frames_only(run, nranks):
+    """A refusal raised inside mxnb's wrappers reads as raised by the user's line."""
+    with pytest.raises(RankError) as info:
+        run("mx.eval(mx.distributed.all_sum(mx.ones(3) > 0))")  # bool: refused
+    text = strip_ansi("\n".join(info.value._render_traceback_()))
+    assert "UnsupportedReduction" in text and "line 2" in text
+    assert "mxnb/rank" not in text and "mxnb/protocol" not in text
+    assert "skipping hidden" not in text
 
 
 def test_same_error_on_all_ranks_shown_once(run, nranks):

@@ -36,7 +36,7 @@ def test_two_recvs_from_one_sender_in_one_eval_are_refused(run, nranks, magics):
     text, took = failing(run, TWO_RECVS)
     assert took < 10
     assert "--- rank 1 raised UndefinedOrder ---" in text
-    assert "recv #1 and recv #2 from rank 0 (lines 5, 6) are evaluated together" in text
+    assert "recv #1 and #2 from rank 0 (lines 6, 7) are evaluated together" in text
     assert "Evaluate them one at a time" in text
     run("ok = True")  # the next cell works
     with pytest.raises(Exception, match="first"):
@@ -101,4 +101,26 @@ def test_a_pipeline_of_sends_and_recvs_keeps_working(run, nranks):
         "    else:\n"
         "        mx.eval(h)\n"
         "        assert h.tolist() == [float(size - 1)] * 4, h\n"
+    )
+
+
+def test_data_sent_for_an_abandoned_recv_never_lands_in_a_later_one(run, nranks):
+    """Rank 1's recv check passes, so rank 0 sends; rank 1 is interrupted before MLX's
+    recv runs.  The orphaned message is discarded and said so, not received later."""
+    text, took = failing(
+        run,
+        "if rank == 0:\n"
+        "    mx.eval(mx.distributed.send(mx.full((4,), 1.0), 1))\n"
+        "elif rank == 1:\n"
+        "    stale = mx.distributed.recv((4,), mx.float32, 0)\n"
+        "    mx.eval(stale, mx.distributed.all_sum(mx.ones(2)))  # rank 0 never sums\n",
+    )
+    assert took < 10
+    assert "rank 1 discarded 16 bytes rank 0 had sent" in text
+    run(
+        "if rank == 0:\n"
+        "    mx.eval(mx.distributed.send(mx.full((4,), 2.0), 1))\n"
+        "elif rank == 1:\n"
+        "    fresh = mx.distributed.recv((4,), mx.float32, 0)\n"
+        "    assert fresh.tolist() == [2.0] * 4, fresh\n"
     )

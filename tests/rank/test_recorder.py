@@ -52,6 +52,26 @@ def test_values_of_evaluated_arrays_are_recorded(recorder):
     assert r.handles == {}  # nothing kept alive after the read
 
 
+def test_only_arrays_the_cell_still_holds_are_kept(recorder):
+    """No reference of mxnb's own: MLX may reuse a dropped result's buffer."""
+    x = mx.ones(3)
+    mx.eval(x)
+    y = mx.distributed.all_sum(x) * 2  # the all_sum result is a temporary
+    mx.eval(y)
+    (r,) = finish(recorder)
+    assert r.states == {"before": "ok", "after": "released"}
+
+
+def test_keep_holds_every_value(recorder):
+    recorder.keep = True
+    x = mx.ones(3)
+    mx.eval(x)
+    y = mx.distributed.all_sum(x) * 2
+    mx.eval(y)
+    (r,) = finish(recorder)
+    assert r.states == {"before": "ok", "after": "ok"}
+
+
 def test_unevaluated_arrays_are_left_alone(recorder):
     x = mx.ones(3) * 5
     y = mx.distributed.all_sum(x)
@@ -100,7 +120,8 @@ def test_reads_that_wait_give_up_at_the_deadline(recorder, monkeypatch):
     """An array whose transfer is still in flight must not block the rank."""
     x = mx.ones(2)
     mx.eval(x)
-    mx.eval(mx.distributed.all_sum(x))
+    y = mx.distributed.all_sum(x)
+    mx.eval(y)
     monkeypatch.setattr(rec_mod, "READ_GRACE", 0.3)
 
     def stuck(_a):

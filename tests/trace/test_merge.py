@@ -43,7 +43,8 @@ def test_collective_trace_matches_numpy(run, nranks, op, expect):
         assert m["seq"] == 1
         assert m["in"] == {"shape": [2, 3], "dtype": "float32"}
         assert m["out"] == {"shape": list(want.shape), "dtype": "float32"}
-        assert m["site"]["line"] == 3 and f"mx.distributed.{op}(x)" in m["site"]["code"]
+        # the editor's line: the %%mxdist line is line 1
+        assert m["site"]["line"] == 4 and f"mx.distributed.{op}(x)" in m["site"]["code"]
         assert m["group_rank"] == r and m["group_size"] == nranks
         assert m["call_s"] >= 0 and m["eval_s"] >= 0 and m["eval_by"] == "mx.eval"
         np.testing.assert_array_equal(t.value(1, r, "before"), xs[r])
@@ -74,7 +75,7 @@ def test_ring_send_recv_trace(run, nranks):
         assert recv.snap(r, "before") == (None, "none")
         np.testing.assert_array_equal(t.value(2, r, "after"), got)
         assert send.ranks[r]["peer"] == (r + 1) % nranks
-        assert recv.ranks[r]["site"]["line"] == 4
+        assert recv.ranks[r]["site"]["line"] == 5
 
 
 def test_recv_like_one_way_is_one_step_with_an_arrow(run, nranks):
@@ -104,7 +105,7 @@ def test_sum_scatter_is_recorded_without_running_it(run, nranks):
     """MPI does not implement sum_scatter (it raises at evaluation): the trace
     still has its shapes, and shows it was not evaluated."""
     t = traced(
-        run, f"x = mx.ones(({2 * nranks}, 3))\nmx.eval(x)\ny = mx.distributed.sum_scatter(x)\ndel y"
+        run, f"x = mx.ones(({2 * nranks}, 3))\nmx.eval(x)\ny = mx.distributed.sum_scatter(x)"
     )
     (step,) = t.steps
     assert step.op == "sum_scatter"
@@ -362,7 +363,7 @@ def test_average_gradients_unchanged_by_recording(run, nranks):
     plain = mxnb.pull("avg_w"), mxnb.pull("avg_b")
     with pytest.raises(MxnbError, match="--no-trace"):
         mxnb.last_trace()
-    run(GRADS)
+    run(GRADS, line="--viz")  # keeps the packed gradients, a temporary, for the view
     t = mxnb.last_trace()
     recorded = mxnb.pull("avg_w"), mxnb.pull("avg_b")
     local = mxnb.pull("local_w")
@@ -426,7 +427,7 @@ def test_compiled_function_unchanged_by_recording(run, nranks):
     # traced once, with placeholders: the op is there, its values are not
     (step,) = t.steps
     assert step.op == "all_sum"
-    assert {step.snap(r, "after")[1] for r in range(nranks)} <= {"lazy", "traced"}
+    assert {step.snap(r, "after")[1] for r in range(nranks)} <= {"lazy", "traced", "released"}
 
 
 def test_viz_flag_displays_widget_with_fallbacks(ip, run, nranks):
