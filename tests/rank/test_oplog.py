@@ -85,7 +85,7 @@ def test_bare_cell_is_plain_mlx_and_the_next_cell_is_watched_again(run, nranks):
     run(
         "y = mx.distributed.all_sum(mx.ones(3) * rank)\n"
         "total = y.tolist()\n"
-                "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n"
+        "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n"
         "logged, observed = len(_m.cell_ops), _rt().hooks.logger is _m\n",
         "--bare",
     )
@@ -99,7 +99,7 @@ def test_bare_cell_is_plain_mlx_and_the_next_cell_is_watched_again(run, nranks):
     with pytest.raises(RankError, match="same shape and dtype"):
         run("mx.eval(mx.distributed.all_sum(mx.ones(2 + (rank == 0))))")
     run(
-                "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n"
+        "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n"
         "mx.eval(mx.distributed.all_sum(mx.ones(1)))\n"
         "logged, first = len(_m.cell_ops), _rt().hooks.logger is _m\n"
     )
