@@ -64,17 +64,31 @@ def shown_failures(result: CellResult, hide_interrupted: bool) -> list[RankOutco
     return [o for o in result.failed if o.error and o.error["ename"] not in hide]
 
 
-#: A traceback entry from mxnb's own code on a rank, or IPython's note of hidden ones.
-_OURS = re.compile(r"^\s*(File .*[/\\]mxnb[/\\](rank|protocol)[/\\]|\[\.\.\. skipping hidden )")
+#: The first line of a traceback frame in mxnb's own rank-side code.
+_OUR_FRAME = re.compile(r"^File .*[/\\]mxnb[/\\](rank|protocol)[/\\]")
+_HIDDEN = re.compile(r"^\s*\[\.\.\. skipping hidden \d+ frames?\]")
 
 
 def user_frames(traceback: Sequence[str]) -> list[str]:
     """A rank's traceback without mxnb's frames: the user's cell and libraries only.
 
     mxnb's wrappers sit between the user's call and MLX; their frames say
-    nothing about the user's mistake.
+    nothing about the user's mistake.  A frame runs from its ``File ...`` line
+    to the next blank line (ipyparallel may hand the traceback over line by line).
     """
-    return [t for t in traceback if not _OURS.match(strip_ansi(t))]
+    lines = [ln for t in traceback for ln in t.split("\n")]
+    out: list[str] = []
+    skipping = False
+    for ln in lines:
+        plain = strip_ansi(ln)
+        if _OUR_FRAME.match(plain) or _HIDDEN.match(plain):
+            skipping = True
+        elif skipping and not plain.strip():
+            skipping = False
+            continue
+        if not skipping:
+            out.append(ln)
+    return out
 
 
 def _group_errors(failed: Sequence[RankOutcome]) -> list[tuple[list[int], dict[str, Any]]]:

@@ -88,6 +88,7 @@ def test_tracebacks_show_the_users_frames_only(run, nranks):
     text = strip_ansi("\n".join(info.value._render_traceback_()))
     assert "UnsupportedReduction" in text and "line 2" in text
     assert "mxnb/rank" not in text and "mxnb/protocol" not in text
+    assert "raise UnsupportedReduction" not in text  # the code of mxnb's frame, too
     assert "skipping hidden" not in text
 
 

@@ -68,3 +68,26 @@ def test_streamer_orders_ranks_during_the_hold():
     assert out.getvalue() == ""
     s.flush()
     assert out.getvalue() == "[rank 0] zero\n[rank 1] one\n[rank 2] two\n"
+
+
+def test_user_frames_drop_mxnb_frames_whole():
+    from mxnb.views.outcome import user_frames
+
+    lines = [
+        "UndefinedOrder      Traceback (most recent call last)",
+        "Cell In[8], line 3",
+        "----> 3     mx.eval(a, b)",
+        "",
+        "    [... skipping hidden 2 frame]",
+        "",
+        "File /site/mxnb/rank/pairing.py:139, in Pairing.check(self)",
+        "--> 139     raise UndefinedOrder(order_problem(group))",
+        "",
+        "File /site/mlx/nn/layers/base.py:12, in Module.f(self)",
+        "---> 12     return g()",
+        "",
+        "UndefinedOrder: recv #1 and #2 from rank 0 are evaluated together",
+    ]
+    assert user_frames(lines) == lines[:4] + lines[9:]
+    as_blocks = ["\n".join(lines[1:4]) + "\n", "\n".join(lines[6:9]), lines[-1]]
+    assert "pairing.py" not in "\n".join(user_frames(as_blocks))
