@@ -63,7 +63,10 @@ class RankError(MxnbError):
         self.report = report
         self.headline = headline
         self.shown = shown_failures(result, hide_interrupted=bool(report))
-        super().__init__(error_summary(self.shown, headline))
+        message = error_summary(self.shown, headline)
+        cause = next((ln for ln in report.splitlines() if ln.startswith("Likely cause: ")), "")
+        # str(err) is what `except RuntimeError as e: print(e)` shows: give it the cause
+        super().__init__(f"{message}. {cause}" if cause else message)
 
     @property
     def ranks(self) -> list[int]:

@@ -30,6 +30,13 @@ ENTRY_NAMES = {
     "__iter__": "iterating over an array",
     "__bytes__": "bytes() of an array",
     "item": ".item()",
+    "__dlpack__": "DLPack export",
+    "__getstate__": "pickling an array",
+    "mx.save": "saving arrays",
+    "mx.savez": "saving arrays",
+    "mx.savez_compressed": "saving arrays",
+    "mx.save_safetensors": "saving arrays",
+    "mx.save_gguf": "saving arrays",
     "np.array": "conversion to NumPy",
     "np.asarray": "conversion to NumPy",
     "np.asanyarray": "conversion to NumPy",
@@ -41,7 +48,10 @@ ENTRY_NAMES = {
 _ARRAY_ENTRIES = (
     "item", "tolist", "__repr__", "__str__", "__format__", "__float__", "__int__",
     "__bool__", "__index__", "__complex__", "__array__", "__iter__", "__bytes__",
+    "__dlpack__", "__getstate__",
 )  # fmt: skip
+#: MLX's savers evaluate the arrays they write (after the file argument).
+_SAVERS = ("save", "savez", "savez_compressed", "save_safetensors", "save_gguf")
 
 _NUMPY_ENTRIES = ("array", "asarray", "asanyarray", "ascontiguousarray", "copy")
 
@@ -148,7 +158,12 @@ class EvalEntries:
                 return found or None
             return None
 
+        def saved_args(_file: Any = None, *args: Any, **kwargs: Any) -> Sequence[Any] | None:
+            found = [x for x in _flatten([args, kwargs], []) if type(x) is array]
+            return found or None
+
         targets = [(mx, "mx.eval", "eval", eval_args)]
+        targets += [(mx, f"mx.{name}", name, saved_args) for name in _SAVERS]
         # NumPy reads an MLX array through the buffer protocol, which evaluates it
         # without passing any Python method of the array: NumPy's converters are
         # the entry points then.
