@@ -31,11 +31,9 @@ from mxnb.protocol.messages import OpTrace, TraceReport
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import group_text, ranks_text, shape_text
+from mxnb.trace.expect import RTOL, Expected, expected
 
 __all__ = ["Step", "Trace", "Transfer"]
-
-#: Relative tolerance by dtype when deciding whether ranks agree.
-RTOL = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 1e-5, "complex64": 1e-5, "float64": 1e-12}
 
 
 @dataclass(eq=False)
@@ -65,8 +63,11 @@ class Step:
     members: list[int]
     ranks: dict[int, OpTrace] = field(default_factory=dict)
     transfers: list[Transfer] = field(default_factory=list)
-    #: ranks whose result differs from the others' after an agreeing collective
+    #: ranks whose result is not what the op should leave there (see expected),
+    #: or, when that cannot be worked out, all ranks of an op whose results differ
     mismatch: list[int] = field(default_factory=list)
+    #: what each rank should hold, recomputed from the recorded inputs
+    expected: Expected | None = None
     #: a collective called with different dtypes or shapes on different ranks
     inputs_note: str = ""
 
@@ -82,17 +83,17 @@ class Step:
         return group_text(self.group, self.members)
 
     def mismatch_text(self) -> str:
-        """Who disagrees after an agreeing collective (empty if all agree)."""
+        """Who holds a wrong result, or who disagrees when that cannot be known."""
         if not self.mismatch:
             return ""
-        agree = [
-            r for r in self.members if r not in self.mismatch and self.snap(r, "after")[1] == "ok"
-        ]
         who = ranks_text(self.mismatch)
-        if not agree:
-            return f"{who} disagree after {self.op}: they should all hold the same result"
-        verb = "disagrees" if len(self.mismatch) == 1 else "disagree"
-        return f"{who} {verb} with {ranks_text(agree)} after {self.op}"
+        verb = "holds" if len(self.mismatch) == 1 else "hold"
+        if self.expected is not None:
+            return f"{who} {verb} a wrong result after {self.op}: expected {self.expected.how}"
+        return (
+            f"{who} do not all hold the same result after {self.op}, and mxnb cannot tell "
+            "which is right (the inputs were not recorded exactly)"
+        )
 
     def snap(self, rank: int, side: str) -> tuple[dict[str, Any] | None, str]:
         m = self.ranks.get(rank)
@@ -149,24 +150,15 @@ def _inputs_note(step: Step) -> str:
 
 
 def _disagreeing(step: Step) -> list[int]:
-    classes: list[list[int]] = []
-    for r in step.members:
-        snap, state = step.snap(r, "after")
-        if state != "ok" or snap is None:
-            continue
-        for cls in classes:
-            if _close(step.ranks[cls[0]]["after"], snap):
-                cls.append(r)
-                break
-        else:
-            classes.append([r])
-    if len(classes) < 2:
+    """Every rank whose result was read, if they are not all the same.
+
+    No majority is taken to be right: three ranks can agree on a wrong sum.
+    """
+    read = [r for r in step.members if step.snap(r, "after")[1] == "ok"]
+    first = step.ranks[read[0]]["after"] if read else None
+    if first is None or all(_close(first, step.ranks[r]["after"]) for r in read[1:]):
         return []
-    biggest = max(len(c) for c in classes)
-    winners = [c for c in classes if len(c) == biggest]
-    if len(winners) > 1:
-        return sorted(r for c in classes for r in c)
-    return sorted(r for c in classes if c is not winners[0] for r in c)
+    return read
 
 
 class Trace:
@@ -184,10 +176,13 @@ class Trace:
         self._transfers()
         self._pair_one_way()
         for s in self.steps:
-            if s.op in AGREEING:
-                s.mismatch = _disagreeing(s)
             if s.op in COLLECTIVES:
+                s.expected = expected(s)
                 s.inputs_note = _inputs_note(s)
+            if s.expected is not None:
+                s.mismatch = s.expected.wrong
+            elif s.op in AGREEING:
+                s.mismatch = _disagreeing(s)
 
     # -- merging --------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class PanelView:
     timed: bool  # False for an op never evaluated: no timing worth a line
     before: SideView
     after: SideView
+    #: what the rank should hold, for a rank whose result is wrong (else None)
+    expected: SideView | None = None
 
     def type_text(self, side: str) -> str:
         d = self.types[side]
@@ -120,7 +122,10 @@ class TraceView:
             for r, p in sorted(s.panels.items()):
                 types = f"{p.type_text('before')} -> {p.type_text('after')}"
                 timing = f" | {p.time_text}" if p.timed else ""
-                lines.append(f"  rank {r}: {types}: {p.before.text} -> {p.after.text}{timing}")
+                want = f" (expected {p.expected.text})" if p.expected else ""
+                lines.append(
+                    f"  rank {r}: {types}: {p.before.text} -> {p.after.text}{want}{timing}"
+                )
             if s.inputs_note:
                 lines.append(f"  !! {s.inputs_note}")
             if s.mismatch:
@@ -147,7 +152,16 @@ def _panel(step: Step, rank: int) -> PanelView:
         timed=m.get("eval_note") != "lazy",
         before=sides["before"],
         after=sides["after"],
+        expected=_expected(step, rank),
     )
+
+
+def _expected(step: Step, rank: int) -> SideView | None:
+    if step.expected is None or rank not in step.mismatch:
+        return None
+    want = step.expected.values[rank]
+    snap = step.expected.snapshot(rank, str(want.dtype))
+    return SideView("ok", snap, describe_value(snap, "ok", VALUES_SHOWN))
 
 
 def _step(step: Step) -> StepView:

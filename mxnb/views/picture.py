@@ -302,6 +302,9 @@ def _op_block(step: StepView, ranks: list[int]) -> tuple[Image.Image, dict[Any, 
         pen.draw.rectangle((x, y, x + 3, bottom), fill=RANK_COLORS[r % len(RANK_COLORS)])
         pen.arrow(px + PANEL_W + 8, px + PANEL_W + ARROW_W - 14, (y + _line_h(SMALL) + bottom) // 2)
         y = bottom + 8
+        want = step.panels[r].expected
+        if want is not None:  # the right result, under the wrong one
+            y = pen.para(at["after"], y - 4, f"expected {want.text}", PANEL_W, SMALL, RED) + 4
     for t in step.transfers:
         tx = pen.text(_chip(pen, x, y, t.src) + 4, y + 2, "->")
         tx = pen.text(_chip(pen, tx + 4, y, t.dst) + 3, y + 2, t.what + ("; " if t.note else ""))

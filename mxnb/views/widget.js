@@ -136,8 +136,9 @@ function bars(view, snap, lo, hi, readout) {
     if (!Number.isFinite(v)) continue;
     const [r, g, b] = color(v, lo, hi);
     ctx.fillStyle = `rgb(${r},${g},${b})`;
-    const top = y(Math.max(v, base));
-    ctx.fillRect(k * bw, top, Math.max(1, bw - (bw > 3 ? 1 : 0)), Math.max(1, y(Math.min(v, base)) - top));
+    const clamp = (u) => Math.min(hi, Math.max(lo, u)); // outliers: to the edge, not off it
+    const top = y(clamp(Math.max(v, base)));
+    ctx.fillRect(k * bw, top, Math.max(1, bw - (bw > 3 ? 1 : 0)), Math.max(1, y(clamp(Math.min(v, base))) - top));
   }
   canvas.addEventListener("mousemove", (ev) => {
     const box = canvas.getBoundingClientRect();
@@ -157,7 +158,9 @@ function table(view, dtype) {
     t.appendChild(tr);
   }
   t.dataset.dtype = dtype;
-  return t;
+  const wrap = el("div", "mxnb-values-wrap"); // wide numbers scroll inside the panel
+  wrap.appendChild(t);
+  return wrap;
 }
 
 function sideView(panel, side, ctx) {
@@ -195,6 +198,8 @@ function sideView(panel, side, ctx) {
 // One colour scale for all ranks and both sides of a step, over the values
 // drawn: exact extremes, or the range of the block means when downsampled.
 function scaleOf(step) {
+  // the kernel's robust scale (outliers clipped and named), the same as the picture's
+  if (step.scale) return [step.scale.lo, step.scale.hi];
   let lo = Infinity;
   let hi = -Infinity;
   for (const p of step.panels) {
@@ -384,12 +389,14 @@ function render({ model, el: host }) {
         box.appendChild(el("div", `mxnb-time${p.eval_ms === null ? " mxnb-untimed" : ""}`, p.time_text));
         if (step.mismatch.includes(r)) box.classList.add("mxnb-differs");
         box.appendChild(sideView(p, phase, { lo, hi, index }));
+        if (p.expected_text) box.appendChild(el("div", "mxnb-expected", `expected ${p.expected_text}`));
       }
       panels.appendChild(box);
     });
     stage.appendChild(panels);
     root.appendChild(stage);
     root.appendChild(el("div", "mxnb-scale", `colour scale ${fmt(lo)} \u2026 ${fmt(hi)} (shared by all ranks in this op)`));
+    if (step.scale && step.scale.note) root.appendChild(el("div", "mxnb-scale mxnb-clipped", step.scale.note));
     for (const note of data.notes || []) root.appendChild(el("div", "mxnb-note", note));
   }
 

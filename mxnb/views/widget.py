@@ -61,6 +61,7 @@ def _panel(p: PanelView | None) -> dict[str, Any] | None:
         "time_text": p.time_text,
         "t_ms": p.t_ms,
     }
+    panel["expected_text"] = p.expected.text if p.expected else None
     for name in ("before", "after"):
         side = p.side(name)
         panel[name] = side.snap
@@ -86,7 +87,16 @@ def _step_state(step: StepView, ranks: list[int]) -> dict[str, Any]:
             for t in step.transfers
         ],
         "panels": [_panel(step.panels.get(r)) for r in ranks],
+        "scale": _scale(step),
     }
+
+
+def _scale(step: StepView) -> dict[str, Any]:
+    """The picture's colour scale: garbage values are clipped and named, not blanking it."""
+    from mxnb.views.scale import op_scale
+
+    sc = op_scale(step)
+    return {"lo": float(sc.lo), "hi": float(sc.hi), "note": sc.note}
 
 
 def widget_state(view: TraceView) -> dict[str, Any]:

@@ -33,7 +33,9 @@ def test_the_summary_is_the_view_models_text():
     t = disagreeing()
     view = trace_view(t)
     assert t.text() == view.text()
-    assert "!! rank 2 disagrees with ranks 0, 1 after all_sum" in view.text()
+    text = view.text()
+    assert "!! rank 2 holds a wrong result after all_sum: expected the sum of" in text
+    assert "[0 3 99 9] (expected [0 6 12 18])" in text  # the wrong one, and the right one
     assert view.steps[0].mismatch == [2] and view.steps[1].panels[0].timed is False
 
 

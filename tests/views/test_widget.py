@@ -67,9 +67,9 @@ mxnb trace: 3 ops on ranks 0, 1
 #1 all_sum on world (ranks 0, 1), line 2: y = all_sum(x)
   rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> [0 3 6 9] | \
 evaluated in 210 ms by mx.eval (with 1 other op and 1 other array)
-  rank 1: float32 (4,) -> float32 (4,): [0 2 4 6] -> [0 3 99 9] | \
+  rank 1: float32 (4,) -> float32 (4,): [0 2 4 6] -> [0 3 99 9] (expected [0 3 6 9]) | \
 not timed: evaluated as part of a larger expression
-  !! ranks 0, 1 disagree after all_sum: they should all hold the same result
+  !! rank 1 holds a wrong result after all_sum: expected the sum of the ranks' inputs
 #2 send/recv on world (ranks 0, 1), line 3: s = send(x, 1)
   rank 0 -> rank 1: float32 (4,)
   rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> [0 1 2 3] | \
@@ -87,11 +87,13 @@ def test_text_summary_is_exact():
 def test_the_odd_rank_out_is_the_one_highlighted():
     n = 4
     reps = [
-        report(r, [op(1, "all_sum", r, X[0], BAD if r == 2 else SUM, n=n)], n=n) for r in range(n)
+        report(r, [op(1, "all_sum", r, X[0], BAD if r == 2 else X[0] * n, n=n)], n=n)
+        for r in range(n)
     ]
     t = Trace(reps)
     assert t.steps[0].mismatch == [2]
-    assert "!! rank 2 disagrees with ranks 0, 1, 3 after all_sum" in t.text()
+    assert "!! rank 2 holds a wrong result after all_sum: expected the sum" in t.text()
+    assert "-> [0 3 99 9] (expected [0 4 8 12])" in t.text()
     assert t.steps[0].inputs_note == ""  # same dtype and shape everywhere
 
 
@@ -297,3 +299,16 @@ def test_front_end_files_ship_with_the_package(name):
     if name.endswith(".js"):
         assert "export default { render }" in text
         assert "import " not in text  # no bundler, no dependencies
+
+
+def test_the_widget_ships_expected_values_and_the_robust_scale():
+    """Garbage in rank 1's result: it is told what it should hold, and the colour
+    scale is the picture's clipped one, so the other panels' bars stay visible."""
+    garbage = np.array([0, -2139095036, 6, 9], np.float32)
+    t = Trace([report(r, [op(1, "all_sum", r, X[r], SUM if r == 0 else garbage)])
+               for r in range(2)])  # fmt: skip
+    (step,) = TraceWidget(t).trace["steps"]
+    assert step["mismatch"] == [1]
+    assert [p["expected_text"] for p in step["panels"]] == [None, "[0 3 6 9]"]
+    assert (step["scale"]["lo"], step["scale"]["hi"]) == (0.0, 9.0)
+    assert step["scale"]["note"].startswith("colour scale clipped to [0, 9]")
