@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import group_text, ranks_text, shape_text
 from mxnb.trace.expect import RTOL, Expected, expected
+
+if TYPE_CHECKING:
+    from mxnb.trace.ring import RingReplay
 
 __all__ = ["Step", "Trace", "Transfer"]
 
@@ -315,6 +318,22 @@ class Trace:
         """The values shown for ``rank`` in step ``step`` (1-based): exact or block means."""
         snap, state = self.steps[step - 1].snap(rank, side)
         return decode(snap) if state == "ok" and snap is not None else None
+
+    def ring(self, step: int) -> RingReplay:
+        """The textbook ring algorithm replayed on step ``step`` (1-based); see
+        :mod:`mxnb.trace.ring`.  ``print(trace.ring(1).text())`` reads it round by round."""
+        from mxnb.trace.ring import replay
+
+        s = self.steps[step - 1]
+        found = replay(s)
+        if found is None:
+            why = (
+                "its inputs were not all recorded exactly (at most 4096 elements each)"
+                if s.op in ("all_sum", "all_gather")
+                else "the replay covers all_sum and all_gather"
+            )
+            raise ValueError(f"no ring replay for step {step} ({s.op}): {why}")
+        return found
 
     def __len__(self) -> int:
         return len(self.steps)
