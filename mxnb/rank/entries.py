@@ -153,9 +153,11 @@ class EvalEntries:
         def numpy_args(a: Any = None, *_: Any, **__: Any) -> Sequence[Any] | None:
             if type(a) is array:
                 return (a,)
-            if isinstance(a, (list, tuple)):
-                found = [x for x in _flatten(a, []) if type(x) is array]
-                return found or None
+            first = a
+            while isinstance(first, (list, tuple)) and first:
+                first = first[0]  # a list of MLX arrays starts with one: O(depth), not O(n)
+            if type(first) is array:
+                return [x for x in _flatten(a, []) if type(x) is array]
             return None
 
         def saved_args(_file: Any = None, *args: Any, **kwargs: Any) -> Sequence[Any] | None:
