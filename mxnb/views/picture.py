@@ -321,7 +321,7 @@ def _legend(pen: _Pen, y: int) -> int:
     pen.hatch((int(x) + 16, y + 1, int(x) + 40, y + 14))
     x = pen.text(x + 46, y, "no value", SMALL, GREY_INK)
     pen.draw.rectangle((x + 16, y + 1, x + 40, y + 14), outline=RED, width=3)
-    x = pen.text(x + 46, y, "rank disagrees after the op", SMALL, GREY_INK)
+    x = pen.text(x + 46, y, "wrong result (expected value under it)", SMALL, GREY_INK)
     pen.draw.polygon([(x + 16, y + 12), (x + 24, y + 12), (x + 20, y + 4)], fill=RED)
     pen.text(x + 30, y, "value beyond a clipped scale", SMALL, GREY_INK)
     return y + _line_h(SMALL) + 6
