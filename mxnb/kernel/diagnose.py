@@ -14,7 +14,7 @@ from typing import Any
 
 from mxnb.kernel.waitfor import wait_cycle
 from mxnb.protocol.messages import OpState
-from mxnb.protocol.ops import COLLECTIVES
+from mxnb.protocol.ops import COLLECTIVES, POINT_TO_POINT
 from mxnb.protocol.wording import op_text
 
 __all__ = ["Diagnosis", "diagnose"]
@@ -61,7 +61,7 @@ def _waiting_op(state: dict[str, Any]) -> dict[str, Any] | None:
 def _needed_text(state: dict[str, Any], first: OpState) -> str:
     """The ops a blocked evaluation needs: all its point-to-point ops, else its first op."""
     needs = set((state.get("in_eval") or {}).get("ops", []))
-    p2p = [o for o in state.get("ops") or [] if o["seq"] in needs and o["op"] in ("send", "recv")]
+    p2p = [o for o in state.get("ops") or [] if o["seq"] in needs and o["op"] in POINT_TO_POINT]
     if len(p2p) < 2:
         return f"{_op_text(first)} on {first['group']} (called at {first['site']})"
     lines = [f"\n    {_op_text(o)}, called at {o['site']}" for o in p2p[:MAX_LISTED]]

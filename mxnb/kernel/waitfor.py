@@ -20,6 +20,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import POINT_TO_POINT
 from mxnb.protocol.wording import op_text, ranks_text
@@ -30,17 +32,14 @@ __all__ = ["SLOWEST_RATE", "blocked_ops", "cycles", "wait_cycle"]
 #: ``n`` bytes counts as stuck only after ``grace + n / SLOWEST_RATE`` seconds.
 SLOWEST_RATE = 50e6
 
-_ITEMSIZE = {
-    "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "float16": 2, "bfloat16": 2,
-    "uint32": 4, "int32": 4, "float32": 4, "uint64": 8, "int64": 8, "float64": 8,
-    "complex64": 8,
-}  # fmt: skip
 
 State = Mapping[str, Any]
 
 
 def _nbytes(op: OpState) -> int:
-    return math.prod(op["shape"]) * _ITEMSIZE.get(op["dtype"], 8)
+    dtype = op["dtype"]
+    size = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize  # NumPy has no bfloat16
+    return math.prod(op["shape"]) * size
 
 
 def blocked_ops(state: State | None, now: float, grace: float) -> list[OpState]:

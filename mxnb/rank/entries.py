@@ -32,16 +32,6 @@ ENTRY_NAMES = {
     "item": ".item()",
     "__dlpack__": "DLPack export",
     "__getstate__": "pickling an array",
-    "mx.save": "saving arrays",
-    "mx.savez": "saving arrays",
-    "mx.savez_compressed": "saving arrays",
-    "mx.save_safetensors": "saving arrays",
-    "mx.save_gguf": "saving arrays",
-    "np.array": "conversion to NumPy",
-    "np.asarray": "conversion to NumPy",
-    "np.asanyarray": "conversion to NumPy",
-    "np.ascontiguousarray": "conversion to NumPy",
-    "np.copy": "conversion to NumPy",
     "tolist": ".tolist()",
 }
 
@@ -53,7 +43,10 @@ _ARRAY_ENTRIES = (
 #: MLX's savers evaluate the arrays they write (after the file argument).
 _SAVERS = ("save", "savez", "savez_compressed", "save_safetensors", "save_gguf")
 
+#: NumPy's converters read an MLX array through the buffer protocol (evaluating it).
 _NUMPY_ENTRIES = ("array", "asarray", "asanyarray", "ascontiguousarray", "copy")
+ENTRY_NAMES.update({f"mx.{name}": "saving arrays" for name in _SAVERS})
+ENTRY_NAMES.update({f"np.{name}": "conversion to NumPy" for name in _NUMPY_ENTRIES})
 
 #: ``fn(arrays, seconds, entry)``, called after each outermost evaluation.
 EvalListener = Callable[[Sequence[Any], float, str], None]

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mxnb.rank.pairing import unordered
+
 __all__ = ["MAX_FOLLOW", "NOTES", "EvalTimer"]
 
 #: Untimed ops an evaluation checks for having run them indirectly (the most
@@ -132,14 +134,13 @@ class EvalTimer:
         self.by_result.clear()
 
 
+def _channel(m: dict[str, Any]) -> tuple[Any, ...]:
+    return (m["group"], "send" if m["op"] == "send" else "recv", m["peer"], m.get("stream"))
+
+
 def _mark_unordered(metas: list[dict[str, Any]]) -> None:
     """Sends to, or recvs from, one peer run by one evaluation: MLX picks their order."""
-    by: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for m in metas:
-        if m["op"] in ("send", "recv", "recv_like"):
-            way = "send" if m["op"] == "send" else "recv"
-            by.setdefault((m["group"], way, m["peer"], m.get("stream")), []).append(m)
-    for same in by.values():
-        if len(same) > 1:
-            for m in same:
-                m["unordered"] = [o["seq"] for o in same if o is not m]
+    p2p = [m for m in metas if m["op"] in ("send", "recv", "recv_like")]
+    for same in unordered(p2p, _channel):
+        for m in same:
+            m["unordered"] = [o["seq"] for o in same if o is not m]

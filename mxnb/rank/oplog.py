@@ -277,8 +277,7 @@ class OpLog:
     def set_checked(self, on: bool) -> None:
         """Checked communication on or off; ops followed so far are let go."""
         self.checked = on
-        self.pairing.open.clear()
-        self.pairing.refs.clear()
+        self.pairing.forget()
 
     def set_bare(self, on: bool) -> None:
         """Plain MLX speed: no op log, no checks, evaluation not observed.

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mxnb.errors import CommMismatch, UndefinedOrder
 from mxnb.protocol.ops import Meta
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from mxnb.rank.oplog import OpRecord
 
 __all__ = ["MAX_OPEN", "Pairing", "stream_name", "unordered"]
+
+T = TypeVar("T")
 
 #: Unevaluated point-to-point ops a rank follows; older ones are dropped.
 MAX_OPEN = 4096
@@ -46,12 +48,16 @@ def channel(rec: OpRecord) -> tuple[str, str, int | None, str | None]:
     return (rec.mirror.label, rec.op, rec.peer, rec.stream)
 
 
-def unordered(recs: Iterable[OpRecord]) -> list[list[OpRecord]]:
-    """Groups of two or more ops of one evaluation that share a channel."""
-    by: dict[tuple[str, str, int | None, str | None], list[OpRecord]] = {}
-    for rec in recs:
-        by.setdefault(channel(rec), []).append(rec)
-    return [sorted(g, key=lambda r: r.seq) for g in by.values() if len(g) > 1]
+def unordered(items: Iterable[T], key: Callable[[T], Hashable]) -> list[list[T]]:
+    """Groups of two or more ops of one evaluation on one channel, in the given order.
+
+    ``key`` names an op's channel (group, direction, peer, stream): the op log
+    reads it from its records, the recorder from its trace entries.
+    """
+    by: dict[Hashable, list[T]] = {}
+    for item in items:
+        by.setdefault(key(item), []).append(item)
+    return [g for g in by.values() if len(g) > 1]
 
 
 def order_problem(group: list[OpRecord]) -> str:
@@ -133,7 +139,7 @@ class Pairing:
     def check(self, recs: list[OpRecord], on_wait: Callable[[check.PendingCheck], None]) -> None:
         """Refuse an undefined order; post every exchange, then wait for each."""
         __tracebackhide__ = True
-        for group in unordered(recs):
+        for group in unordered(recs, channel):  # recs are in call order
             for rec in group:
                 rec.check = "refused"
             raise UndefinedOrder(order_problem(group))
@@ -166,6 +172,11 @@ class Pairing:
         """
         for prim in [p for p, ref in self.refs.items() if ref() is None]:
             self._drop(prim)
+
+    def forget(self) -> None:
+        """Stop following every op (checked mode was switched off)."""
+        self.open.clear()
+        self.refs.clear()
 
     def reset(self) -> None:
         """After an abandoned exchange: ranks number their pairs afresh (with new mirrors)."""

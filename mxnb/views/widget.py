@@ -32,6 +32,7 @@ import traitlets
 from mxnb.trace import Trace
 from mxnb.trace.text import STATE_TEXT, count
 from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
+from mxnb.views.scale import op_scale
 
 __all__ = ["TraceWidget", "widget_state"]
 
@@ -93,8 +94,6 @@ def _step_state(step: StepView, ranks: list[int]) -> dict[str, Any]:
 
 def _scale(step: StepView) -> dict[str, Any]:
     """The picture's colour scale: garbage values are clipped and named, not blanking it."""
-    from mxnb.views.scale import op_scale
-
     sc = op_scale(step)
     return {"lo": float(sc.lo), "hi": float(sc.hi), "note": sc.note}
 
