@@ -21,7 +21,7 @@ from mxnb.protocol.snapshot import decode, encode
 if TYPE_CHECKING:
     from mxnb.trace.merge import Step
 
-__all__ = ["RTOL", "Expected", "close", "expected"]
+__all__ = ["RTOL", "Expected", "close", "exact_inputs", "expected"]
 
 #: Relative tolerance by dtype when comparing results.
 RTOL = {"float16": 1e-2, "bfloat16": 2e-2, "float32": 1e-5, "complex64": 1e-5, "float64": 1e-12}
@@ -74,7 +74,7 @@ def close(got: dict[str, Any], want: np.ndarray, dtype: str, scale: float = 0.0)
     )
 
 
-def _inputs(step: Step) -> tuple[list[np.ndarray], str] | None:
+def exact_inputs(step: Step) -> tuple[list[np.ndarray], str] | None:
     """Every member's exact input in group order, and the dtype to compute in."""
     values, dtypes = [], set()
     for r in step.members:
@@ -118,7 +118,7 @@ def expected(step: Step) -> Expected | None:
     """The expected results of a collective step, or None if they cannot be known."""
     if step.op not in HOW:
         return None
-    got = _inputs(step)
+    got = exact_inputs(step)
     if got is None:
         return None
     values, dtype = got

@@ -79,8 +79,11 @@ class Step:
         return next((m["site"] for m in self.ranks.values() if m.get("site")), None)
 
     def site_text(self) -> str:
-        s = self.site
-        return f"line {s['line']}: {s['code'].strip()}" if s else "(call site unknown)"
+        """``line 3: y = all_sum(x)``; an exchange names its send's line and its recv's."""
+        sites = [self.site]
+        sites += [next((m["recv_site"] for m in self.ranks.values() if m.get("recv_site")), None)]
+        said = [f"line {s['line']}: {s['code'].strip()}" for s in sites if s]
+        return " / ".join(said) or "(call site unknown)"
 
     def group_text(self) -> str:
         return group_text(self.group, self.members)
@@ -116,6 +119,25 @@ def _unordered_note(step: Step, rank: int) -> str:
         f"order not defined: rank {rank} evaluated {m['op']} {ops} together, and MLX "
         "picks their order, so these messages may be swapped (checked mode refuses this)"
     )
+
+
+def _exchange(send: OpTrace, recv: OpTrace) -> OpTrace:
+    """One rank's send and recv of an exchange as one record: what it sent, what it got.
+
+    The time is the recv's evaluation (the send is usually in it); the call
+    time is both calls.
+    """
+    m: dict[str, Any] = dict(recv)
+    m["op"] = f"send/{recv['op']}"
+    m["seq"], m["t"], m["site"] = send["seq"], send["t"], send.get("site")
+    m["recv_site"] = recv.get("site")
+    m["call_s"] = send["call_s"] + recv["call_s"]
+    m["in"] = send.get("in")
+    m["states"] = {**recv.get("states", {}), "before": send.get("states", {}).get("before", "none")}
+    m.pop("before", None)
+    if "before" in send:
+        m["before"] = send["before"]
+    return m  # type: ignore[return-value]
 
 
 def _close(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -177,7 +199,7 @@ class Trace:
         self.members = self._members()
         self.steps = self._steps()
         self._transfers()
-        self._pair_one_way()
+        self._pair_transfers()
         for s in self.steps:
             if s.op in COLLECTIVES:
                 s.expected = expected(s)
@@ -261,12 +283,13 @@ class Trace:
                 for step in dict.fromkeys(steps):
                     step.transfers.append(t)
 
-    def _pair_one_way(self) -> None:
-        """A send step and the recv step that takes all of it, on other ranks, become one.
+    def _pair_transfers(self) -> None:
+        """A send step and the recv step that takes all of its messages become one step.
 
         ``if rank == 0: send(...) else: recv(...)`` then reads as one transfer
-        with both panels; a ring shift (every rank sends, then every rank
-        receives) keeps its two steps.
+        with both panels.  In an exchange (a ring shift: every rank sends, then
+        every rank receives) each rank's row holds what it sent on the left and
+        what it received on the right, so each message is drawn once.
         """
         merged: set[int] = set()
         for s in self.steps:
@@ -277,11 +300,16 @@ class Trace:
             if len(recv_steps) != 1:
                 continue
             (r,) = recv_steps.values()
-            if r.op not in ("recv", "recv_like") or set(r.ranks) & set(s.ranks):
+            if r.op not in ("recv", "recv_like") or id(r) in merged:
                 continue
             if any(t not in s.transfers for t in r.transfers):
                 continue
-            s.ranks.update(r.ranks)
+            both = set(r.ranks) & set(s.ranks)
+            if both and both != set(r.ranks) | set(s.ranks):
+                continue  # some ranks only send, others both: keep two steps
+            for rank in both:
+                s.ranks[rank] = _exchange(s.ranks[rank], r.ranks[rank])
+            s.ranks.update({k: v for k, v in r.ranks.items() if k not in both})
             s.op = f"send/{r.op}"
             merged.add(id(r))
         if merged:

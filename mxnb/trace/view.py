@@ -13,18 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mxnb.protocol.ops import AGREEING
+import numpy as np
+
+from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.wording import ranks_text, shape_text
-from mxnb.trace.text import describe_value, timing_text
+from mxnb.trace.provenance import Provenance, provenance
+from mxnb.trace.text import count, describe_value, timing_text
+from mxnb.trace.timeline import LANE_STATES, Fold, Timeline, timeline, worst
 
 if TYPE_CHECKING:
     from mxnb.protocol.messages import Snapshot
     from mxnb.trace.merge import Step, Trace
+    from mxnb.trace.ring import RingReplay
 
 __all__ = ["PanelView", "SideView", "StepView", "TraceView", "TransferView", "trace_view"]
 
 #: Exact values a side lists before it is summarised (min/max/mean).
 VALUES_SHOWN = 8
+#: Elements per rank up to which the ring step-through is part of the view.
+RING_MAX = 64
 SIDES = ("before", "after")
 
 
@@ -90,6 +97,13 @@ class StepView:
     inputs_note: str
     transfers: list[TransferView]
     panels: dict[int, PanelView]  # rank -> panel, for the ranks that took part
+    lanes: dict[int, str] = field(default_factory=dict)  # rank -> lane state (timeline)
+    provenance: Provenance | None = None
+    ring: RingReplay | None = None  # for small exact all_sum / all_gather inputs
+
+    @property
+    def state(self) -> str:
+        return worst(list(self.lanes.values()))
 
     def snap(self, rank: int, side: str) -> tuple[Snapshot | None, str]:
         """(values, state) of one side of one rank; ``absent`` if it took no part."""
@@ -106,31 +120,58 @@ class TraceView:
     headline: str
     steps: list[StepView]
     notes: list[str] = field(default_factory=list)  # what was not recorded
+    timeline: Timeline = field(default_factory=lambda: Timeline([], []))
 
-    def text(self) -> str:
-        """The plain-text summary: the widget's and the picture's ``text/plain`` fallback."""
+    def text(self, limit: int | None = None) -> str:
+        """The plain-text summary: the widget's and the picture's ``text/plain`` fallback.
+
+        A loop's repeats are folded as the timeline folds them: its first
+        iteration is written out, then how many more times it ran.  ``limit``
+        caps the timeline columns written (a notebook output stays readable).
+        """
         lines = [self.headline]
         if not self.reported or not self.enabled:
             return self.headline
         if not self.steps:
             lines.append("(this cell called no mx.distributed operation)")
-        for s in self.steps:
-            lines.append(f"#{s.index} {s.op} on {s.group_text}, {s.site_text}")
-            for t in s.transfers:
-                arrow = f"  rank {t.src} -> rank {t.dst}: {t.what}"
-                lines.append(arrow + (f"  !! {t.note}" if t.note else ""))
-            for r, p in sorted(s.panels.items()):
-                types = f"{p.type_text('before')} -> {p.type_text('after')}"
-                timing = f" | {p.time_text}" if p.timed else ""
-                want = f" (expected {p.expected.text})" if p.expected else ""
-                lines.append(
-                    f"  rank {r}: {types}: {p.before.text} -> {p.after.text}{want}{timing}"
-                )
-            if s.inputs_note:
-                lines.append(f"  !! {s.inputs_note}")
-            if s.mismatch:
-                lines.append(f"  !! {s.mismatch_text}")
+        tl = self.timeline
+        shown = tl.shown()
+        for n, (c, f) in enumerate(shown):
+            if limit is not None and n == limit:
+                left = len(self.steps) - tl.columns[c].steps[0]
+                lines.append(f"... and {count(left, 'more op')} from #{self.steps[-left].index} on")
+                break
+            for k in tl.columns[c].steps:
+                lines += self._step_lines(self.steps[k])
+            if f is not None and c == f.first + f.period - 1:
+                lines.append(self._fold_line(f))
         return "\n".join(lines + self.notes)
+
+    def _fold_line(self, f: Fold) -> str:
+        cols = self.timeline.columns
+        first = self.steps[cols[f.first + f.period].steps[0]].index
+        last = self.steps[cols[f.end - 1].steps[-1]].index
+        state = worst([cols[f.first + k].state for k in range(f.period)])
+        return (
+            f"... the same {count(f.period, 'op')} ran {count(f.times - 1, 'more time')} "
+            f"(#{first}-#{last}), each time: {LANE_STATES[state]}"
+        )
+
+    def _step_lines(self, s: StepView) -> list[str]:
+        lines = [f"#{s.index} {s.op} on {s.group_text}, {s.site_text}"]
+        for t in s.transfers:
+            arrow = f"  rank {t.src} -> rank {t.dst}: {t.what}"
+            lines.append(arrow + (f"  !! {t.note}" if t.note else ""))
+        for r, p in sorted(s.panels.items()):
+            types = f"{p.type_text('before')} -> {p.type_text('after')}"
+            timing = f" | {p.time_text}" if p.timed else ""
+            want = f" (expected {p.expected.text})" if p.expected else ""
+            lines.append(f"  rank {r}: {types}: {p.before.text} -> {p.after.text}{want}{timing}")
+        if s.inputs_note:
+            lines.append(f"  !! {s.inputs_note}")
+        if s.mismatch:
+            lines.append(f"  !! {s.mismatch_text}")
+        return lines
 
 
 def _panel(step: Step, rank: int) -> PanelView:
@@ -178,7 +219,45 @@ def _step(step: Step) -> StepView:
         inputs_note=step.inputs_note,
         transfers=[TransferView(t.src, t.dst, t.matched, t.what, t.note) for t in step.transfers],
         panels={r: _panel(step, r) for r in sorted(step.ranks)},
+        lanes=_lanes(step),
+        provenance=provenance(step),
+        ring=_ring(step),
     )
+
+
+def _lanes(step: Step) -> dict[int, str]:
+    """Each taking-part rank's state in this op, as the timeline colours it."""
+    if step.op in COLLECTIVES:
+        ranks = set(step.members)
+    else:
+        ranks = set(step.ranks) | {r for t in step.transfers for r in (t.src, t.dst)}
+    bad = {r for t in step.transfers if t.note for r in (t.src, t.dst)}
+    out = {}
+    for r in sorted(x for x in ranks if x is not None):
+        after = step.snap(r, "after")[1]
+        if r not in step.ranks:
+            out[r] = "missing"
+        elif after == "in_flight":
+            out[r] = "in_flight"
+        elif r in step.mismatch:
+            out[r] = "wrong" if step.expected is not None else "disagree"
+        elif step.inputs_note or r in bad:
+            out[r] = "mismatched"
+        elif after == "lazy":
+            out[r] = "lazy"
+        else:
+            out[r] = "ok"
+    return out
+
+
+def _ring(step: Step) -> RingReplay | None:
+    from mxnb.trace.ring import replay
+
+    m = next(iter(step.ranks.values()), None)
+    shape = (m or {}).get("in", {}) or {}
+    if int(np.prod(shape.get("shape", [RING_MAX + 1]))) > RING_MAX:
+        return None
+    return replay(step)
 
 
 #: Said wherever a trace held values that MLX would otherwise have reused.
@@ -197,12 +276,14 @@ def trace_view(trace: Trace) -> TraceView:
     else:
         n = len(trace.steps)
         headline = f"mxnb trace: {n} op{'s' if n != 1 else ''} on {ranks_text(trace.ranks)}"
+    steps = [_step(s) for s in trace.steps]
     return TraceView(
         ranks=list(range(trace.nranks)) or list(trace.ranks),
         reported=list(trace.ranks),
         enabled=trace.enabled,
         headline=headline,
-        steps=[_step(s) for s in trace.steps],
+        steps=steps,
+        timeline=timeline(steps),
         notes=[
             f"(rank {r}: {n} more ops not recorded: trace limit)" for r, n in trace.dropped.items()
         ]

@@ -24,16 +24,12 @@ from mxnb.protocol.wording import shape_text
 from mxnb.trace import Trace
 from mxnb.trace.text import STATE_TEXT, count, describe_value
 from mxnb.trace.view import StepView, TraceView, trace_view
-from mxnb.views.scale import COLORMAP, NAN, Color, Scale, drawn_values, op_scale, short_num
+from mxnb.views.palette import COLORMAP, NAN, RANK_COLORS, Color
+from mxnb.views.scale import Scale, drawn_values, op_scale, short_num
 
 __all__ = ["COLORMAP", "RANK_COLORS", "RED", "Layout", "render", "render_trace", "trace_png"]
 
 Box = tuple[int, int, int, int]
-#: Rank identity colours (Okabe-Ito: told apart by colour-blind readers too), cycled.
-RANK_COLORS: list[Color] = [
-    (0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167),
-    (86, 180, 233), (240, 228, 66), (213, 94, 0), (60, 60, 60),
-]  # fmt: skip
 RED: Color = (200, 30, 30)
 INK, GREY_INK, CLIP_INK = (30, 30, 30), (95, 95, 95), (140, 85, 0)
 WHITE, LINE, HATCH = (255, 255, 255), (205, 205, 205), (222, 222, 222)

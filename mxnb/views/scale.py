@@ -16,16 +16,10 @@ import numpy as np
 from mxnb.protocol.snapshot import decode
 from mxnb.trace.text import count
 from mxnb.trace.view import StepView
+from mxnb.views.palette import COLORMAP, NAN, Color
 
 __all__ = ["COLORMAP", "Scale", "drawn_values", "op_scale", "robust_range", "short_num"]
 
-Color = tuple[int, int, int]
-#: Value colours, low to high: the widget's own viridis-like anchors (``CMAP`` in the JS).
-COLORMAP: list[Color] = [
-    (24, 32, 84), (35, 100, 160), (40, 160, 150), (150, 205, 95), (250, 235, 150)
-]  # fmt: skip
-#: NaN and inf cells.
-NAN: Color = (190, 190, 190)
 #: Values further than FENCE x MAD from the median are outliers; the scale is
 #: clipped to the rest only if they would squash it SQUASH-fold.
 FENCE, SQUASH = 10.0, 10.0

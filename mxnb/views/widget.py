@@ -27,16 +27,28 @@ import pathlib
 from typing import Any
 
 import anywidget
+import numpy as np
 import traitlets
 
 from mxnb.trace import Trace
+from mxnb.trace.ring import HONESTY, RingReplay
 from mxnb.trace.text import STATE_TEXT, count
+from mxnb.trace.timeline import LANE_STATES
 from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
+from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, hex_color
 from mxnb.views.scale import op_scale
 
 __all__ = ["TraceWidget", "widget_state"]
 
 _HERE = pathlib.Path(__file__).parent
+#: The front end's parts, in order; concatenated they are one plain ES module.
+JS_PARTS = ("values.js", "timeline.js", "opview.js", "ring.js", "widget.js")
+
+
+def _front_end() -> str:
+    return "\n".join((_HERE / "js" / name).read_text() for name in JS_PARTS)
+
+
 #: Characters of the PNG's base64 the front end compares (the last IDAT bytes, its
 #: CRC and IEND).
 PNG_TAIL = 64
@@ -49,44 +61,74 @@ LIVE_NOTE = (
 
 
 def _panel(p: PanelView | None) -> dict[str, Any] | None:
+    """One rank's row, kept small (a 1,000-op cell has thousands): a side without
+    values is sent as its state, which the front end words from ``words.states``."""
     if p is None:
         return None
-    panel: dict[str, Any] = {
-        "rank": p.rank,
-        "op": p.op,
-        "in": p.type_text("before"),
-        "out": p.type_text("after"),
-        # the call only builds the lazy graph; the evaluation moves the data
-        "call_ms": p.call_ms,
-        "eval_ms": p.eval_ms,
-        "time_text": p.time_text,
-        "t_ms": p.t_ms,
-    }
-    panel["expected_text"] = p.expected.text if p.expected else None
+    panel: dict[str, Any] = {"in": p.type_text("before"), "out": p.type_text("after")}
+    if p.op not in ("all_sum", "all_gather", "all_max", "all_min", "sum_scatter"):
+        panel["op"] = p.op
+    panel["call_ms"] = p.call_ms
+    if p.timed:
+        panel["time"] = p.time_text
+    if p.expected is not None:
+        panel["expected"] = p.expected.snap
+        panel["expected_text"] = p.expected.text
     for name in ("before", "after"):
         side = p.side(name)
-        panel[name] = side.snap
-        panel[f"{name}_state"] = side.state
-        panel[f"{name}_text"] = side.text
+        if side.snap is not None:
+            panel[name] = side.snap
+        else:
+            panel[f"{name}_state"] = side.state
     return panel
 
 
+def _ring(ring: RingReplay | None) -> dict[str, Any] | None:
+    """The ring step-through as plain lists: per round, what each rank sends and holds."""
+    if ring is None:
+        return None
+
+    def held(chunks: dict[int, list[np.ndarray | None]]) -> list[list[list[float] | None]]:
+        return [[None if c is None else _numbers(c) for c in chunks[r]] for r in ring.ranks]
+
+    return {
+        "ranks": ring.ranks,
+        "honesty": HONESTY,
+        "start": held(ring.start),
+        "rounds": [
+            {
+                "phase": rnd.phase,
+                "number": rnd.number,
+                "passes": [[p.src, p.dst, p.chunk] for p in rnd.passes],
+                "held": held(rnd.after),
+            }
+            for rnd in ring.rounds
+        ],
+    }
+
+
+def _numbers(a: np.ndarray) -> list[float]:
+    return [float(v) if np.isfinite(v) else str(v) for v in np.asarray(a, np.float64).ravel()]
+
+
 def _step_state(step: StepView, ranks: list[int]) -> dict[str, Any]:
+    prov = step.provenance
     return {
         "index": step.index,
         "op": step.op,
-        "group": step.group,
         "group_text": step.group_text,
         "members": step.members,
         "site": step.site_text,
-        "agree": step.agree,
         "mismatch": step.mismatch,
         "mismatch_text": step.mismatch_text,
         "inputs_note": step.inputs_note,
         "transfers": [
-            {"src": t.src, "dst": t.dst, "matched": t.matched, "what": t.what, "note": t.note}
-            for t in step.transfers
+            {"src": t.src, "dst": t.dst, "what": t.what, "note": t.note} for t in step.transfers
         ],
+        "lanes": {str(r): s for r, s in step.lanes.items()},
+        "blocks": prov.blocks if prov else [],
+        "winners": prov.winners if prov else None,
+        "ring": _ring(step.ring),
         "panels": [_panel(step.panels.get(r)) for r in ranks],
         "scale": _scale(step),
     }
@@ -98,14 +140,40 @@ def _scale(step: StepView) -> dict[str, Any]:
     return {"lo": float(sc.lo), "hi": float(sc.hi), "note": sc.note}
 
 
+def _timeline(view: TraceView) -> dict[str, Any]:
+    tl = view.timeline
+    return {
+        "columns": [
+            {"steps": list(c.steps), "name": c.name, "site": c.site, "state": c.state}
+            for c in tl.columns
+        ],
+        "folds": [[f.first, f.period, f.times] for f in tl.folds],
+        "shown": [[c, tl.folds.index(f) if f else -1] for c, f in tl.shown()],
+    }
+
+
+#: Timeline columns the text output writes out (the widget and ``trace.text()``: all).
+SUMMARY_COLUMNS = 60
+
+
 def widget_state(view: TraceView) -> dict[str, Any]:
     """The synced state: JSON metadata plus snapshot ``bytes`` (sent as buffers)."""
+    summary = view.text(SUMMARY_COLUMNS)
     return {
         "ranks": view.ranks,
         "reported": view.reported,
         "enabled": view.enabled,
-        "summary": view.text(),
-        "states": STATE_TEXT,
+        "headline": view.headline,
+        # enough to recognise the text output shown before the widget, without a copy of it
+        "summary_len": len(summary.strip()),
+        "summary_ends": [summary.strip()[:200], summary.strip()[-200:]],
+        "palette": {
+            "ranks": [hex_color(c) for c in RANK_COLORS],
+            "values": [hex_color(c) for c in COLORMAP],
+            "states": {k: [hex_color(f), hex_color(i), m] for k, (f, i, m) in STATES.items()},
+        },
+        "words": {"states": STATE_TEXT, "lanes": LANE_STATES},
+        "timeline": _timeline(view),
         "steps": [_step_state(s, view.ranks) for s in view.steps],
         "notes": view.notes,
     }
@@ -114,13 +182,10 @@ def widget_state(view: TraceView) -> dict[str, Any]:
 class TraceWidget(anywidget.AnyWidget):
     """What every rank held before and after each ``mx.distributed`` op of a cell."""
 
-    _esm = _HERE / "widget.js"
+    _esm = _front_end()
     _css = _HERE / "widget.css"
 
     trace = traitlets.Dict().tag(sync=True)
-    #: Shown op (0-based) and side; the browser and Python can both set them.
-    step = traitlets.Int(0).tag(sync=True)
-    phase = traitlets.Unicode("after").tag(sync=True)
     #: The end of the static PNG's base64 text: the front end hides that output.
     png_tail = traitlets.Unicode("").tag(sync=True)
 
@@ -148,7 +213,10 @@ class TraceWidget(anywidget.AnyWidget):
         png = base64.b64encode(self.png()).decode("ascii")
         self.png_tail = png[-PNG_TAIL:]
         label = f"<mxnb trace picture: {count(len(self._trace.steps), 'op')}>"
-        return [{"image/png": png, "text/plain": label}, {"text/plain": self._view.text()}]
+        return [
+            {"image/png": png, "text/plain": label},
+            {"text/plain": self._view.text(SUMMARY_COLUMNS)},
+        ]
 
     def __repr__(self) -> str:
         return self._view.text()

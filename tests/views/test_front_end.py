@@ -1,0 +1,194 @@
+"""The widget's front end in real Chromium, read as a person reads it.
+
+Hand-made traces (every number known) rendered by the real ES module in a
+bare page (``harness.py``); the same module inside JupyterLab and Notebook 7,
+with real ranks, is tested in ``tests/test_browser.py``.  Screenshots go to
+``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from harness import write_page
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+
+from mxnb.trace import Trace
+from mxnb.views.widget import TraceWidget
+from trace_reports import op, report
+
+N = 4
+X = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(N)]
+SUM = sum(X)
+GIN = [np.arange(6, dtype=np.float32).reshape(2, 3) + 10 * r for r in range(N)]
+GATHER = np.concatenate(GIN)
+MIN = [np.array([r, 3 - r, (r * 7) % 5, 1], np.float32) for r in range(N)]
+MAX = np.max(MIN, axis=0)
+GARBAGE = np.array([0, -2139095036, 6, 9], np.float32)
+
+
+def lesson(loop: int = 0, bad: bool = False) -> Trace:
+    """all_sum (rank 3 wrong if ``bad``), all_gather of 2x3, all_max, then a loop."""
+    reps = []
+    for r in range(N):
+        ops = [
+            op(1, "all_sum", r, X[r], GARBAGE if bad and r == 3 else SUM, n=N, line=2),
+            op(2, "all_gather", r, GIN[r], GATHER, n=N, line=3),
+            op(3, "all_max", r, MIN[r], MAX, n=N, line=4),
+        ]
+        ops += [op(4 + k, "all_sum", r, X[r], SUM, n=N, line=6) for k in range(loop)]
+        reps.append(report(r, ops, n=N))
+    return Trace(reps)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def show(browser: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """show(trace) -> a page with its widget rendered; a screenshot is kept."""
+    pages = []
+
+    def open_page(trace: Trace) -> Any:
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(write_page(TraceWidget(trace), tmp_path / "w.html").as_uri())
+        page.wait_for_function("window.mxnbRenderMs !== undefined")
+        assert not errors, errors
+        pages.append((page, errors))
+        return page
+
+    yield open_page
+    ARTIFACTS.mkdir(exist_ok=True)
+    for page, errors in pages:
+        page.screenshot(path=str(ARTIFACTS / f"front-end-{request.node.name}.png"), full_page=True)
+        assert not errors, errors
+        page.close()
+
+
+def cells(scope: Any) -> list[str]:
+    return [t.strip() for t in scope.locator(".mxnb-cell").all_inner_texts()]
+
+
+def side(page: Any, rank: int, which: str) -> Any:
+    return page.locator(f".mxnb-side.mxnb-{which}[data-rank='{rank}']")
+
+
+def numbers(a: np.ndarray) -> list[str]:
+    return [str(int(v)) if float(v).is_integer() else str(v) for v in np.ravel(a)]
+
+
+def test_every_ranks_input_and_result_are_on_screen_together(show):
+    page = show(lesson())
+    for r in range(N):
+        before, after = side(page, r, "before"), side(page, r, "after")
+        assert cells(before) == numbers(X[r]) and cells(after) == numbers(SUM)
+        for box in (before.bounding_box(), after.bounding_box()):  # no scrolling, no clicking
+            assert box is not None and box["y"] + box["height"] <= 900
+    # the rank's colour is the same in the timeline lane and in its row
+    chip = page.locator(".mxnb-rankchip.mxnb-row-2").evaluate(
+        "e => getComputedStyle(e).backgroundColor"
+    )
+    lane = page.locator("svg rect[rx='9']").nth(2).get_attribute("fill")
+    assert chip == "rgb({}, {}, {})".format(*(int(lane[i : i + 2], 16) for i in (1, 3, 5)))
+
+
+def test_an_all_sum_element_shows_its_terms(show):
+    page = show(lesson())
+    side(page, 1, "after").locator(".mxnb-cell").nth(2).hover()
+    want = " + ".join(f"{numbers(X[r])[2]} (rank {r})" for r in range(N))
+    assert (
+        page.locator(".mxnb-terms")
+        .inner_text()
+        .startswith(f"element [2]: {want}; ranks 0-3 hold {numbers(SUM)[2]}")
+    )
+    pointed = page.locator(".mxnb-before .mxnb-cell.mxnb-pointed")
+    assert pointed.all_inner_texts() == [numbers(X[r])[2] for r in range(N)]
+
+
+def test_each_gathered_block_names_and_colours_its_source_rank(show):
+    page = show(lesson())
+    page.locator(".mxnb-trace").focus()
+    page.keyboard.press("ArrowRight")
+    assert "all_gather" in page.locator(".mxnb-op-title").inner_text()
+    blocks = side(page, 2, "after").locator(".mxnb-block")
+    assert blocks.count() == N
+    for k in range(N):
+        b = blocks.nth(k)
+        assert b.locator(".mxnb-tag").inner_text() == f"from rank {k}"
+        assert cells(b) == numbers(GIN[k])
+        chip = page.locator(f".mxnb-rankchip.mxnb-row-{k}")
+        colour = chip.evaluate("e => getComputedStyle(e).backgroundColor")
+        assert b.evaluate("e => getComputedStyle(e).borderTopColor") == colour
+
+
+def test_max_marks_the_winning_rank_of_every_element(show):
+    page = show(lesson())
+    page.locator(".mxnb-trace").focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    side(page, 0, "after").locator(".mxnb-cell").nth(0).hover()
+    winner = int(np.argmax([m[0] for m in MIN]))
+    assert f"rank {winner}'s value wins" in page.locator(".mxnb-terms").inner_text()
+    won = side(page, winner, "before").locator(".mxnb-cell").nth(0)
+    assert "mxnb-won" in won.get_attribute("class")
+
+
+def test_a_garbage_result_is_framed_with_what_it_should_hold(show):
+    page = show(lesson(bad=True))
+    wrong = side(page, 3, "after")
+    assert "mxnb-wrong" in wrong.get_attribute("class")
+    assert cells(wrong.locator(".mxnb-expected")) == numbers(SUM)
+    assert page.locator(".mxnb-wrong").count() == 1  # ranks 0-2 are right, and not framed
+    assert "rank 3 holds a wrong result" in page.locator(".mxnb-mismatch").inner_text()
+    assert page.locator(".mxnb-clipped").inner_text().startswith("colour scale clipped")
+    lane = page.locator("svg .mxnb-st-wrong")
+    assert lane.count() == 1 and lane.get_attribute("data-rank") == "3"
+
+
+def test_the_ring_algorithm_steps_through_the_ranks_data(show):
+    page = show(lesson())
+    page.locator(".mxnb-trace").focus()
+    page.keyboard.press("r")
+    assert "textbook ring algorithm" in page.locator(".mxnb-ring-honesty").inner_text()
+    # after reduce-scatter round 1, rank 1 has added rank 0's chunk 0 to its own
+    page.keyboard.press("ArrowDown")
+    assert "reduce-scatter round 1 of 3" in page.locator(".mxnb-ring-step").inner_text()
+    got = page.locator(".mxnb-chunk[data-rank='1'][data-chunk='0']")
+    assert got.locator(".mxnb-chunk-values").inner_text() == numbers(X[0][:1] + X[1][:1])[0]
+    assert got.locator(".mxnb-tag").inner_text() == "+ from rank 0"
+    for _ in range(5):
+        page.keyboard.press("ArrowDown")
+    assert "step 6 of 6: all-gather round 3 of 3" in page.locator(".mxnb-ring-step").inner_text()
+    for r in range(N):
+        held = page.locator(f".mxnb-chunk[data-rank='{r}'] .mxnb-chunk-values").all_inner_texts()
+        assert held == numbers(SUM)
+    checks = page.locator(".mxnb-ring-check").all_inner_texts()
+    assert checks == [f"= what rank {r} got \u2713" for r in range(N)]
+
+
+def test_a_200_op_loop_is_one_folded_column_with_its_repeats(show):
+    page = show(lesson(loop=200))
+    assert page.locator(".mxnb-fold").text_content() == "\u00d7200"
+    assert page.locator("svg .mxnb-col").count() == 4  # sum, gather, max, the loop once
+    page.locator(".mxnb-trace").focus()
+    page.keyboard.press("End")
+    assert page.locator(".mxnb-iter").inner_text() == "repeat 1 of 200 (a loop, folded)"
+    assert "#4 all_sum" in page.locator(".mxnb-op-title").inner_text()
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert page.locator(".mxnb-iter").inner_text() == "repeat 3 of 200 (a loop, folded)"
+    assert "#6 all_sum" in page.locator(".mxnb-op-title").inner_text()
+    assert cells(side(page, 0, "after")) == numbers(SUM)
