@@ -42,13 +42,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-CELL = """%%mxdist -n 2 --viz
+CELL = """%%mxdist -n 4 --viz
 x = mx.arange(4, dtype=mx.float32) * (rank + 1)
 y = mx.distributed.all_sum(x)
 m = mx.distributed.all_gather(mx.arange(6, dtype=mx.float32).reshape(2, 3) + 10 * rank)
-s = mx.distributed.send(x, 1) if rank == 0 else mx.distributed.recv_like(x, 0)
+s = mx.distributed.send(x, 1) if rank == 0 else (mx.distributed.recv_like(x, 0) if rank == 1 else x)
 mx.eval(y, m, s)
 """
+#: A second cell: the arrow keys must step the view, not move the notebook's active cell.
+AFTER = "1 + 1"
 
 
 def _free_port() -> int:
@@ -75,7 +77,7 @@ class Lab:
         self.url = f"http://127.0.0.1:{self.port}"
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "mxnb", "display_name": "Python 3 (mxnb)"}
-        nb.cells = [nbformat.v4.new_code_cell(CELL)]
+        nb.cells = [nbformat.v4.new_code_cell(CELL), nbformat.v4.new_code_cell(AFTER)]
         nbformat.write(nb, self.root / "trace.ipynb")
         self.log = open(tmp / "lab.log", "wb")  # closed in stop()
         self.proc = subprocess.Popen(
@@ -210,12 +212,19 @@ def _run_all(page: Any) -> None:
     raise AssertionError("the notebook's cell never started running")
 
 
-def _cells(panel: Any) -> list[str]:
-    return [t.strip() for t in panel.locator(".mxnb-values td").all_inner_texts()]
+def _cells(scope: Any) -> list[str]:
+    return [t.strip() for t in scope.locator(".mxnb-cell").all_inner_texts()]
+
+
+def _active_cell(page: Any) -> int:
+    return page.evaluate(
+        "[...document.querySelectorAll('.jp-Notebook .jp-Cell')]"
+        ".findIndex(c => c.classList.contains('jp-mod-active'))"
+    )
 
 
 @pytest.mark.parametrize("ui", ["lab", "notebooks"], ids=["jupyterlab4", "notebook7"])
-def test_rank_panels_render_with_right_numbers(lab: Lab, browser: Any, ui: str) -> None:
+def test_rank_rows_render_with_right_numbers(lab: Lab, browser: Any, ui: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"failed-{ui}.png").unlink(missing_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -225,50 +234,54 @@ def test_rank_panels_render_with_right_numbers(lab: Lab, browser: Any, ui: str) 
         _run_all(page)
         widget = page.locator(".mxnb-trace")
         widget.wait_for(timeout=180_000)
+        widget.scroll_into_view_if_needed()
 
-        # op 1: all_sum, after: every rank holds the sum
-        assert "all_sum" in widget.locator(".mxnb-info").inner_text()
-        r0 = widget.locator(".mxnb-rank[data-rank='0']")
-        r1 = widget.locator(".mxnb-rank[data-rank='1']")
-        assert _cells(r0) == ["0", "3", "6", "9"]
-        assert _cells(r1) == ["0", "3", "6", "9"]
-        assert widget.locator(".mxnb-differs").count() == 0
-        # what the call cost, and what the evaluation that moved the data took
-        time0 = r0.locator(".mxnb-time").inner_text()
+        # op 1: all_sum; every rank's input and result on screen at once
+        assert "all_sum" in widget.locator(".mxnb-op-title").inner_text()
+        side = lambda r, s: widget.locator(f".mxnb-side.mxnb-{s}[data-rank='{r}']")  # noqa: E731
+        for r in range(4):
+            assert _cells(side(r, "before")) == [str(v * (r + 1)) for v in range(4)]
+            assert _cells(side(r, "after")) == ["0", "10", "20", "30"]
+        boxes = [side(r, s).bounding_box() for r in range(4) for s in ("before", "after")]
+        assert all(b and 0 <= b["y"] and b["y"] + b["height"] <= 1000 for b in boxes), boxes
+        assert widget.locator(".mxnb-wrong").count() == 0
+        # pointing at a result names its terms
+        side(2, "after").locator(".mxnb-cell").nth(3).hover()
+        terms = widget.locator(".mxnb-terms").inner_text()
+        assert terms.startswith("element [3]: 3 (rank 0) + 6 (rank 1) + 9 (rank 2) + 12 (rank 3)")
+        # what the evaluation that moved the data took
+        time0 = widget.locator(".mxnb-time.mxnb-row-0").inner_text()
         assert time0.startswith("evaluated in ") and "by mx.eval (with 2 other ops)" in time0
-        assert "call " in r0.locator(".mxnb-opname").inner_text()
         # the static picture and summary shown before the widget: there, but hidden
         page.wait_for_function("document.querySelectorAll('[data-mxnb-hidden]').length === 2")
         hidden = page.locator("[data-mxnb-hidden='static']")
         assert hidden.nth(0).locator("img").count() == 1
-        assert "mxnb trace: 3 ops on ranks 0, 1" in hidden.nth(1).text_content()
+        assert "mxnb trace: 3 ops on ranks 0-3" in hidden.nth(1).text_content()
         assert not hidden.nth(0).is_visible() and not hidden.nth(1).is_visible()
         page.screenshot(path=str(ARTIFACTS / f"trace-widget-{ui}.png"), full_page=True)
 
-        # before: each rank's own input
-        widget.locator(".mxnb-phase-before").click()
-        page.wait_for_function(
-            "document.querySelector(\".mxnb-rank[data-rank='1'] .mxnb-before\") !== null"
-        )
-        assert _cells(r0) == ["0", "1", "2", "3"]
-        assert _cells(r1) == ["0", "2", "4", "6"]
+        # keys step the view; the notebook's active cell stays where it was
+        widget.click(position={"x": 5, "y": 5})
+        active = _active_cell(page)
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("ArrowRight")
+        assert _active_cell(page) == active
+        assert "all_gather" in widget.locator(".mxnb-op-title").inner_text()
+        blocks = side(1, "after").locator(".mxnb-block")
+        assert blocks.count() == 4
+        for k in range(4):
+            assert blocks.nth(k).locator(".mxnb-tag").inner_text() == f"from rank {k}"
+            assert _cells(blocks.nth(k)) == [str(v + 10 * k) for v in range(6)]
 
-        # op 2: all_gather of 2x3 -> 4x3, a heatmap with exact values in a table
-        widget.locator(".mxnb-next").click()
-        widget.locator(".mxnb-phase-after").click()
-        assert "all_gather" in widget.locator(".mxnb-info").inner_text()
-        assert r1.locator("canvas.mxnb-plot").count() == 1
-        want = [str(v) for v in [0, 1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15]]
-        assert _cells(r0) == want and _cells(r1) == want
-
-        # op 3: send 0 -> 1, drawn as an arrow from rank 0's panel to rank 1's
-        widget.locator(".mxnb-next").click()
-        arrow = widget.locator("path.mxnb-arrow")
-        assert arrow.count() == 1
-        assert arrow.get_attribute("data-src") == "0"
-        assert arrow.get_attribute("data-dst") == "1"
-        assert "rank 0 \u2192 rank 1: float32 (4,)" in widget.locator(".mxnb-info").inner_text()
-        assert _cells(r1) == ["0", "1", "2", "3"]  # what rank 1 received
+        # op 3: the transfer 0 -> 1, drawn once in the timeline and named once
+        page.keyboard.press("ArrowRight")
+        arrows = widget.locator("svg .mxnb-tarrow")
+        assert arrows.count() == 1
+        assert (arrows.get_attribute("data-src"), arrows.get_attribute("data-dst")) == ("0", "1")
+        line = widget.locator(".mxnb-transfer").inner_text()
+        assert line.startswith("rank 0") and "float32 (4,)" in line and line.endswith("rank 1")
+        assert _cells(side(1, "after")) == ["0", "1", "2", "3"]  # what rank 1 received
+        assert "no part in this op" in widget.locator(".mxnb-none.mxnb-row-2").inner_text()
         widget.screenshot(path=str(ARTIFACTS / f"trace-widget-{ui}-send.png"))
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / f"failed-{ui}.png"), full_page=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,9 @@ from mxnb.protocol.wording import shape_text
 from mxnb.trace import Trace
 from mxnb.trace.text import STATE_TEXT, count, describe_value
 from mxnb.trace.view import StepView, TraceView, trace_view
-from mxnb.views.palette import COLORMAP, NAN, RANK_COLORS, Color
+from mxnb.views.palette import COLORMAP, NAN, RANK_COLORS, STATES, Color
 from mxnb.views.scale import Scale, drawn_values, op_scale, short_num
+from mxnb.views.strip import draw_strips, legend_items
 
 __all__ = ["COLORMAP", "RANK_COLORS", "RED", "Layout", "render", "render_trace", "trace_png"]
 
@@ -38,7 +40,7 @@ MARGIN, LANE_W, PANEL_W, ARROW_W = 12, 78, 400, 40
 WIDTH = 2 * MARGIN + LANE_W + 2 * PANEL_W + ARROW_W
 BAR_H, MAP_H, CELL_MAX, CELL_H, SLOT_MAX = 56, 144, 48, 18, 44
 #: Ops drawn; numbers are written for up to NUM values (2-D: at most NUM_COLS columns).
-MAX_OPS, NUM, NUM_COLS = 12, 16, 8
+MAX_OPS, NUM, NUM_COLS = 6, 16, 8
 
 
 def _numbered(shape: tuple[int, ...] | list[int]) -> bool:
@@ -137,7 +139,35 @@ class _Pen:
         self.draw.polygon([(x1 - 8, y - 5), (x1 - 8, y + 5), (x1, y)], fill=fill)
 
 
-def _bars(pen: _Pen, x: int, y: int, v: np.ndarray, scale: Scale, dtype: str) -> tuple[int, bool]:
+Band = tuple[int, int, int, str]  # (rank, first, end, label): elements (1-D) or rows (2-D)
+
+
+def _bands(pen: _Pen, bands: list[Band], at: Callable[[int], tuple[float, float]], y: float,
+           across: bool) -> None:  # fmt: skip
+    """Provenance: each rank's part of a value, as a bar in its colour with its label.
+
+    ``at(i)`` is where element (or row) ``i`` was drawn; ``across``: a bar under
+    the elements, else a bar beside the rows with the label to its right.
+    """
+    for rank, first, end, label in bands:
+        a, b = at(first)[0], at(end - 1)[1]
+        c = RANK_COLORS[rank % len(RANK_COLORS)]
+        if across:
+            pen.draw.rectangle((a + 1, y, b - 1, y + 4), fill=c)
+            if label and _font(SMALL).getlength(label) < b - a:
+                pen.text((a + b) / 2, y + 6, label, SMALL, c if not _light(c) else INK, anchor="ma")
+        else:
+            pen.draw.rectangle((y, a + 1, y + 4, b - 1), fill=c)
+            if label:
+                pen.text(y + 8, a + 1, label, SMALL, c if not _light(c) else INK)
+
+
+def _light(c: Color) -> bool:
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 190
+
+
+def _bars(pen: _Pen, x: int, y: int, v: np.ndarray, scale: Scale, dtype: str,
+          bands: list[Band]) -> tuple[int, bool]:  # fmt: skip
     """Bars from zero (numbers under them when few); returns (bottom, all values written)."""
     n = v.size
     if n > PANEL_W:  # one bar per pixel column: the mean of its values
@@ -172,11 +202,15 @@ def _bars(pen: _Pen, x: int, y: int, v: np.ndarray, scale: Scale, dtype: str) ->
             pen.draw.polygon([(mid - 4, end + tip), (mid + 4, end + tip), (mid, end)], fill=RED)
     for k, s in enumerate(labels or []):
         pen.text(x + (k + 0.5) * slot, y + BAR_H + 2, s, SMALL, anchor="ma")
-    return y + BAR_H + (_line_h(SMALL) + 2 if labels else 0), labels is not None
+    bottom = y + BAR_H + (_line_h(SMALL) + 2 if labels else 0)
+    if bands and n <= PANEL_W:
+        _bands(pen, bands, lambda i: (x + i * slot, x + (i + 1) * slot), bottom + 1, True)
+        bottom += 6 + (_line_h(SMALL) if any(b[3] for b in bands) else 0)
+    return bottom, labels is not None
 
 
 def _heatmap(
-    pen: _Pen, x: int, y: int, v: np.ndarray, scale: Scale, dtype: str
+    pen: _Pen, x: int, y: int, v: np.ndarray, scale: Scale, dtype: str, bands: list[Band]
 ) -> tuple[int, bool]:
     """Cells on the op's scale, with their numbers when the grid is small."""
     h, w = v.shape
@@ -192,6 +226,9 @@ def _heatmap(
             pen.text(
                 box[0] + cw / 2, box[1] + CELL_H / 2, labels[i * w + j], SMALL, ink, anchor="mm"
             )
+        if bands:
+            rows = lambda i: (y + i * CELL_H, y + (i + 1) * CELL_H)  # noqa: E731
+            _bands(pen, bands, rows, x + w * cw + 4, False)
         return y + h * CELL_H, True
     cell = min(PANEL_W / w, MAP_H / h, CELL_MAX)
     pw, ph = max(12, round(w * cell)), max(12, round(h * cell))
@@ -200,6 +237,20 @@ def _heatmap(
     pen.img.paste(Image.fromarray(rgb).resize((pw, ph), how), (x, y))
     pen.draw.rectangle((x - 1, y - 1, x + pw, y + ph), outline=LINE)
     return y + ph, False
+
+
+def _provenance(step: StepView, rank: int, side: str) -> list[Band]:
+    """Who each part of this value came from (gather), goes to (scatter), or won (max/min)."""
+    prov = step.provenance
+    if prov is None:
+        return []
+    if step.op == "all_gather" and side == "after":
+        return [(r, a, b, f"from rank {r}") for r, a, b in prov.blocks]
+    if step.op == "sum_scatter" and side == "before":
+        return [(r, a, b, f"to rank {r}") for r, a, b in prov.blocks]
+    if prov.winners and side == "after":
+        return [(r, i, i + 1, "") for i, r in enumerate(prov.winners)]
+    return []
 
 
 def _panel(pen: _Pen, x: int, y: int, step: StepView, rank: int, side: str, scale: Scale) -> int:
@@ -228,11 +279,12 @@ def _panel(pen: _Pen, x: int, y: int, step: StepView, rank: int, side: str, scal
             pen.text(x + 22, y + 1, short_num(float(v), 6, dtype), HEAD)
             bottom, shown = y + 21, True
         elif v.ndim == 1:
-            bottom, shown = _bars(pen, x, y + 2, v, scale, dtype)
+            bottom, shown = _bars(pen, x, y + 2, v, scale, dtype, _provenance(step, rank, side))
         else:
             if v.ndim > 2:
                 label += f", slice [{'0, ' * (v.ndim - 2)}:, :] shown"
-            bottom, shown = _heatmap(pen, x, y + 2, v[(0,) * (v.ndim - 2)], scale, dtype)
+            bands = _provenance(step, rank, side) if v.ndim == 2 else []
+            bottom, shown = _heatmap(pen, x, y + 2, v[(0,) * (v.ndim - 2)], scale, dtype, bands)
             shown = shown and v.ndim == 2
         if not (shown and snap["exact"]):
             # numbers too wide for their bars or cells are listed instead
@@ -323,6 +375,31 @@ def _legend(pen: _Pen, y: int) -> int:
     return y + _line_h(SMALL) + 6
 
 
+def _chosen(view: TraceView) -> list[StepView]:
+    """The ops drawn in full: those that went wrong first, then the first ones, in call order.
+
+    A folded loop is drawn once; the timeline above shows every op.
+    """
+    tl = view.timeline
+    cols = [c for c, f in tl.shown() if f is None or c < f.first + f.period]
+    bad = [c for c in cols if tl.columns[c].state != "ok"][:MAX_OPS]
+    rest = [c for c in cols if c not in bad][: MAX_OPS - len(bad)]
+    return [view.steps[k] for c in sorted(bad + rest) for k in tl.columns[c].steps]
+
+
+def _state_legend(pen: _Pen, y: int) -> int:
+    x: float = MARGIN
+    for st, words in legend_items():
+        fill, ink, mark = STATES[st]
+        if x + 20 + _font(SMALL).getlength(words) > WIDTH - MARGIN:
+            x, y = MARGIN, y + _line_h(SMALL) + 4
+        pen.draw.rounded_rectangle((x, y + 1, x + 16, y + 15), 3, fill=fill, outline=(150,) * 3)
+        if mark:
+            pen.text(x + 8, y + 8, mark, 10, ink, anchor="mm")
+        x = pen.text(x + 20, y, words, SMALL, GREY_INK) + 14
+    return y + _line_h(SMALL) + 8
+
+
 def render(trace: Trace | TraceView) -> tuple[Image.Image, Layout]:
     """The picture, and where its ops and panels are."""
     view = trace if isinstance(trace, TraceView) else trace_view(trace)
@@ -333,16 +410,28 @@ def render(trace: Trace | TraceView) -> tuple[Image.Image, Layout]:
     if not view.steps and len(lines) > 1:
         y = top.para(MARGIN, y + 2, lines[1], WIDTH - 2 * MARGIN, BODY, GREY_INK)
     parts, layout = [top.img.crop((0, 0, WIDTH, y + 4))], Layout()
-    offset = parts[0].height
-    for step in view.steps[:MAX_OPS]:
+    if view.steps:
+        strips, cut = draw_strips(view, WIDTH - 2 * MARGIN, _font)
+        under = _Pen(60)
+        y = under.para(MARGIN, 0, cut, WIDTH - 2 * MARGIN, SMALL, GREY_INK) if cut else 0
+        y = _state_legend(under, y + 2)
+        for strip in strips:
+            framed = Image.new("RGB", (WIDTH, strip.height + 4), WHITE)
+            framed.paste(strip, (MARGIN, 2))
+            parts.append(framed)
+        parts.append(under.img.crop((0, 0, WIDTH, y)))
+    offset = sum(p.height for p in parts)
+    drawn = _chosen(view)
+    for step in drawn:
         block, boxes = _op_block(step, ranks)
         layout.ops[step.index] = (0, offset, WIDTH, offset + block.height)
         layout.panels |= {k: (b[0], b[1] + offset, b[2], b[3] + offset) for k, b in boxes.items()}
         parts.append(block)
         offset += block.height
     end, y = _Pen(200), 8
-    more = len(view.steps) - MAX_OPS
-    notes = [f"... {count(more, 'more op')} (see the text summary)"] if more > 0 else []
+    more = len(view.steps) - len(drawn)
+    notes = [f"... {count(more, 'more op')}: in the timeline above and the text summary"]
+    notes = notes if more > 0 else []
     notes += view.notes
     for note in notes:
         y = end.para(MARGIN, y, note, WIDTH - 2 * MARGIN)

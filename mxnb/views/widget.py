@@ -172,7 +172,8 @@ def widget_state(view: TraceView) -> dict[str, Any]:
             "values": [hex_color(c) for c in COLORMAP],
             "states": {k: [hex_color(f), hex_color(i), m] for k, (f, i, m) in STATES.items()},
         },
-        "words": {"states": STATE_TEXT, "lanes": LANE_STATES},
+        # lane states as a list: their order (worst first) is the legend's
+        "words": {"states": STATE_TEXT, "lanes": list(LANE_STATES.items())},
         "timeline": _timeline(view),
         "steps": [_step_state(s, view.ranks) for s in view.steps],
         "notes": view.notes,

@@ -17,6 +17,7 @@ from test_widget import SUM, X, sample_trace
 
 from mxnb.trace import Trace
 from mxnb.trace.view import trace_view
+from mxnb.views.palette import STATES
 from mxnb.views.picture import (
     CLIP_INK,
     HATCH,
@@ -264,10 +265,47 @@ def test_transfer_notes_are_red_under_the_op():
     block = px[end + 1 : layout.ops[1][3]]
     assert is_color(block, RED).any()  # the note
     assert is_color(block, RANK_COLORS[0]).any() and is_color(block, RANK_COLORS[1]).any()
-    assert not is_color(px[: end + 1], RED).any()  # and no panel framed
+    assert not is_color(px[layout.ops[1][1] : end + 1], RED).any()  # and no panel framed
     assert MARGIN < img.width
 
 
 def test_empty_trace_is_a_line_of_text():
     img, layout = render(Trace([report(0, [])]))
     assert img.width == WIDTH and img.height < 100 and not layout.ops
+
+
+def _loop(n: int, bad_at: int | None, distinct: bool = False) -> Trace:
+    """``n`` all_sums on 4 ranks (from one line, or each from its own); one wrong on rank 3."""
+    xs = [np.arange(4, dtype=np.float32) * (r + 1) for r in range(4)]
+    total = sum(xs)
+    reps = []
+    for r in range(4):
+        ops = []
+        for k in range(n):
+            y = total + 1 if (k == bad_at and r == 3) else total
+            line = k + 1 if distinct else 3
+            ops.append(op(k + 1, "all_sum", r, xs[r], y, n=4, line=line))
+        reps.append(report(r, ops, n=4))
+    return Trace(reps)
+
+
+def test_the_picture_starts_with_the_timeline_and_draws_the_wrong_op_in_full():
+    img, layout = render(_loop(40, bad_at=30))
+    px = pixels(img)
+    first = min(box[1] for box in layout.ops.values())
+    strip = px[:first]
+    # the timeline: every rank's lane colour, one wrong cell, and the loop's count
+    for r in range(4):
+        assert is_color(strip, RANK_COLORS[r]).any()
+    wrong = is_color(strip, STATES["wrong"][0])
+    assert wrong.any() and wrong.sum() < 1000  # one small cell, not a panel
+    # op #31 went wrong, late in the cell: it is among the ops drawn in full, framed
+    assert 31 in layout.ops
+    x0, y0, x1, _ = layout.panels[(31, 3, "after")]
+    assert is_color(px[y0, x0 : x1 + 1], RED).all()
+    assert list(layout.ops) == sorted(layout.ops)  # in call order
+
+
+def test_a_thousand_op_cell_gives_a_picture_of_bounded_size():
+    img, _ = render(_loop(1000, bad_at=None, distinct=True))
+    assert img.width == WIDTH and img.height < 4000, img.size

@@ -10,7 +10,8 @@ function context(data) {
   return {
     ramp: pal.values.map(hexRgb),
     states: pal.states,
-    laneWords: data.words.lanes,
+    laneWords: Object.fromEntries(data.words.lanes),
+    laneOrder: data.words.lanes.map(([st]) => st),
     rankColor: (r) => pal.ranks[((r % ranks.length) + ranks.length) % ranks.length],
     inkOnRank: (r) => inkOn(ranks[((r % ranks.length) + ranks.length) % ranks.length]),
   };
@@ -42,7 +43,8 @@ function hideStatic(host, model) {
 
 function legend(ctx) {
   const box = el("div", "mxnb-legend");
-  for (const [st, words] of Object.entries(ctx.laneWords)) {
+  for (const st of ctx.laneOrder) {
+    const words = ctx.laneWords[st];
     const [fill, ink, mark] = ctx.states[st];
     const sw = el("span", `mxnb-swatch mxnb-st-${st}`, mark || "\u00a0");
     sw.style.background = fill;
