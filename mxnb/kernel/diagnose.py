@@ -17,7 +17,7 @@ from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import COLLECTIVES, POINT_TO_POINT
 from mxnb.protocol.wording import op_text
 
-__all__ = ["Diagnosis", "diagnose"]
+__all__ = ["Diagnosis", "diagnose", "waiting_op"]
 
 #: Ops a blocked rank's report lists; a longer list is cut with "and n more".
 MAX_LISTED = 4
@@ -30,6 +30,9 @@ class Diagnosis:
     lines: list[str] = field(default_factory=list)
     cause: str | None = None
     stuck: list[int] = field(default_factory=list)  # ranks that wait on peers
+    #: the probe answers and rank states it was made from (for the hang picture)
+    states: dict[int, dict[str, Any] | None] = field(default_factory=dict)
+    status: dict[int, str] = field(default_factory=dict)
 
     def text(self) -> str:
         out = list(self.lines)
@@ -42,7 +45,7 @@ def _op_text(op: OpState) -> str:
     return op_text(op["op"], op["seq"], op["peer"], op["dtype"], op["shape"])
 
 
-def _waiting_op(state: dict[str, Any]) -> dict[str, Any] | None:
+def waiting_op(state: dict[str, Any]) -> dict[str, Any] | None:
     """The op a rank waits on: the one in its check, else its first unfinished op."""
     ops = state.get("ops") or []
     waiting = state.get("waiting")
@@ -83,7 +86,7 @@ def _describe_rank(rank: int, state: dict[str, Any] | None, status: str) -> str:
             extra = "; never evaluated: " + ", ".join(_op_text(op) for op in unevaluated)
         return f"rank {rank}: finished the cell{extra}"
     waiting = state.get("waiting")
-    op = _waiting_op(state)
+    op = waiting_op(state)
     if waiting and op:
         return (
             f"rank {rank}: waiting for {waiting['waits_for']} in {_op_text(op)} on {op['group']}, "
@@ -185,7 +188,7 @@ def diagnose(
     interrupt, when the user already gave up waiting) likely ones are too.
     """
     now = time.time() if now is None else now
-    d = Diagnosis()
+    d = Diagnosis(states=dict(states), status=dict(status))
     for rank in sorted(status):
         d.lines.append(_describe_rank(rank, states.get(rank), status[rank]))
     running = [r for r in status if status[r] == "running"]
@@ -194,7 +197,7 @@ def diagnose(
         state = states.get(rank)
         if not state:
             continue
-        op = _waiting_op(state)
+        op = waiting_op(state)
         if op is None:
             continue
         d.stuck.append(rank)

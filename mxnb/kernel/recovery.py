@@ -20,8 +20,10 @@ from typing import Any
 
 from mxnb.kernel import remote
 from mxnb.kernel.diagnose import Diagnosis, diagnose
+from mxnb.kernel.live import LIVE_AFTER, LiveStrip
 from mxnb.kernel.probes import ask_all
 from mxnb.kernel.runner import CellResult, CellRun
+from mxnb.kernel.waitgraph import wait_graph
 from mxnb.protocol.wording import ranks_text
 
 __all__ = ["HangWatch", "Settlement", "settle"]
@@ -39,19 +41,26 @@ def _status(result: CellResult) -> dict[int, str]:
 class HangWatch:
     """Called by :meth:`CellRun.wait` about once a second while a cell runs."""
 
-    def __init__(self, cluster: Any, grace: float) -> None:
+    def __init__(self, cluster: Any, grace: float, live: LiveStrip | None = None) -> None:
         self.cluster = cluster
         self.grace = grace
+        self.live = live
         self.started = time.monotonic()
         self.diagnosis: Diagnosis | None = None
 
     def __call__(self, result: CellResult) -> str | None:
         if self.cluster.dead_ranks():
             return "crash"
-        if time.monotonic() - self.started < self.grace:
+        elapsed = time.monotonic() - self.started
+        if elapsed < min(self.grace, LIVE_AFTER if self.live else self.grace):
             return None
-        states = ask_all(self.cluster.probe_paths())
-        d = diagnose(states, _status(result), grace=self.grace)
+        # one round of probes feeds both the live strip and the hang rules
+        states, status = ask_all(self.cluster.probe_paths()), _status(result)
+        if self.live is not None:
+            self.live.update(wait_graph(states, status), elapsed)
+        if elapsed < self.grace:
+            return None
+        d = diagnose(states, status, grace=self.grace)
         if d.cause:
             self.diagnosis = d
             return "stall"
@@ -65,6 +74,7 @@ class Settlement:
     report: str
     note: str
     cluster_lost: bool
+    diagnosis: Diagnosis | None = None  # who waited for whom (not after a crash)
 
 
 def launcher_message(output: str) -> str:
@@ -147,7 +157,7 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
             "call), so the MPI job was stopped. The next %%mxdist cell starts fresh "
             "ranks (variables on the ranks are lost)."
         )
-        return Settlement(report, note, True)
+        return Settlement(report, note, True, diagnosis)
     dropped = remote.reset_checks(cluster.view) if running else {}
     note = (
         f"{ranks_text(running)} {'was' if len(running) == 1 else 'were'} interrupted; "
@@ -156,4 +166,4 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
         else "The cluster is ready for the next cell."
     )
     note += discarded_text(dropped)
-    return Settlement(report, note, False)
+    return Settlement(report, note, False, diagnosis)

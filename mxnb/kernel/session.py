@@ -19,9 +19,11 @@ from mxnb.errors import ClusterError, RankError
 from mxnb.kernel import remote
 from mxnb.kernel.background import BackgroundStart
 from mxnb.kernel.cluster import DEFAULT_NP, MxCluster
+from mxnb.kernel.live import LiveStrip
 from mxnb.kernel.recovery import HangWatch, settle
 from mxnb.kernel.runner import CellResult, CellRun, RankStreamer
 from mxnb.kernel.tracing import Tracing
+from mxnb.kernel.waitgraph import wait_graph
 from mxnb.views.outcome import RankResults
 
 __all__ = ["HEADLINES", "MxdistSession"]
@@ -199,13 +201,15 @@ class MxdistSession(Configurable):
         timeout = self.timeout if timeout is None else (timeout or None)
         self.tracing.before_cell(cluster, view, record=trace and not bare, keep=viz)
         run = CellRun(view, code, RankStreamer(view.targets))
-        watch = HangWatch(cluster, self.stall_grace)
+        live = LiveStrip()
+        watch = HangWatch(cluster, self.stall_grace, live)
         why = run.wait(timeout, watch=watch)
         if why is None and any(
             o.error and o.error["ename"] == "EngineError" for o in run.result.outcomes
         ):
             why = "crash"
         if why is None:
+            live.done()
             result = self.last_result = run.finish()
             told = self.tracing.after_cell(view, result, show=viz)
             if result.failed:
@@ -213,6 +217,9 @@ class MxdistSession(Configurable):
             shown = RankResults(result.outcomes)
             return shown if shown else None
         settled = settle(cluster, run, why, watch.diagnosis)
+        d = settled.diagnosis
+        if d is not None and d.states:  # who waited for whom: a picture that stays
+            live.hang(wait_graph(d.states, d.status), d.cause or "")
         result = self.last_result = run.finish()
         result.timed_out = why == "timeout"
         result.interrupted = why == "interrupt"
