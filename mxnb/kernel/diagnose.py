@@ -33,6 +33,7 @@ class Diagnosis:
     #: the probe answers and rank states it was made from (for the hang picture)
     states: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     status: dict[int, str] = field(default_factory=dict)
+    now: float = 0.0  # when the probes answered (time.time())
 
     def text(self) -> str:
         out = list(self.lines)
@@ -188,7 +189,7 @@ def diagnose(
     interrupt, when the user already gave up waiting) likely ones are too.
     """
     now = time.time() if now is None else now
-    d = Diagnosis(states=dict(states), status=dict(status))
+    d = Diagnosis(states=dict(states), status=dict(status), now=now)
     for rank in sorted(status):
         d.lines.append(_describe_rank(rank, states.get(rank), status[rank]))
     running = [r for r in status if status[r] == "running"]

@@ -219,7 +219,7 @@ class MxdistSession(Configurable):
         settled = settle(cluster, run, why, watch.diagnosis)
         d = settled.diagnosis
         if d is not None and d.states:  # who waited for whom: a picture that stays
-            live.hang(wait_graph(d.states, d.status), d.cause or "")
+            live.hang(wait_graph(d.states, d.status, d.now), d.cause or "")
         result = self.last_result = run.finish()
         result.timed_out = why == "timeout"
         result.interrupted = why == "interrupt"
@@ -228,7 +228,9 @@ class MxdistSession(Configurable):
             self.cluster = None
             self._lost_n = cluster.n
             self._lost = f"the previous ranks were stopped ({HEADLINES[why]})."
-            if viz:
+            if viz and d is not None and d.states:
+                note += self.tracing.show_probed(d.states, cluster.n)
+            elif viz:
                 note += " No trace is shown: the ranks that recorded it were stopped."
         elif viz:
             note += " " + self.tracing.after_cell(view, result, show=True)

@@ -70,6 +70,23 @@ class Tracing:
         display(TraceWidget(self.trace))
         return "The trace of what ran is shown above; mxnb.last_trace() returns it."
 
+    def show_probed(self, states: dict[int, Any], size: int) -> str:
+        """After the ranks had to be stopped: the trace their last probe answers hold."""
+        from IPython.display import display
+
+        from mxnb.trace.probed import reports_from_probes
+        from mxnb.views.widget import TraceWidget
+
+        reports = reports_from_probes(states, size)
+        if not any(r["ops"] for r in reports):
+            return " No trace is shown: the ranks were stopped before they called an op."
+        self.trace = Trace(reports)
+        display(TraceWidget(self.trace))
+        return (
+            " The trace shown above lists the ops the ranks had called, from their last "
+            "probe answers; their values were lost with the stopped ranks."
+        )
+
     def last(self, cluster: Any) -> Trace:
         """The trace of the last ``%%mxdist`` cell (fetched from the ranks if needed)."""
         current = cluster is not None and cluster.running and self.cluster is cluster

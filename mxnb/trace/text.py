@@ -33,6 +33,7 @@ STATE_TEXT = {
     "none": "-",
     "template": "(template: shape and dtype only)",
     "error": "(could not be read)",
+    "stopped": "(lost: the ranks were stopped while blocked in MPI)",
 }
 
 
@@ -41,6 +42,7 @@ UNTIMED_TEXT = {
     "indirect": "not timed: evaluated as part of a larger expression",
     "async": "not timed: mx.async_eval returns before the transfer ends",
     "lazy": "not evaluated",
+    "stopped": "not timed: the ranks were stopped",
     "unknown": "not timed",
 }
 

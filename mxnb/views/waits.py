@@ -79,7 +79,11 @@ def render_waits(graph: WaitGraph, cause: str = "") -> Image.Image:
         for r, a in zip(graph.ranks, turn, strict=True)
     }
     lines = [r.text() for r in graph.ranks] + ([f"Likely cause: {cause}"] if cause else [])
-    wrapped = [w for line in lines for w in _wrap(line, 13, WIDTH - 2 * MARGIN)]
+    wrapped = [
+        (w, line.startswith("Likely cause"))
+        for line in lines
+        for w in _wrap(line, 13, WIDTH - 2 * MARGIN)
+    ]
     height = int(cy + radius + NODE + 40 + 18 * len(wrapped) + MARGIN)
     img = Image.new("RGB", (WIDTH, height), (255, 255, 255))
     d = ImageDraw.Draw(img)
@@ -109,8 +113,8 @@ def render_waits(graph: WaitGraph, cause: str = "") -> Image.Image:
         if tag:
             d.text((x, y + NODE + 4), tag, font=_font(12), fill=RED, anchor="ma")
     y = int(cy + radius + NODE + 30)
-    for line in wrapped:
-        d.text((MARGIN, y), line, font=_font(13), fill=RED if line.startswith("Likely") else INK)
+    for line, is_cause in wrapped:
+        d.text((MARGIN, y), line, font=_font(13), fill=RED if is_cause else INK)
         y += 18
     return img
 

@@ -339,3 +339,66 @@ def test_a_stalled_viz_cell_shows_what_ran_when_the_ranks_are_kept(run, nranks, 
     trace = mxnb.last_trace()
     assert [s.op for s in trace.steps] == ["all_sum"]  # called, never completed
     assert 1 not in trace.steps[0].ranks
+
+
+# -- what the notebook shows while a cell runs, and after a hang ---------------------
+
+SLOW_RANK_1 = (
+    "import time\nif rank == 1:\n    time.sleep(2.6)\nmx.eval(mx.distributed.all_sum(mx.ones(2)))\n"
+)
+
+
+def test_a_slow_cell_shows_a_live_strip_of_who_waits_on_whom(run, nranks, magics):
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as cap:
+        run(SLOW_RANK_1)
+    shown = [o.data for o in cap.outputs]
+    live = [d for d in shown if "text/html" in d and "mxnb-live" in d["text/html"]]
+    assert live, shown  # it appeared (after about a second) and was updated
+    text = live[-1]["text/plain"]
+    assert "rank 0: waits on rank 1 in all_sum #1 of float32[2]" in text
+    assert "rank 1: computing, at" in text and "time.sleep(2.6)" in text
+    assert shown[-1] == {"text/plain": ""}  # emptied once the cell finished
+
+
+def test_a_hang_leaves_the_picture_of_who_waits_for_whom(run, nranks, magics, capsys):
+    from IPython.utils.capture import capture_output
+
+    profile = magics.cluster.profile_dir
+    with capture_output() as cap:
+        failing(run, RING_SHIFT)
+    pictures = [o.data for o in cap.outputs if "image/png" in o.data]
+    assert len(pictures) == 1
+    words = pictures[0]["text/plain"]
+    assert f"{ranks_text(range(nranks))} wait on each other in a cycle" in words
+    assert "Likely cause:" in words
+    import base64
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(pictures[0]["image/png"])))
+    assert img.width == 760 and img.height > 250
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
+def test_a_hung_viz_cell_shows_the_ops_the_stopped_ranks_had_called(run, nranks, magics, capsys):
+    from IPython.utils.capture import capture_output
+
+    from mxnb.trace.view import trace_view
+
+    profile = magics.cluster.profile_dir
+    with capture_output() as cap:
+        _, text, _ = failing(run, RING_SHIFT, "--viz")
+    assert "the trace shown above lists the ops the ranks had called" in text.lower()
+    assert any("image/png" in o.data and "mxnb trace picture" in o.data["text/plain"]
+               for o in cap.outputs)  # fmt: skip
+    view = trace_view(magics.tracing.trace)
+    (step,) = view.steps  # the exchange: each rank's send and recv, as one step
+    assert step.op == "send/recv" and step.lanes == dict.fromkeys(range(nranks), "in_flight")
+    assert sorted((t.src, t.dst) for t in step.transfers) == [
+        (r, (r + 1) % nranks) for r in range(nranks)
+    ]
+    assert "(lost: the ranks were stopped while blocked in MPI)" in view.text()
+    assert_restarted(run, magics, profile, nranks, capsys)
