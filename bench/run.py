@@ -21,6 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cases
+import views
 
 SIZES = {"1KB": 1024, "1MB": 2**20, "64MB": 64 * 2**20}
 #: Rounds of each bandwidth measurement (medians of their medians).
@@ -99,6 +100,7 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
                                spread))  # fmt: skip
             if n == 2:
                 out += python_between_ops(shell, quick)
+        out += views.views(shell, quick, row)
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             shell.stop()

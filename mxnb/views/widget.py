@@ -1,9 +1,10 @@
-"""The trace widget: per-rank panels, before/after, step by step, in the browser.
+"""The trace widget: the cell's timeline and, per op, every rank's input and result.
 
-An anywidget: the front end is the plain ES module ``widget.js`` next to
-this file (no build step), which works in JupyterLab 4 and Notebook 7.  The
-trace travels as one synced dict whose array snapshots are ``bytes``, which
-ipywidgets sends as binary buffers.  A ``text/plain`` summary and a static
+An anywidget: the front end is plain ES modules in ``js/`` (values, timeline,
+op view, ring, widget; joined into one module, no build step), which works in
+JupyterLab 4 and Notebook 7.  The view-model travels as one synced dict whose
+array snapshots are ``bytes``, which ipywidgets sends as binary buffers; what
+is selected stays in the browser.  A ``text/plain`` summary and a static
 PNG go with it, so a notebook viewed without a kernel (GitHub,
 ``jupyter nbconvert --to html``) still shows the trace.
 
@@ -17,7 +18,7 @@ CDN would fill, which offline never happens.  A separate ``image/png`` output
 is rendered as an ``<img>`` with the data inline by every HTML template and by
 GitHub.  When the live widget renders (JupyterLab, Notebook 7, or an export
 with state and network), its front end hides those two outputs, recognising
-them by the PNG's last bytes and the exact summary text.
+them by the PNG's last bytes and the summary's length and ends.
 """
 
 from __future__ import annotations
