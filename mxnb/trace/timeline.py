@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mxnb.trace.view import StepView
 
-__all__ = ["LANE_STATES", "Column", "Fold", "Timeline", "timeline"]
+__all__ = ["LANE_STATES", "SHORT", "Column", "Fold", "Timeline", "timeline"]
 
 #: Lane states, worst first, with what each means to a reader.
 LANE_STATES = {
@@ -28,6 +28,12 @@ LANE_STATES = {
     "lazy": "not evaluated",
     "ok": "ok",
 }
+#: Op names short enough for a timeline column (widget and picture).
+SHORT = {
+    "all_sum": "sum", "all_gather": "gather", "all_max": "max", "all_min": "min",
+    "sum_scatter": "scatter", "send": "send", "recv": "recv", "recv_like": "recv",
+    "send/recv": "s->r", "send/recv_like": "s->r",
+}  # fmt: skip
 #: Longest repeating run looked for, in columns (a loop body of up to this many ops).
 MAX_PERIOD = 8
 #: Fewest repeats folded: two identical ops in a row are shown as they are.

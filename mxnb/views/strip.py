@@ -12,18 +12,12 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from mxnb.trace.text import count
-from mxnb.trace.timeline import LANE_STATES, Fold
+from mxnb.trace.timeline import LANE_STATES, SHORT, Fold
 from mxnb.trace.view import StepView, TraceView
 from mxnb.views.palette import STATES, rank_color
 
-__all__ = ["SHORT", "draw_strips", "legend_items"]
+__all__ = ["draw_strips", "legend_items"]
 
-#: Column names short enough for a column.
-SHORT = {
-    "all_sum": "sum", "all_gather": "gather", "all_max": "max", "all_min": "min",
-    "sum_scatter": "scatter", "send": "send", "recv": "recv", "recv_like": "recv",
-    "send/recv": "s->r", "send/recv_like": "s->r",
-}  # fmt: skip
 COL_W, LANE_H, HEAD_H, FOOT_H, LABEL_W = 34, 22, 18, 34, 70
 MAX_STRIPS = 4
 GREY, INK, SPAN = (120, 120, 120), (30, 30, 30), (150, 150, 150)

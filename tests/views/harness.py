@@ -37,6 +37,7 @@ const values = revive(state);
 const model = {{ get: (k) => values[k], set() {{}}, save_changes() {{}}, on() {{}}, off() {{}} }};
 const url = URL.createObjectURL(new Blob([{esm}], {{ type: "text/javascript" }}));
 const mod = await import(url);
+window.mxnbModule = mod;
 const t0 = performance.now();
 mod.default.render({{ model, el: document.getElementById("host") }});
 window.mxnbRenderMs = performance.now() - t0;

@@ -192,3 +192,12 @@ def test_a_200_op_loop_is_one_folded_column_with_its_repeats(show):
     assert page.locator(".mxnb-iter").inner_text() == "repeat 3 of 200 (a loop, folded)"
     assert "#6 all_sum" in page.locator(".mxnb-op-title").inner_text()
     assert cells(side(page, 0, "after")) == numbers(SUM)
+
+
+def test_the_front_ends_rank_ranges_are_worded_as_everywhere_else(show):
+    from mxnb.protocol.wording import ranks_text
+
+    page = show(lesson())
+    cases = [[0], [0, 1], [0, 1, 2], [0, 2, 3], [1, 2, 3, 4], [0, 1, 3], [5, 6, 7, 8, 9]]
+    got = page.evaluate("cs => cs.map(c => window.mxnbModule.wording.ranksText(c))", cases)
+    assert got == [ranks_text(c) for c in cases]

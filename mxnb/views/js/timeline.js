@@ -8,11 +8,6 @@ const LABEL_W = 64;
 const TOP = 22;
 const FOOT = 22;
 
-const SHORT = {
-  all_sum: "sum", all_gather: "gather", all_max: "max", all_min: "min", sum_scatter: "scatter",
-  send: "send", recv: "recv", recv_like: "recv", "send/recv": "s\u2192r", "send/recv_like": "s\u2192r",
-};
-
 function esc(s) {
   return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
@@ -73,7 +68,7 @@ function timeline(data, ctx, onPick) {
     const title = `#${steps.map((s) => s.index).join(", #")} ${col.name}, ${col.site}: ${ctx.laneWords[col.state]}${times}`;
     out.push(`<g class="mxnb-col mxnb-col-${col.state}" data-k="${k}" data-col="${c}"><title>${esc(title)}</title>`);
     out.push(`<rect x="${x}" y="0" width="${COL_W}" height="${height}" fill="transparent"/>`);
-    out.push(`<text class="mxnb-colname" x="${x + COL_W / 2}" y="14">${esc(SHORT[steps[0].op] || steps[0].op)}</text>`);
+    out.push(`<text class="mxnb-colname" x="${x + COL_W / 2}" y="14">${esc(data.words.short[steps[0].op] || steps[0].op)}</text>`);
     out.push(parts.join(""), "</g>");
   });
   // folds: a bracket under the columns of one iteration, with the count

@@ -196,4 +196,6 @@ function render({ model, el: host }) {
   };
 }
 
+// the rank-range wording, for the test that holds it to mxnb.protocol.wording's
+export const wording = { ranksText };
 export default { render };
