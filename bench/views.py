@@ -57,9 +57,10 @@ def _render_ms(widget: Any, browser: Any) -> float:
 
 def views(shell: Any, quick: bool, row: Any) -> list[dict[str, Any]]:
     """Rows for the bench table (``row`` is bench/run.py's)."""
+    from playwright.sync_api import sync_playwright
+
     import mxnb
     from mxnb.views.widget import TraceWidget
-    from playwright.sync_api import sync_playwright
 
     n = 100 if quick else 1000
     out = []
