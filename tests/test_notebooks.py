@@ -9,6 +9,7 @@ fail, and no other cell may.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from nbclient.exceptions import CellExecutionError
 
 from procs import cluster_processes
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from execute_notebooks import code_hash
+
 pytestmark = pytest.mark.cluster
 
 NOTEBOOKS_DIR = Path(__file__).parent.parent / "notebooks"
@@ -26,6 +30,7 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 #: Each tutorial must run top to bottom in this many seconds (4 ranks, 2 cores).
 BUDGET = 120.0
 RAISES = "raises-exception"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def _text(cell) -> str:
@@ -128,9 +133,35 @@ def test_course_is_complete_and_in_order():
         nbformat.validate(nb)
         assert nb.metadata["kernelspec"]["name"] == "python3"
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert all(not c.outputs for c in code), f"{path.name} is stored with outputs"
         assert code[0].source.strip() == "%load_ext mxnb"
         assert code[-1].source.strip() == "%mxdist stop"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_are_current(path):
+    """The notebook is stored executed (GitHub shows the lesson), and not stale:
+    made from its present code, no output missing, errors only where tagged."""
+    stored = nbformat.read(path, as_version=4)
+    redo = "re-execute it: .venv/bin/python scripts/execute_notebooks.py " + path.stem
+    assert stored.metadata.get("mxnb", {}).get("code") == code_hash(stored), (
+        f"{path.name}: its code changed since its outputs were made; {redo}"
+    )
+    fresh, _ = execute(path)
+    pairs = zip(
+        [c for c in stored.cells if c.cell_type == "code"],
+        [c for c in fresh.cells if c.cell_type == "code"],
+        strict=True,
+    )
+    for i, (old, new) in enumerate(pairs):
+        assert old.execution_count is not None, f"{path.name}: code cell {i} never ran; {redo}"
+        assert bool(old.outputs) or not new.outputs, f"{path.name}: cell {i} lost its output"
+        assert _errored(old) == _tagged(old), f"{path.name}: cell {i} stored an unexpected error"
+        pictures = [o for o in old.outputs if "image/png" in o.get("data", {})]
+        if "--viz" in old.source:
+            assert pictures, f"{path.name}: the --viz cell {i} has no stored picture; {redo}"
+    if any("--viz" in c.source for c in stored.cells):
+        state = stored.metadata.get("widgets", {})
+        assert WIDGET_STATE in state, f"{path.name}: its views' widget state is not stored; {redo}"
 
 
 def test_pictures_exist_and_are_local():
@@ -174,6 +205,9 @@ def _failing_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def test_a_wrong_result_fails_the_plain_checking_cell():
     """Break one number in a tutorial: its checking cell, and so the run, must fail."""
     nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    for c in nb.cells:  # stored as executed: start from none, as a reader re-running it
+        if c.cell_type == "code":
+            c.outputs, c.execution_count = [], None
     cell = next(c for c in nb.cells if "x = mx.ones(3) * (rank + 1)" in c.source)
     cell.source = cell.source.replace("* (rank + 1)", "* (rank + 2)")
     before = {p.pid for p in cluster_processes()}
@@ -205,3 +239,14 @@ def test_a_wrong_result_fails_an_asserting_mxdist_cell():
     assert "rank 1: AssertionError: rank 1 got 1" in error.evalue
     assert "rank 0:" not in error.evalue
     assert not _left(before)
+
+
+def test_a_changed_code_cell_makes_the_stored_outputs_stale():
+    nb = nbformat.read(NOTEBOOKS[1], as_version=4)
+    assert nb.metadata["mxnb"]["code"] == code_hash(nb)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "all_sum" in c.source)
+    cell.source += "\n# one more line"
+    assert nb.metadata["mxnb"]["code"] != code_hash(nb)
+    nb.cells[0].source += " (markdown changes do not matter)"
+    cell.source = cell.source.removesuffix("\n# one more line")
+    assert nb.metadata["mxnb"]["code"] == code_hash(nb)

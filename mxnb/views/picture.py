@@ -55,6 +55,8 @@ __all__ = [
 ]  # fmt: skip
 
 #: Ops drawn; numbers are written for up to NUM values (2-D: at most NUM_COLS columns).
+#: Said under an all_max / all_min, whose result bars carry the winner's colour.
+WINNERS_NOTE = "the bar under each result element has the colour of the rank whose input won"
 #: Ops drawn in full (the timeline shows them all).
 MAX_OPS = 6
 
@@ -185,7 +187,11 @@ def _op_block(step: StepView, ranks: list[int]) -> tuple[Image.Image, dict[Any, 
         tx = pen.text(_chip(pen, x, y, t.src) + 4, y + 2, "->")
         tx = pen.text(_chip(pen, tx + 4, y, t.dst) + 3, y + 2, t.what + ("; " if t.note else ""))
         y = pen.para(tx, y + 2, t.note, x + width - tx, BODY, RED) if t.note else y + 24
-    for note, ink in ((step.inputs_note, RED), (step.mismatch_text, RED), (scale.note, CLIP_INK)):
+    won = WINNERS_NOTE if step.provenance and step.provenance.winners else ""
+    for note, ink in (
+        (step.inputs_note, RED), (step.mismatch_text, RED), (scale.note, CLIP_INK),
+        (won, GREY_INK),
+    ):  # fmt: skip
         y = pen.para(x, y, note, width, BODY, ink) if note else y
     return pen.img.crop((0, 0, WIDTH, y + 6)), boxes
 
