@@ -250,3 +250,43 @@ def test_a_changed_code_cell_makes_the_stored_outputs_stale():
     nb.cells[0].source += " (markdown changes do not matter)"
     cell.source = cell.source.removesuffix("\n# one more line")
     assert nb.metadata["mxnb"]["code"] == code_hash(nb)
+
+
+SOLUTIONS_DIR = NOTEBOOKS_DIR / "solutions"
+SOLUTIONS = sorted(SOLUTIONS_DIR.glob("*.ipynb"))
+
+
+def test_every_lesson_with_exercises_has_its_solutions_apart():
+    with_exercises = [p.name for p in NOTEBOOKS if "## Exercises" in p.read_text()]
+    assert with_exercises, "no lesson has exercises yet"
+    assert sorted(p.name for p in SOLUTIONS) == sorted(with_exercises)
+
+
+def _checks_said(name: str) -> list[str]:
+    nb, _ = execute(NOTEBOOKS_DIR / f"{name}.ipynb")
+    checks = [c for c in nb.cells if c.cell_type == "code" and "expect_everywhere(" in c.source]
+    for c in checks:  # a check that fails raises NotYet, whose message is the whole story
+        assert [o.ename for o in c.outputs if o.output_type == "error"] == ["NotYet"]
+    return ["\n".join(o.evalue for o in c.outputs if o.output_type == "error") for c in checks]
+
+
+def test_a_first_attempt_is_told_what_is_wrong():
+    """The exercises start wrong on purpose; their checks say why, in words."""
+    said = _checks_said("02-collectives")
+    assert len(said) == 2
+    assert "as `global_mean`: that is this rank's own mean; combine the ranks" in said[0]
+    assert "as `owner`: every rank names itself; first find the largest value" in said[1]
+    (said,) = _checks_said("03-point-to-point")
+    assert "as `from_right`: that came from the left neighbour; send to the left" in said
+    (said,) = _checks_said("04-groups")
+    assert "as `col_sum`: that is the sum over all four ranks; pass the column group" in said
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_the_teachers_solutions_pass_their_checks(path):
+    before = {p.pid for p in cluster_processes()}
+    nb = run(nbformat.read(path, as_version=4), cwd=SOLUTIONS_DIR)
+    text = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
+    assert "is right on all 4 ranks" in text
+    assert "all checks passed" in text
+    assert not _left(before)
