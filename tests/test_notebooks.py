@@ -114,6 +114,7 @@ def test_course_is_complete_and_in_order():
         "06-tensor-parallel",
         "07-debugging",
         "08-from-pytorch-and-mpi4py",
+        "09-missing-primitives",
     ]
     taught = {
         "01-getting-started": ["is_available", "init(", "Group", "rank()", "size()", "mx.eval"],
@@ -124,6 +125,7 @@ def test_course_is_complete_and_in_order():
         "06-tensor-parallel": ["AllToShardedLinear", "ShardedToAllLinear", "shard_linear("],
         "07-debugging": ["--no-check", "--timeout", "raises-exception"],
         "08-from-pytorch-and-mpi4py": ["torch.distributed", "mpi4py", "Allreduce"],
+        "09-missing-primitives": ["barrier", "broadcast", "scatter", "reduce_to", "all_to_all"],
     }
     for path in NOTEBOOKS:
         raw = path.read_text()
@@ -280,6 +282,8 @@ def test_a_first_attempt_is_told_what_is_wrong():
     assert "as `from_right`: that came from the left neighbour; send to the left" in said
     (said,) = _checks_said("04-groups")
     assert "as `col_sum`: that is the sum over all four ranks; pass the column group" in said
+    (said,) = _checks_said("09-missing-primitives")
+    assert "as `from_root_2`: that is every rank's x, one after the other" in said
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)

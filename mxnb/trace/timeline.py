@@ -118,7 +118,7 @@ def _column(steps: list[StepView], positions: list[int]) -> Column:
         (t.src, t.dst, t.matched and not t.note)
         for s in steps
         for t in s.transfers
-        if t.src is not None and t.dst is not None
+        if t.src is not None and t.dst is not None and t.drawn
     )
     return Column(
         tuple(positions),

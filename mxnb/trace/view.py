@@ -23,7 +23,7 @@ from mxnb.trace.timeline import LANE_STATES, Fold, Timeline, timeline, worst
 
 if TYPE_CHECKING:
     from mxnb.protocol.messages import Snapshot
-    from mxnb.trace.merge import Step, Trace
+    from mxnb.trace.merge import Step, Trace, Transfer
     from mxnb.trace.ring import RingReplay
 
 __all__ = ["PanelView", "SideView", "StepView", "TraceView", "TransferView", "trace_view"]
@@ -79,6 +79,9 @@ class TransferView:
     matched: bool
     what: str
     note: str
+    #: drawn in this step's timeline column: a message is drawn once, where it is
+    #: received (where there is no recv, where it is sent)
+    drawn: bool = True
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,10 @@ def _step(step: Step) -> StepView:
         mismatch=list(step.mismatch),
         mismatch_text=step.mismatch_text(),
         inputs_note=step.inputs_note,
-        transfers=[TransferView(t.src, t.dst, t.matched, t.what, t.note) for t in step.transfers],
+        transfers=[
+            TransferView(t.src, t.dst, t.matched, t.what, t.note, _received_here(step, t))
+            for t in step.transfers
+        ],
         panels={r: _panel(step, r) for r in sorted(step.ranks)},
         lanes=_lanes(step),
         provenance=provenance(step),
@@ -225,12 +231,22 @@ def _step(step: Step) -> StepView:
     )
 
 
+def _received_here(step: Step, t: Transfer) -> bool:
+    """Whether ``step`` is where the timeline draws ``t``: its recv's step, else its send's."""
+    if t.recv is None or step.op.startswith("send/"):  # an exchange holds both ends
+        return True
+    rank, seq = t.recv
+    return rank in step.ranks and step.ranks[rank]["seq"] == seq
+
+
 def _lanes(step: Step) -> dict[int, str]:
     """Each taking-part rank's state in this op, as the timeline colours it."""
     if step.op in COLLECTIVES:
         ranks = set(step.members)
-    else:
-        ranks = set(step.ranks) | {r for t in step.transfers for r in (t.src, t.dst)}
+    else:  # its own ranks, and the missing end of a message that has one
+        ranks = set(step.ranks)
+        ranks |= {t.dst for t in step.transfers if t.recv is None}
+        ranks |= {t.src for t in step.transfers if t.send is None}
     bad = {r for t in step.transfers if t.note for r in (t.src, t.dst)}
     out = {}
     for r in sorted(x for x in ranks if x is not None):

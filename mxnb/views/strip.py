@@ -51,8 +51,9 @@ def _step(d: ImageDraw.ImageDraw, s: StepView, lane: dict[int, int], cx: float, 
         if mark:
             mid = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
             d.text(mid, mark, font=font(11), fill=ink, anchor="mm")
-    n = len(s.transfers)
-    for k, t in enumerate(s.transfers):
+    drawn = [t for t in s.transfers if t.drawn]  # each message once, where it lands
+    n = len(drawn)
+    for k, t in enumerate(drawn):
         if t.src not in lane or t.dst not in lane:
             continue
         ax = cx + w / 2 + (k - (n - 1) / 2) * min(5, w / (n + 1))

@@ -124,7 +124,8 @@ def _step_state(step: StepView, ranks: list[int]) -> dict[str, Any]:
         "mismatch_text": step.mismatch_text,
         "inputs_note": step.inputs_note,
         "transfers": [
-            {"src": t.src, "dst": t.dst, "what": t.what, "note": t.note} for t in step.transfers
+            {"src": t.src, "dst": t.dst, "what": t.what, "note": t.note, "drawn": t.drawn}
+            for t in step.transfers
         ],
         "lanes": {str(r): s for r, s in step.lanes.items()},
         "blocks": prov.blocks if prov else [],

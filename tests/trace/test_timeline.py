@@ -90,3 +90,23 @@ def test_a_send_without_its_recv_marks_both_lanes():
     reps = [report(0, [op(1, "send", 0, X[0], X[0], peer=1, line=2)]), report(1, [])]
     step = trace_view(Trace(reps)).steps[0]
     assert step.lanes == {0: "mismatched", 1: "missing"}
+
+
+def test_a_scatter_draws_each_message_once_where_it_lands():
+    """Rank 0 sends one row to each other rank (three send steps, one recv step)."""
+    row = np.arange(2, dtype=np.float32)
+    reps = [report(0, [op(k, "send", 0, row, row, n=4, peer=k, line=3) for k in (1, 2, 3)], n=4)]
+    reps += [
+        report(r, [op(1, "recv", r, None, row, n=4, peer=0, line=5)
+                   | {"states": {"before": "none", "after": "ok"}}], n=4)
+        for r in (1, 2, 3)
+    ]  # fmt: skip
+    view = trace_view(Trace(reps))
+    assert sorted(s.op for s in view.steps) == ["recv", "send", "send", "send"]
+    arrows = [a for c in view.timeline.columns for a in c.arrows]
+    assert sorted(arrows) == [(0, 1, True), (0, 2, True), (0, 3, True)]  # once each
+    for c in view.timeline.columns:  # all of them in the recv's column
+        assert bool(c.arrows) == (view.steps[c.steps[0]].op == "recv")
+    # no lane reads "never called": each end called its op, in its own step
+    assert {st for s in view.steps for st in s.lanes.values()} == {"ok"}
+    assert all(len(s.transfers) >= 1 for s in view.steps)  # every step still names them

@@ -50,9 +50,10 @@ function timeline(data, ctx, onPick) {
         parts.push(`<rect class="mxnb-cellst mxnb-st-${st}" data-rank="${r}" x="${cx + 2}" y="${y + 4}" width="${w - 4}" height="${LANE_H - 8}" rx="3" fill="${fill}"${dash}/>`);
         if (mark) parts.push(`<text class="mxnb-mark" x="${cx + w / 2}" y="${y + LANE_H / 2 + 4}" fill="${ink}">${esc(mark)}</text>`);
       }
-      s.transfers.forEach((t, n) => {
+      const drawn = s.transfers.filter((t) => t.drawn); // each message once, where it lands
+      drawn.forEach((t, n) => {
         if (!lane.has(t.src) || !lane.has(t.dst)) return;
-        const ax = cx + w / 2 + (n - (s.transfers.length - 1) / 2) * Math.min(5, w / (s.transfers.length + 1));
+        const ax = cx + w / 2 + (n - (drawn.length - 1) / 2) * Math.min(5, w / (drawn.length + 1));
         const y0 = lane.get(t.src) + LANE_H / 2;
         const y1 = lane.get(t.dst) + LANE_H / 2;
         const dir = y1 > y0 ? 1 : -1;
