@@ -38,8 +38,9 @@ def _fmt(v: np.ndarray) -> str:
     a = np.asarray(v, dtype=np.float64)
     if a.ndim == 0:
         return _num(float(a))
-    flat = [_num(x) for x in a.ravel()[:8]]
-    return "[" + ", ".join(flat) + (", ...]" if a.size > 8 else "]")
+    if a.size > 8:  # the first few numbers of a long array may all be zeros: say its range
+        return f"{a.size} numbers from {_num(float(a.min()))} to {_num(float(a.max()))}"
+    return "[" + ", ".join(_num(x) for x in a.ravel()) + "]"
 
 
 def per_rank(name: str) -> list[np.ndarray]:

@@ -282,6 +282,8 @@ def test_a_first_attempt_is_told_what_is_wrong():
     assert "as `from_right`: that came from the left neighbour; send to the left" in said
     (said,) = _checks_said("04-groups")
     assert "as `col_sum`: that is the sum over all four ranks; pass the column group" in said
+    (said,) = _checks_said("05-data-parallel-training")
+    assert "as `by_hand_flat`: that is this rank's own gradient; all_sum each" in said
     (said,) = _checks_said("09-missing-primitives")
     assert "as `from_root_2`: that is every rank's x, one after the other" in said
 
