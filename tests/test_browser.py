@@ -191,7 +191,7 @@ def _dismiss_dialogs(page: Any) -> None:
     print("dismissing dialog:", said[:300])
     if "Select Kernel" in said:
         dialog.first.locator("select").select_option(label="Python 3 (mxnb)")
-        dialog.first.get_by_role("button", name="Select", exact=True).click()
+        dialog.first.locator("button.jp-mod-accept").click()  # "Select"
     else:
         page.keyboard.press("Escape")
     dialog.first.wait_for(state="detached", timeout=10_000)
