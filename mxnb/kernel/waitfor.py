@@ -132,8 +132,17 @@ def _explain(group: list[int], needs: Mapping[int, list[OpState]]) -> tuple[str,
 def wait_cycle(
     states: Mapping[int, State | None], running: Iterable[int], now: float, grace: float
 ) -> str | None:
-    """The sentence naming the cycles of waits among ``running`` ranks, if any."""
+    """The sentence naming the cycles of waits among ``running`` ranks, if any.
+
+    Not while another rank has only just blocked in a transfer: it may be in a
+    cycle of its own (the other pair of a pairwise exchange, a moment behind),
+    and one report should name every cycle.
+    """
+    running = list(running)
     needs = {r: ops for r in running if (ops := blocked_ops(states.get(r), now, grace))}
+    young = [r for r in running if r not in needs and blocked_ops(states.get(r), now, 0.0)]
+    if young:
+        return None
     edges = {r: {op["peer"] for op in ops if op["peer"] in needs} for r, ops in needs.items()}
     found = [(g, e) for g in cycles(edges) if (e := _explain(g, needs)) is not None]
     if not found:

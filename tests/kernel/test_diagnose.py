@@ -189,3 +189,16 @@ def test_cycles_are_strongly_connected_groups():
     assert cycles({0: {1}, 1: {2}, 2: {0}, 3: {0}}) == [[0, 1, 2]]
     assert cycles({0: {1}, 1: set()}) == []
     assert cycles({0: {1}, 1: {0}, 2: {3}, 3: {2}}) == [[0, 1], [2, 3]]
+
+
+def test_a_pair_a_moment_behind_is_waited_for_so_one_report_names_both():
+    """Under load ranks 2, 3 enter their exchange later: report once both are stuck."""
+    states = {r: blocked_in([op(1, "send", peer=r ^ 1, ranks=range(4)),
+                             op(2, "recv", peer=r ^ 1, ranks=range(4))], [1, 2])
+              for r in range(4)}  # fmt: skip
+    for r in (2, 3):
+        states[r]["in_eval"]["since"] = 99.5  # blocked half a second ago
+    status = {r: "running" for r in range(4)}
+    assert diagnose(states, status, now=100, grace=2.0).cause is None
+    cause = diagnose(states, status, now=102, grace=2.0).cause
+    assert cause is not None and cause.startswith("ranks 0, 1 and ranks 2, 3 wait on each other")
