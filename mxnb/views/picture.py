@@ -22,7 +22,7 @@ from mxnb.protocol.wording import shape_text
 from mxnb.trace import Trace
 from mxnb.trace.text import STATE_TEXT, count, describe_value
 from mxnb.trace.view import StepView, TraceView, trace_view
-from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES
+from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, rank_color
 from mxnb.views.pen import (
     ARROW_W,
     BODY,
@@ -127,7 +127,7 @@ def _panel(pen: Pen, x: int, y: int, step: StepView, rank: int, side: str, scale
 
 def _chip(pen: Pen, x: float, y: int, rank: int | None, width: float = 0) -> float:
     """The rank's identity colour as a filled label (some are too light for text on white)."""
-    c = LINE if rank is None else RANK_COLORS[rank % len(RANK_COLORS)]
+    c = LINE if rank is None else rank_color(rank)
     label = f"rank {'?' if rank is None else rank}"
     width = width or font(BODY).getlength(label) + 12
     pen.draw.rounded_rectangle((x, y, x + width, y + 19), radius=4, fill=c)
@@ -177,7 +177,7 @@ def _op_block(step: StepView, ranks: list[int]) -> tuple[Image.Image, dict[Any, 
             boxes[(step.index, r, side)] = box = (left - 4, y, left + PANEL_W + 3, bottom)
             bad = side == "after" and r in step.mismatch
             pen.draw.rectangle(box, outline=RED if bad else LINE, width=3 if bad else 1)
-        pen.draw.rectangle((x, y, x + 3, bottom), fill=RANK_COLORS[r % len(RANK_COLORS)])
+        pen.draw.rectangle((x, y, x + 3, bottom), fill=rank_color(r))
         pen.arrow(px + PANEL_W + 8, px + PANEL_W + ARROW_W - 14, (y + line_h(SMALL) + bottom) // 2)
         y = bottom + 8
         want = step.panels[r].expected

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from mxnb.views.palette import NAN, RANK_COLORS, Color
+from mxnb.views.palette import NAN, Color, rank_color
 from mxnb.views.pen import (
     BAR_H,
     CELL_H,
@@ -63,7 +63,7 @@ def draw_bands(pen: Pen, bands: list[Band], at: Callable[[int], tuple[float, flo
     """
     for rank, first, end, label in bands:
         a, b = at(first)[0], at(end - 1)[1]
-        c = RANK_COLORS[rank % len(RANK_COLORS)]
+        c = rank_color(rank)
         if across:
             pen.draw.rectangle((a + 1, y, b - 1, y + 4), fill=c)
             if label and font(SMALL).getlength(label) < b - a:

@@ -14,9 +14,10 @@ import itertools
 import math
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from mxnb.views.palette import STATES, rank_color
+from mxnb.views.pen import font, wrap
 
 if TYPE_CHECKING:
     from mxnb.kernel.waitgraph import WaitGraph
@@ -25,20 +26,6 @@ __all__ = ["render_waits", "waits_png"]
 
 WIDTH, MARGIN, NODE = 760, 16, 26
 INK, GREY, RED = (30, 30, 30), (110, 110, 110), STATES["wrong"][0]
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def _wrap(text: str, size: int, width: float) -> list[str]:
-    lines: list[str] = []
-    for word in text.split(" "):
-        if lines and _font(size).getlength(f"{lines[-1]} {word}") <= width:
-            lines[-1] += f" {word}"
-        else:
-            lines.append(word)
-    return lines
 
 
 def _arrow(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float],
@@ -82,13 +69,13 @@ def render_waits(graph: WaitGraph, cause: str = "") -> Image.Image:
     wrapped = [
         (w, line.startswith("Likely cause"))
         for line in lines
-        for w in _wrap(line, 13, WIDTH - 2 * MARGIN)
+        for w in wrap(line, 13, WIDTH - 2 * MARGIN)
     ]
     height = int(cy + radius + NODE + 40 + 18 * len(wrapped) + MARGIN)
     img = Image.new("RGB", (WIDTH, height), (255, 255, 255))
     d = ImageDraw.Draw(img)
     d.text((MARGIN, MARGIN), "who waits for whom (an arrow from A to B: A waits on B)",
-           font=_font(14), fill=INK)  # fmt: skip
+           font=font(14), fill=INK)  # fmt: skip
     in_cycle = {r for c in graph.cycles for r in c}
     for r in graph.ranks:
         for peer in r.waits_on:
@@ -107,14 +94,14 @@ def render_waits(graph: WaitGraph, cause: str = "") -> Image.Image:
             )
         d.ellipse((x - NODE, y - NODE, x + NODE, y + NODE), fill=c, outline=INK)
         light = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 145
-        d.text((x, y), f"rank {r.rank}", font=_font(12), fill=INK if light else (255, 255, 255),
+        d.text((x, y), f"rank {r.rank}", font=font(12), fill=INK if light else (255, 255, 255),
                anchor="mm")  # fmt: skip
         tag = {"done": "finished", "failed": "raised", "silent": "silent"}.get(r.status, "")
         if tag:
-            d.text((x, y + NODE + 4), tag, font=_font(12), fill=RED, anchor="ma")
+            d.text((x, y + NODE + 4), tag, font=font(12), fill=RED, anchor="ma")
     y = int(cy + radius + NODE + 30)
     for line, is_cause in wrapped:
-        d.text((MARGIN, y), line, font=_font(13), fill=RED if is_cause else INK)
+        d.text((MARGIN, y), line, font=font(13), fill=RED if is_cause else INK)
         y += 18
     return img
 
