@@ -18,6 +18,7 @@ from mxnb.errors import CommMismatch, MxnbError, RankError
 if TYPE_CHECKING:
     from mxnb.kernel.session import MxdistSession
     from mxnb.trace import Trace
+    from mxnb.views.ringpic import RingSteps
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "last_trace",
     "load_ipython_extension",
     "pull",
+    "ring_steps",
     "show",
     "unload_ipython_extension",
 ]
@@ -98,6 +100,26 @@ def show(trace: Trace | None = None) -> None:
     from mxnb.views.widget import TraceWidget
 
     display(TraceWidget(trace if trace is not None else last_trace()))
+
+
+def ring_steps(op: int | None = None, trace: Trace | None = None) -> RingSteps:
+    """The textbook ring algorithm, round by round, on op number ``op`` of a trace.
+
+    ``op`` counts as the views do (``#1`` is the cell's first op); by default
+    the first ``all_sum`` or ``all_gather``.  Its inputs must have been kept
+    exactly (``--viz``, at most 4096 elements per rank; a picture is readable
+    up to a few dozen).  Shown as a picture in a
+    notebook, as text elsewhere; the widget steps through the same rounds.
+    """
+    from mxnb.views.ringpic import RingSteps
+
+    t = trace if trace is not None else last_trace()
+    if op is None:
+        op = next((s.index for s in t.steps if s.op in ("all_sum", "all_gather")), None)
+        if op is None:
+            raise MxnbError("no all_sum or all_gather in this trace: name one with op=")
+    replay = t.ring(op)
+    return RingSteps(op, replay, {r: t.value(op, r, "after") for r in replay.ranks})
 
 
 def last_trace() -> Trace:

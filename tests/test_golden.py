@@ -19,6 +19,7 @@ import pytest
 from IPython.core.error import UsageError
 
 # All of mxnb that these cases touch, in one block.
+import mxnb
 from golden import check_golden
 from mxnb.errors import RankError, UnsupportedReduction
 from mxnb.kernel.cluster import ClusterStatus
@@ -78,6 +79,13 @@ def test_trace_all_gather_2d() -> None:
     code = "g = mx.distributed.all_gather(x)"
     trace = one_collective("all_gather", xs, [np.concatenate(xs)] * 4, code)
     check_golden("trace-all-gather-2d", trace.text())
+
+
+def test_ring_steps_of_all_sum() -> None:
+    """What ``mxnb.ring_steps()`` reads as outside a notebook: every round, then the verdict."""
+    xs = [np.arange(8, dtype=np.float32) + 10 * r for r in range(4)]
+    trace = one_collective("all_sum", xs, [sum(xs)] * 4, ALL_SUM)
+    check_golden("ring-steps-all-sum", repr(mxnb.ring_steps(trace=trace)))
 
 
 def test_trace_send_recv_ring_shift() -> None:

@@ -115,6 +115,7 @@ def test_course_is_complete_and_in_order():
         "07-debugging",
         "08-from-pytorch-and-mpi4py",
         "09-missing-primitives",
+        "10-how-collectives-are-built",
     ]
     taught = {
         "01-getting-started": ["is_available", "init(", "Group", "rank()", "size()", "mx.eval"],
@@ -126,6 +127,7 @@ def test_course_is_complete_and_in_order():
         "07-debugging": ["--no-check", "--timeout", "raises-exception"],
         "08-from-pytorch-and-mpi4py": ["torch.distributed", "mpi4py", "Allreduce"],
         "09-missing-primitives": ["barrier", "broadcast", "scatter", "reduce_to", "all_to_all"],
+        "10-how-collectives-are-built": ["ring_steps(", "reduce-scatter", "--bare", "latency"],
     }
     for path in NOTEBOOKS:
         raw = path.read_text()
@@ -286,6 +288,8 @@ def test_a_first_attempt_is_told_what_is_wrong():
     assert "as `by_hand_flat`: that is this rank's own gradient; all_sum each" in said
     (said,) = _checks_said("09-missing-primitives")
     assert "as `from_root_2`: that is every rank's x, one after the other" in said
+    (said,) = _checks_said("10-how-collectives-are-built")
+    assert "as `my_chunk`: that is the left neighbour's own chunk, passed on without adding" in said
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)

@@ -63,8 +63,8 @@ def wrap(text: str, size: int, width: float) -> list[str]:
 class Pen:
     """One block of the picture being drawn, full width, cropped when done."""
 
-    def __init__(self, height: int) -> None:
-        self.img = Image.new("RGB", (WIDTH, height), WHITE)
+    def __init__(self, height: int, width: int = WIDTH) -> None:
+        self.img = Image.new("RGB", (width, height), WHITE)
         self.draw = ImageDraw.Draw(self.img)
 
     def text(self, x: float, y: float, s: str, size: int = BODY, fill: Color = INK, **kw) -> float:
