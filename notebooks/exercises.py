@@ -16,7 +16,7 @@ import numpy as np
 import mxnb
 from mxnb.protocol.wording import ranks_text
 
-__all__ = ["NotYet", "expect_everywhere", "per_rank"]
+__all__ = ["NotYet", "expect_everywhere", "expect_same", "per_rank"]
 
 #: A known wrong answer: its value (the same on every rank, or per rank) and what it means.
 Wrong = Mapping[str, Any | Callable[[int], Any]]
@@ -77,3 +77,17 @@ def expect_everywhere(name: str, want: Any, wrong: Wrong | None = None) -> None:
         whose = f"rank {r} should hold" if callable(want) else "every rank should hold"
         raise NotYet(f"rank {r} holds {_fmt(g)} as `{name}`; {whose} {_fmt(mine)}")
     print(f"`{name}` is right on all {len(got)} ranks")
+
+
+def expect_same(name: str, why: str = "") -> None:
+    """Every rank holds what rank 0 holds as ``name``: the replicas of data
+    parallelism, whose right value nobody knows in advance but all must share."""
+    got = per_rank(name)
+    differ = [r for r, g in enumerate(got) if not _same(g, got[0])]
+    if differ:
+        gaps = [float(np.max(np.abs(got[r] - got[0]))) for r in differ if got[r].shape == got[0].shape]
+        by = f" (by up to {max(gaps):.3g})" if gaps else ""
+        verb = "holds" if len(differ) == 1 else "hold"
+        raise NotYet(f"{ranks_text(differ)} {verb} a different `{name}` from rank 0's{by}" + (
+            f": {why}" if why else ""))
+    print(f"`{name}` is the same on all {len(got)} ranks")

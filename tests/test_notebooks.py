@@ -116,6 +116,7 @@ def test_course_is_complete_and_in_order():
         "08-from-pytorch-and-mpi4py",
         "09-missing-primitives",
         "10-how-collectives-are-built",
+        "11-debugging-lab",
     ]
     taught = {
         "01-getting-started": ["is_available", "init(", "Group", "rank()", "size()", "mx.eval"],
@@ -128,6 +129,7 @@ def test_course_is_complete_and_in_order():
         "08-from-pytorch-and-mpi4py": ["torch.distributed", "mpi4py", "Allreduce"],
         "09-missing-primitives": ["barrier", "broadcast", "scatter", "reduce_to", "all_to_all"],
         "10-how-collectives-are-built": ["ring_steps(", "reduce-scatter", "--bare", "latency"],
+        "11-debugging-lab": ["average_gradients", "expect_same(", "all_gather", "--viz"],
     }
     for path in NOTEBOOKS:
         raw = path.read_text()
@@ -290,6 +292,9 @@ def test_a_first_attempt_is_told_what_is_wrong():
     assert "as `from_root_2`: that is every rank's x, one after the other" in said
     (said,) = _checks_said("10-how-collectives-are-built")
     assert "as `my_chunk`: that is the left neighbour's own chunk, passed on without adding" in said
+    (said,) = _checks_said("11-debugging-lab")
+    assert "rank 3 holds a different `weights` from rank 0's (by up to" in said
+    assert "rank 3 decided alone: take the decision on a value every rank shares" in said
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
