@@ -35,6 +35,8 @@ def _num(v: float) -> str:
 
 
 def _fmt(v: np.ndarray) -> str:
+    if np.asarray(v).dtype == bool:
+        return str(np.asarray(v).tolist())
     a = np.asarray(v, dtype=np.float64)
     if a.ndim == 0:
         return _num(float(a))
@@ -54,12 +56,12 @@ def per_rank(name: str) -> list[np.ndarray]:
     missing = [r for r, v in enumerate(values) if v is None]
     if missing:
         raise NotYet(f"{ranks_text(missing)} left `{name}` as None: every rank must set it")
-    return [np.asarray(v, dtype=np.float64) for v in values]
+    return [np.asarray(v) for v in values]
 
 
 def _same(a: np.ndarray, b: Any) -> bool:
-    b = np.asarray(b, dtype=np.float64)
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-5, atol=1e-8))
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-5, atol=1e-6))
 
 
 def expect_everywhere(name: str, want: Any, wrong: Wrong | None = None) -> None:
@@ -85,9 +87,15 @@ def expect_same(name: str, why: str = "") -> None:
     got = per_rank(name)
     differ = [r for r, g in enumerate(got) if not _same(g, got[0])]
     if differ:
-        gaps = [float(np.max(np.abs(got[r] - got[0]))) for r in differ if got[r].shape == got[0].shape]
+        gaps = [
+            float(np.max(np.abs(got[r].astype(np.float64) - got[0])))
+            for r in differ
+            if got[r].shape == got[0].shape
+        ]
         by = f" (by up to {max(gaps):.3g})" if gaps else ""
         verb = "holds" if len(differ) == 1 else "hold"
-        raise NotYet(f"{ranks_text(differ)} {verb} a different `{name}` from rank 0's{by}" + (
-            f": {why}" if why else ""))
+        raise NotYet(
+            f"{ranks_text(differ)} {verb} a different `{name}` from rank 0's{by}"
+            + (f": {why}" if why else "")
+        )
     print(f"`{name}` is the same on all {len(got)} ranks")

@@ -263,9 +263,10 @@ SOLUTIONS = sorted(SOLUTIONS_DIR.glob("*.ipynb"))
 
 
 def test_every_lesson_with_exercises_has_its_solutions_apart():
-    with_exercises = [p.name for p in NOTEBOOKS if "## Exercises" in p.read_text()]
-    assert with_exercises, "no lesson has exercises yet"
-    assert sorted(p.name for p in SOLUTIONS) == sorted(with_exercises)
+    """Every lesson ends with exercises; their solutions are kept apart, one notebook each."""
+    without = [p.name for p in NOTEBOOKS if "## Exercises" not in p.read_text()]
+    assert not without, f"lessons without exercises: {without}"
+    assert sorted(p.name for p in SOLUTIONS) == sorted(p.name for p in NOTEBOOKS)
 
 
 def _checks_said(name: str) -> list[str]:
@@ -278,6 +279,8 @@ def _checks_said(name: str) -> list[str]:
 
 def test_a_first_attempt_is_told_what_is_wrong():
     """The exercises start wrong on purpose; their checks say why, in words."""
+    (said,) = _checks_said("01-getting-started")
+    assert "rank 0 holds 6 as `mean_rank`: that is the sum of the ranks' numbers" in said
     said = _checks_said("02-collectives")
     assert len(said) == 2
     assert "as `global_mean`: that is this rank's own mean; combine the ranks" in said[0]
@@ -288,6 +291,12 @@ def test_a_first_attempt_is_told_what_is_wrong():
     assert "as `col_sum`: that is the sum over all four ranks; pass the column group" in said
     (said,) = _checks_said("05-data-parallel-training")
     assert "as `by_hand_flat`: that is this rank's own gradient; all_sum each" in said
+    (said,) = _checks_said("06-tensor-parallel")
+    assert "as `up_again`: that is only this rank's part of the product: all_sum the parts" in said
+    (said,) = _checks_said("07-debugging")
+    assert "rank 0 holds False as `nan_somewhere`: that is only whether this rank's own" in said
+    (said,) = _checks_said("08-from-pytorch-and-mpi4py")
+    assert "rank 0 holds [1, 10] as `exscan`: that includes this rank's own v" in said
     (said,) = _checks_said("09-missing-primitives")
     assert "as `from_root_2`: that is every rank's x, one after the other" in said
     (said,) = _checks_said("10-how-collectives-are-built")
