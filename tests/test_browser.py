@@ -336,6 +336,36 @@ def test_a_saved_notebook_reopens_with_its_views_and_no_widget_error(
             lab.stop_kernels()
 
 
+def test_every_tutorial_opens_on_its_kernel_without_asking(lab: Lab, browser: Any) -> None:
+    """Each lesson and solution names the stock Python 3 kernel, which every Jupyter
+    has: opening it starts that kernel, and no dialog asks which one to use."""
+    course = lab.root / "course"
+    shutil.copytree(ROOT / "notebooks", course, ignore=shutil.ignore_patterns("*.py", "img"))
+    names = sorted(p.relative_to(course).as_posix() for p in course.rglob("*.ipynb"))
+    assert len(names) >= 20
+    asked, kernels = {}, {}
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        for name in names:
+            # ?reset: a fresh workspace, so earlier notebooks do not reopen with their kernels
+            page.goto(f"{lab.url}/lab/tree/course/{name}?reset&token={lab.token}", timeout=60_000)
+            page.wait_for_selector(
+                ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000
+            )
+            page.wait_for_timeout(300)  # a dialog would come with the session, before idle
+            dialog = page.locator(".jp-Dialog")
+            if dialog.count():
+                asked[name] = dialog.first.inner_text()[:200]
+                page.keyboard.press("Escape")
+            kernels[name] = page.locator(".jp-Toolbar-kernelName").first.inner_text().strip()
+            lab.stop_kernels()
+    finally:
+        page.close()
+        lab.stop_kernels()
+    assert not asked, asked
+    assert set(kernels.values()) == {"Python 3 (ipykernel)"}, kernels
+
+
 # -- an executed notebook, exported to HTML, opened with no kernel and no network --
 
 EXPORT_CELL = """%%mxdist -n 2 --viz
