@@ -108,7 +108,9 @@ function grid(snap, ctx, blocks, opts) {
       box.appendChild(tag);
     }
     const cells = el("div", "mxnb-cells");
-    cells.style.gridTemplateColumns = `repeat(${shape.length >= 2 ? per : b.end - b.start}, auto)`;
+    // 2-D: a real grid, never squeezed below its numbers (the rows scroll sideways);
+    // 1-D: the cells wrap onto more lines instead (widget.css)
+    if (shape.length >= 2) cells.style.gridTemplateColumns = `repeat(${per}, max-content)`;
     for (let i = b.start * per; i < b.end * per; i++) {
       const rgb = valueColor(dec.nums[i], ctx.scale, ctx.ramp);
       const c = el("div", "mxnb-cell", dec.texts[i]);
