@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mxnb.kernel.runner import CellResult
 
 __all__ = [
+    "BackendUnsupported",
     "ClusterError",
     "CommInterrupted",
     "CommMismatch",
@@ -84,6 +85,10 @@ class CommMismatch(RuntimeError):
 
 class CommInterrupted(RuntimeError):
     """This rank stopped waiting for its peers (the user or mxnb interrupted it)."""
+
+
+class BackendUnsupported(RuntimeError):
+    """An op the running MLX backend cannot do, refused at the call before it can hang."""
 
 
 class UnsupportedReduction(RuntimeError):

@@ -21,7 +21,7 @@ from IPython.core.error import UsageError
 # All of mxnb that these cases touch, in one block.
 import mxnb
 from golden import check_golden
-from mxnb.errors import RankError, UnsupportedReduction
+from mxnb.errors import BackendUnsupported, RankError, UnsupportedReduction
 from mxnb.kernel.cluster import ClusterStatus
 from mxnb.kernel.diagnose import diagnose
 from mxnb.kernel.magics import MxdistMagics, parse_targets
@@ -30,6 +30,7 @@ from mxnb.kernel.recovery import crash_sentence, launcher_message
 from mxnb.kernel.runner import CellResult, RankOutcome
 from mxnb.kernel.session import HEADLINES
 from mxnb.protocol.ops import Meta
+from mxnb.rank.backend import refuse
 from mxnb.rank.check import PendingCheck, _collective_problem, _p2p_problem, bool_trap
 from mxnb.rank.groups import GroupInfo
 from mxnb.rank.oplog import OpRecord
@@ -643,3 +644,27 @@ def test_check_bool_reduction() -> None:
     with pytest.raises(UnsupportedReduction) as info:
         bool_trap("all_sum", "bool")
     check_golden("check-bool-all-sum", problem(str(info.value)))
+
+
+@pytest.mark.parametrize(
+    ("case", "backend", "op", "rank", "peer", "size"),
+    [
+        ("backend-ring-split", "ring", "split", 0, None, 4),
+        ("backend-ring-send-far", "ring", "send", 0, 2, 4),
+        ("backend-ring-recv-self", "ring", "recv", 1, 1, 2),
+        ("backend-mpi-sum-scatter", "mpi", "sum_scatter", 0, None, 4),
+    ],
+)
+def test_backend_refusals(
+    case: str, backend: str, op: str, rank: int, peer: int | None, size: int
+) -> None:
+    with pytest.raises(BackendUnsupported) as info:
+        refuse(op, rank, peer, size, backend=backend)
+    check_golden(case, problem(str(info.value)))
+
+
+def test_what_a_backend_can_do_passes_without_a_word() -> None:
+    refuse("send", 0, 1, 4, backend="ring")  # a neighbour
+    refuse("recv", 0, 3, 4, backend="ring")  # the other neighbour
+    refuse("split", backend="mpi")
+    refuse("send", 0, 2, 4, backend="mpi")

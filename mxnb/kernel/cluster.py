@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-from traitlets import Float, HasTraits, Integer, List, Unicode
+from traitlets import Enum, Float, HasTraits, Integer, List, Unicode
 
 from mxnb.errors import ClusterError
 from mxnb.kernel import ipp, remote
 from mxnb.kernel import openmpi as mpi
+from mxnb.kernel.backends import backend_env
 from mxnb.kernel.processes import alive, kill_pids, led_groups, live_groups
 from mxnb.protocol.messages import RankInfo
+from mxnb.protocol.ops import BACKENDS
 from mxnb.protocol.probe import socket_path
 
 __all__ = ["DEFAULT_NP", "ClusterError", "ClusterStatus", "MxCluster"]
@@ -79,6 +81,12 @@ class MxCluster(HasTraits):
     """
 
     n = Integer(DEFAULT_NP, help="Number of MPI ranks (engines) to start.")
+    backend = Enum(
+        list(BACKENDS),
+        "mpi",
+        help="MLX's backend for the world group: mpi (Open MPI) or ring (TCP sockets "
+        "between neighbouring ranks, on the loopback). mpiexec starts the ranks either way.",
+    )
     mpi_args = List(Unicode(), help="Extra options passed to mpiexec.")
     start_timeout = Float(60.0, help="Seconds to wait for every rank to register before giving up.")
 
@@ -240,6 +248,7 @@ class MxCluster(HasTraits):
         return ClusterStatus(
             running=True,
             n=len(self._ranks),
+            backend=self.backend,
             mpi_library=self._mpi.describe() if self._mpi else "",
             mlx_version=first["mlx_version"],
             hosts=tuple(r["host"] for r in self._ranks),
@@ -268,7 +277,11 @@ class MxCluster(HasTraits):
         # The nanny is a second Python process per rank that relays signals;
         # mxnb signals ranks by pid, and its start-up cost ~0.25 s of CPU per rank.
         es.engine_args = ["--IPEngine.enable_nanny=False"]
-        es.environment = {**env, "MXNB_START_TIMEOUT": str(self.start_timeout)}
+        es.environment = {
+            **env,
+            **backend_env(self.backend, self.n, self._profile_dir),
+            "MXNB_START_TIMEOUT": str(self.start_timeout),
+        }
         es.stop_seconds_until_kill = 2
         cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
         return cfg
@@ -357,10 +370,12 @@ class MxCluster(HasTraits):
         bad = []
         for eid, r in zip(self._view.targets, info, strict=True):
             if r["size"] != self.n:
-                bad.append(
-                    f"engine {eid}: MLX group size {r['size']}, expected {self.n} "
-                    "(MLX did not get MPI: is MLX_MPI_LIBNAME the real libmpi?)"
+                why = (
+                    "MLX did not get MPI: is MLX_MPI_LIBNAME the real libmpi?"
+                    if self.backend == "mpi"
+                    else "MLX did not form its ring"
                 )
+                bad.append(f"engine {eid}: MLX group size {r['size']}, expected {self.n} ({why})")
             elif r["rank"] != eid:
                 bad.append(f"engine {eid} reports MPI rank {r['rank']}")
         if bad:

@@ -17,6 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from mxnb.kernel.cluster import DEFAULT_NP
 from mxnb.kernel.session import MxdistSession
 from mxnb.protocol.cells import header
+from mxnb.protocol.ops import BACKENDS
 
 __all__ = ["MxdistMagics", "parse_targets"]
 
@@ -101,6 +102,13 @@ class MxdistMagics(Magics):
         help=f"number of MPI ranks (default: the running cluster, else {DEFAULT_NP})",
     )
     @argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default=None,
+        help="MLX's backend for the ranks: mpi (default) or ring; a change restarts the "
+        "ranks, and later cells keep it",
+    )
+    @argument(
         "--targets",
         default=None,
         help="run only on these ranks, e.g. 0,2 or 1-3 (not for collectives)",
@@ -166,7 +174,9 @@ class MxdistMagics(Magics):
     def _line(self, args: argparse.Namespace) -> None:
         session = self.session
         configured = self._configure(args)
-        action = args.action or ("start" if args.np else None if configured else "status")
+        action = args.action or (
+            "start" if args.np or args.backend else None if configured else "status"
+        )
         if action is None:
             return
         if action not in (*ACTIONS, "start"):
@@ -190,6 +200,8 @@ class MxdistMagics(Magics):
         """Line-magic --timeout / --check set the session defaults."""
         session = self.session
         changed = []
+        if args.backend is not None:
+            session.backend = args.backend  # the running ranks follow at the next start
         if args.timeout is not None:
             session.timeout = args.timeout or None
             changed.append(f"timeout {session.timeout or 'none'}")
@@ -201,6 +213,8 @@ class MxdistMagics(Magics):
         return bool(changed)
 
     def _cell(self, args: argparse.Namespace, cell: str) -> Any:
+        if args.backend is not None:
+            self.session.backend = args.backend
         n = self.session.cell_size(args.np)
         targets = parse_targets(args.targets, n) if args.targets else None
         if args.viz and (args.bare or not args.trace):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from traitlets import Bool, Float, Integer
+from traitlets import Bool, Enum, Float, Integer
 from traitlets.config import Configurable
 
 from mxnb.errors import ClusterError, RankError
@@ -24,6 +24,7 @@ from mxnb.kernel.recovery import HangWatch, settle
 from mxnb.kernel.runner import CellResult, CellRun, RankStreamer
 from mxnb.kernel.tracing import Tracing
 from mxnb.kernel.waitgraph import wait_graph
+from mxnb.protocol.ops import BACKENDS
 from mxnb.views.outcome import RankResults
 
 __all__ = ["HEADLINES", "MxdistSession"]
@@ -42,6 +43,13 @@ class MxdistSession(Configurable):
 
     ranks = Integer(
         DEFAULT_NP, config=True, help="Ranks started when no cluster runs and a cell gives no -n."
+    )
+    backend = Enum(
+        list(BACKENDS),
+        "mpi",
+        config=True,
+        help="MLX's backend for the ranks: mpi (Open MPI) or ring (TCP sockets between "
+        "neighbouring ranks). Changing it restarts running ranks.",
     )
     timeout = Float(
         None,
@@ -77,7 +85,7 @@ class MxdistSession(Configurable):
     def prestart(self, n: int) -> None:
         """Start ``n`` ranks in the background; the next cell or line joins them."""
         if self.cluster is None and self._background is None:
-            self._background = BackgroundStart(MxCluster(n=n))
+            self._background = BackgroundStart(MxCluster(n=n, backend=self.backend))
 
     @property
     def starting(self) -> int | None:
@@ -115,21 +123,21 @@ class MxdistSession(Configurable):
         self.join_background()
         running = self.running_n
         want = n if n is not None else (running or self.ranks)
-        if running == want:
+        was = self.cluster.backend if self.cluster is not None else self.backend
+        if running == want and was == self.backend:
             assert self.cluster is not None
             return self.cluster
         if running is not None:
-            print(
-                f"mxdist: restarting with {want} ranks (was {running}); "
-                "variables on the ranks are lost."
-            )
+            print(f"mxdist: restarting {_change(running, want, was, self.backend)}; "
+                  "variables on the ranks are lost.")  # fmt: skip
             self.stop()
         if self._lost:
             print(f"mxdist: {self._lost}")
             self._lost = self._lost_n = None
-        print(f"mxdist: starting {want} MPI ranks ...", flush=True)
+        on = "MPI ranks" if self.backend == "mpi" else f"ranks on MLX's {self.backend} backend"
+        print(f"mxdist: starting {want} {on} ...", flush=True)
         t0 = time.monotonic()
-        self.cluster = MxCluster(n=want)
+        self.cluster = MxCluster(n=want, backend=self.backend)
         self.cluster.start()
         self._fresh_ranks()
         print(
@@ -240,3 +248,12 @@ class MxdistSession(Configurable):
             report=settled.report,
             headline=HEADLINES[why] + (f" after {timeout:g} s" if why == "timeout" else ""),
         )
+
+
+def _change(n_was: int, n: int, backend_was: str, backend: str) -> str:
+    """``with 4 ranks (was 2)``, ``on the ring backend (was mpi)``, or both."""
+    if backend == backend_was:
+        return f"with {n} ranks (was {n_was})"
+    if n == n_was:
+        return f"on the {backend} backend (was {backend_was})"
+    return f"with {n} ranks on the {backend} backend (was {n_was} on {backend_was})"

@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "AGREEING",
+    "BACKENDS",
     "COLLECTIVES",
     "DTYPES",
     "OPS",
@@ -21,6 +22,9 @@ __all__ = [
     "WIDTH",
     "Meta",
 ]
+
+#: MLX's backends that mxnb starts ranks on (the CPU ones: jaccl and nccl need other hardware).
+BACKENDS = ("mpi", "ring")
 
 #: Every communication operation of ``mlx.core.distributed``.
 OPS = (

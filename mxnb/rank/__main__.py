@@ -45,21 +45,32 @@ def await_connection_info(timeout: float = CONNECTION_WAIT) -> None:
     sys.exit(4)
 
 
+#: How a backend is named in what a rank says.
+NAMES = {"mpi": "MPI", "ring": "ring"}
+#: What each backend needs, said when MLX cannot start it.
+NEEDS = {
+    "mpi": "MLX supports Open MPI only; MLX_MPI_LIBNAME must name its real libmpi shared library.",
+    "ring": "every rank must reach its neighbours at the addresses in MLX_HOSTFILE.",
+}
+
+
 def main() -> None:
     import mlx.core as mx
 
+    backend = os.environ.get("MXNB_BACKEND", "mpi")
+    if backend == "ring":  # the ring learns its rank from MLX_RANK; mpiexec numbers the ranks
+        os.environ["MLX_RANK"] = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
     try:
         if os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
-            # MLX's MPI backend refuses a world of one process; its default
+            # MLX's backends refuse a world of one process; its default
             # group of size 1 behaves the same for every collective
             world = mx.distributed.init()
         else:
-            world = mx.distributed.init(strict=True, backend="mpi")
+            world = mx.distributed.init(strict=True, backend=backend)
     except Exception as e:
         sys.stderr.write(
-            f"mxnb rank: MLX could not initialise its MPI backend: {e}\n"
-            "mxnb rank: MLX supports Open MPI only; MLX_MPI_LIBNAME must name "
-            "its real libmpi shared library.\n"
+            f"mxnb rank: MLX could not initialise its {NAMES.get(backend, backend)} backend: {e}\n"
+            f"mxnb rank: {NEEDS.get(backend, '')}\n"
         )
         sys.stderr.flush()
         sys.exit(3)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mxnb.protocol.wording import group_text
+from mxnb.rank import backend
 
 __all__ = ["GroupInfo", "Groups"]
 
@@ -123,6 +124,7 @@ class Groups:
 
         def split(self: Any, color: int, key: int = -1) -> Any:
             __tracebackhide__ = True
+            backend.refuse("split")
             sub = real(self, color, key)
             groups._add(self, color, key, sub)
             return sub

@@ -23,7 +23,7 @@ from mxnb.errors import CommInterrupted, CommMismatch
 from mxnb.protocol.messages import EvalState, OpLogState, OpState, WaitState
 from mxnb.protocol.ops import COLLECTIVES, Meta
 from mxnb.protocol.wording import op_text
-from mxnb.rank import check, entries, hooks
+from mxnb.rank import backend, check, entries, hooks
 from mxnb.rank.groups import GroupInfo, Groups
 from mxnb.rank.pairing import Pairing, stream_name
 
@@ -120,8 +120,11 @@ class OpLog:
             shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
         else:
             shape, dtype, peer = _describe_args(name, args, kwargs)
-        if dtype == "bool":
+        if dtype == "bool" and backend.NAME == "mpi":
             check.bool_trap(op, dtype)
+        if op == "sum_scatter" or (peer is not None and backend.NAME == "ring"):
+            backend.refuse(op, self.groups.rank, None if peer is None else mirror.ranks[peer],
+                           len(mirror.ranks))  # fmt: skip
         rec = OpRecord(
             seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype, site
         )
