@@ -41,14 +41,19 @@ def raw_start(n: int) -> float:
     return time.perf_counter() - t
 
 
-def raw_allsum(n: int, nbytes: int, reps: int) -> float:
+def raw_allsum(n: int, nbytes: int, reps: int, backend: str = "mpi") -> float:
     import json
+    import tempfile
+
+    from mxnb.kernel.backends import backend_env
 
     cmd, env = mpiexec_cmd(n)
-    out = subprocess.run(
-        [*cmd, sys.executable, str(RAW), "allsum", str(nbytes), str(reps)],
-        env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as d:
+        env = {**env, **backend_env(backend, n, d)}
+        out = subprocess.run(
+            [*cmd, sys.executable, str(RAW), "allsum", str(nbytes), str(reps)],
+            env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
 
 
@@ -97,8 +102,8 @@ class Shell:
     def cell(self, code: str, line: str = "") -> Any:
         return self.ip.run_cell_magic("mxdist", line, code)
 
-    def start(self, n: int) -> None:
-        self.ip.run_line_magic("mxdist", f"-n {n}")
+    def start(self, n: int, backend: str = "mpi") -> None:
+        self.ip.run_line_magic("mxdist", f"-n {n} --backend {backend}")
 
     def stop(self) -> None:
         self.ip.run_line_magic("mxdist", "stop")

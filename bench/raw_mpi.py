@@ -1,6 +1,7 @@
 """The baseline: a standalone MPI program doing what a %%mxdist cell does.
 
-Run under ``mpiexec -n N python bench/raw_mpi.py MODE [SIZE REPS]``.
+Run under ``mpiexec -n N python bench/raw_mpi.py MODE [SIZE REPS]``; with
+``MXNB_BACKEND=ring`` and ``MLX_HOSTFILE`` set, on MLX's ring backend instead.
 ``start``: initialise MLX over MPI and do one all_sum (cold-start baseline).
 ``allsum``: time ``mx.eval(all_sum(x))`` for a float32 array of SIZE bytes;
 rank 0 prints the median seconds per op as JSON.
@@ -9,6 +10,7 @@ rank 0 prints the median seconds per op as JSON.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -38,7 +40,11 @@ def timed_allsum(mx, group, nbytes: int, reps: int, spin: float = 0.0) -> float:
 def main() -> None:
     import mlx.core as mx
 
-    group = mx.distributed.init(strict=True, backend="mpi")
+    # MXNB_BACKEND=ring (with MLX_HOSTFILE): MLX's ring backend, as mxnb's ranks run it
+    backend = os.environ.get("MXNB_BACKEND", "mpi")
+    if backend == "ring":
+        os.environ["MLX_RANK"] = os.environ["OMPI_COMM_WORLD_RANK"]
+    group = mx.distributed.init(strict=True, backend=backend)
     mode = sys.argv[1]
     if mode == "start":
         mx.eval(mx.distributed.all_sum(mx.ones(3), group=group))

@@ -100,10 +100,39 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
                                spread))  # fmt: skip
             if n == 2:
                 out += python_between_ops(shell, quick)
+                out += ring_beside_mpi(shell, quick)
         out += views.views(shell, quick, row)
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             shell.stop()
+    return out
+
+
+def ring_beside_mpi(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
+    """all_sum on MLX's ring backend, 2 ranks: inside %%mxdist --bare against the same
+    loop in a standalone job on the ring, and that job against the same on MPI."""
+    out = []
+    with contextlib.redirect_stdout(io.StringIO()):
+        shell.start(2, "ring")
+    try:
+        for label, nbytes in ({"1KB": 1024} if quick else SIZES).items():
+            reps = 5 if quick else (20 if nbytes >= 2**26 else 200)
+            runs: dict[str, list[float]] = {"mpi": [], "ring": [], "ours": []}
+            for _ in range(1 if quick else ROUNDS):
+                runs["mpi"].append(cases.raw_allsum(2, nbytes, reps))
+                runs["ring"].append(cases.raw_allsum(2, nbytes, reps, backend="ring"))
+                with contextlib.redirect_stdout(io.StringIO()):
+                    runs["ours"].append(cases.cell_allsum(shell, nbytes, reps, "--bare"))
+            mpi, ring, ours = (cases.median(runs[k]) for k in ("mpi", "ring", "ours"))
+            spread = max(runs["ring"]) / min(runs["ring"])
+            name = f"all_sum {label}, 2 ranks, ring"
+            out.append(row(f"{name}, --bare", ours, ring, "s/op", ">= 0.95x bandwidth",
+                           ring / ours >= 0.95, spread))  # fmt: skip
+            out.append(row(f"{name} beside mpi (standalone)", ring, mpi, "s/op", "report", None,
+                           spread))  # fmt: skip
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):
+            shell.start(2, "mpi")
     return out
 
 
