@@ -57,6 +57,74 @@ def raw_allsum(n: int, nbytes: int, reps: int, backend: str = "mpi") -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
 
 
+#: A stock ipyparallel MPI cluster, as its documentation starts one, with the same
+#: mpiexec, flags and environment mxnb uses (root, oversubscription, MLX's libmpi)
+#: and a private profile directory.
+STOCK = """
+import ipyparallel as ipp
+from traitlets.config import Config
+
+cfg = Config()
+cfg.MPIEngineSetLauncher.mpi_cmd = {mpi_cmd!r}
+cfg.MPIEngineSetLauncher.mpi_args = {mpi_args!r}
+cfg.MPIEngineSetLauncher.environment = {env!r}
+cluster = ipp.Cluster(engines="mpi", n={n}, profile_dir={profile!r}, config=cfg)
+rc = cluster.start_and_connect_sync()
+print(rc[:].apply_sync(lambda: 1))
+"""
+
+
+def stock_cold_start(n: int) -> float:
+    """Fresh kernel ready -> first result of a stock ``ipyparallel.Cluster(engines="mpi")``."""
+    import shutil
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    from mxnb.kernel import openmpi as mpi
+
+    found = mpi.find_openmpi()
+    env = mpi.launch_env(found)
+    profile = tempfile.mkdtemp(prefix="mxnb-bench-stock-")
+    code = STOCK.format(mpi_cmd=[str(found.mpiexec)], mpi_args=mpi.mpiexec_args(n, env), env=env,
+                        n=n, profile=profile)  # fmt: skip
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    quiet = {"timeout": 180, "output_hook": lambda m: None}
+    try:
+        kc.wait_for_ready(timeout=60)
+        t = time.perf_counter()
+        reply = kc.execute_interactive(code, **quiet)
+        took = time.perf_counter() - t
+        assert reply["content"]["status"] == "ok", reply["content"]
+        kc.execute_interactive("cluster.stop_cluster_sync()", **quiet)
+        return took
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def engine_import_floor(n: int) -> float:
+    """Seconds no start of ``n`` engines can beat on this machine: ``n`` times the CPU
+    time of importing an ipyparallel engine, spread over every core."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    costs = []
+    for _ in range(3):
+        before = cpu()
+        subprocess.run([sys.executable, "-c", "import ipyparallel.engine.app"], check=True,
+                       stdin=subprocess.DEVNULL)  # fmt: skip
+        costs.append(cpu() - before)
+    return n * median(costs) / (os.cpu_count() or 1)
+
+
 def kernel_cold_start(n: int, kernel: str = "python3", pause: float = 0.0) -> float:
     """Fresh kernel ready -> result of the first ``%%mxdist -n N`` cell.
 

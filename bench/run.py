@@ -44,6 +44,12 @@ def cold_start(quick: bool) -> list[dict[str, Any]]:
     base = cases.median([cases.raw_start(4) for _ in range(reps)])
     out = [row("cold start, 4 ranks (kernel -> first result)", ours, base, "s",
                "<= 2.0x", ours / base <= 2.0)]  # fmt: skip
+    stock = cases.median([cases.stock_cold_start(4) for _ in range(reps)])
+    out.append(row("cold start, 4 ranks, beside a stock ipyparallel MPI cluster", ours, stock,
+                   "s", "<= 0.3x", ours / stock <= 0.3))  # fmt: skip
+    floor = cases.engine_import_floor(4)
+    out.append(row("cold start, 4 ranks, beside the engine-import floor (4 x import CPU / cores)",
+                   ours, floor, "s", "report", None))  # fmt: skip
     for pause in (0.0, 3.0):
         pre = cases.median([cases.kernel_cold_start(4, "mxnb", pause) for _ in range(reps)])
         out.append(row(f"cold start, mxnb kernel (background), cell {pause:g} s after ready",

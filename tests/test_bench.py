@@ -31,7 +31,8 @@ def test_quick_bench_writes_json(tmp_path):
                  "all_sum 1KB, 2 ranks", "all_sum 1MB, 4 ranks", "--bare",
                  "mxnb kernel (background)", "us of Python before each op",
                  "widget state,", "render in Chromium", "live strip update",
-                 "2 ranks, ring, --bare", "ring beside mpi"):  # fmt: skip
+                 "2 ranks, ring, --bare", "ring beside mpi",
+                 "stock ipyparallel MPI cluster", "engine-import floor"):  # fmt: skip
         assert any(part in n for n in names), (part, names)
     for r in data["results"]:
         assert r["mxnb"] > 0 and r["baseline"] > 0, r
