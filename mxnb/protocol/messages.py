@@ -126,6 +126,8 @@ class OpTrace(TypedDict, total=False):
     eval_ops: int
     eval_arrays: int
     eval_note: str | None  # indirect | async | lazy | unknown
+    #: completing mxnb's checks just before that evaluation (not in eval_s); None: unchecked
+    check_s: float | None
     errors: dict[str, str]
     states: dict[str, str]  # side -> ok | lazy | in_flight | traced | limit | none | ...
     # "in"/"out" ({"shape", "dtype"}) and "before"/"after" (Snapshot) are keys too;

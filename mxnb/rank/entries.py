@@ -48,8 +48,9 @@ _NUMPY_ENTRIES = ("array", "asarray", "asanyarray", "ascontiguousarray", "copy")
 ENTRY_NAMES.update({f"mx.{name}": "saving arrays" for name in _SAVERS})
 ENTRY_NAMES.update({f"np.{name}": "conversion to NumPy" for name in _NUMPY_ENTRIES})
 
-#: ``fn(arrays, seconds, entry)``, called after each outermost evaluation.
-EvalListener = Callable[[Sequence[Any], float, str], None]
+#: ``fn(arrays, seconds, entry, check_s)``, called after each outermost evaluation;
+#: ``check_s``: what completing mxnb's checks took just before it (None: checks off).
+EvalListener = Callable[[Sequence[Any], float, str, float | None], None]
 
 
 class EvalWatcher(Protocol):
@@ -57,6 +58,7 @@ class EvalWatcher(Protocol):
 
     in_eval: Any  # None outside an evaluation
     bare: bool
+    checked: bool
 
     def before_eval(self, arrays: Sequence[Any], entry: str) -> None: ...
 
@@ -84,11 +86,12 @@ class EvalEntries:
         self._originals: list[tuple[Any, str, Any]] = []
 
     def add_listener(self, fn: EvalListener) -> None:
-        """Call ``fn(arrays, seconds, entry)`` after each outermost evaluation returns.
+        """Call ``fn(arrays, seconds, entry, check_s)`` after each outermost evaluation.
 
         ``arrays`` are the arrays the entry point was given, ``seconds`` the wall
-        time of the real evaluation alone (checks completed before it are not
-        counted): since MLX is lazy, that is where communication really happens.
+        time of the real evaluation alone: since MLX is lazy, that is where
+        communication really happens.  Checks completed before it are not in
+        ``seconds``: their wait is ``check_s``, so a view can show it apart.
         """
         if fn not in self.listeners:
             self.listeners.append(fn)
@@ -110,15 +113,21 @@ class EvalEntries:
             arrays = arrays_of(*args, **kwargs)
             if arrays is None:  # not about MLX arrays (NumPy given its own data)
                 return real(*args, **kwargs)
+            if not listeners:
+                watcher.before_eval(arrays, name)
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    watcher.in_eval = None
+            t0 = time.perf_counter()
             watcher.before_eval(arrays, name)
             try:
-                if not listeners:
-                    return real(*args, **kwargs)
-                t0 = time.perf_counter()
+                t1 = time.perf_counter()
                 out = real(*args, **kwargs)
-                seconds = time.perf_counter() - t0
+                seconds = time.perf_counter() - t1
+                check_s = t1 - t0 if watcher.checked else None
                 for fn in list(listeners):
-                    fn(arrays, seconds, name)
+                    fn(arrays, seconds, name, check_s)
                 return out
             finally:
                 watcher.in_eval = None

@@ -59,7 +59,8 @@ class _Untimed:
 
 def untimed_fields() -> dict[str, Any]:
     """The timing fields of an op that no evaluation has run yet."""
-    return {"eval_s": None, "eval_by": None, "eval_ops": 0, "eval_arrays": 0, "eval_note": None}
+    return {"eval_s": None, "eval_by": None, "eval_ops": 0, "eval_arrays": 0, "eval_note": None,
+            "check_s": None}  # fmt: skip
 
 
 class EvalTimer:
@@ -89,16 +90,21 @@ class EvalTimer:
         if self.by_result.get(entry.key) is entry:
             del self.by_result[entry.key]
 
-    def on_eval(self, arrays: Sequence[Any], seconds: float, entry: str) -> None:
-        """The listener: an evaluation of ``arrays`` took ``seconds`` (entry point ``entry``)."""
+    def on_eval(
+        self, arrays: Sequence[Any], seconds: float, entry: str, check_s: float | None = None
+    ) -> None:
+        """The listener: an evaluation of ``arrays`` took ``seconds`` (entry point
+        ``entry``), after ``check_s`` of completing mxnb's checks."""
         if not self.pending:
             return
         try:
-            self._on_eval(arrays, seconds, entry)
+            self._on_eval(arrays, seconds, entry, check_s)
         except Exception:  # timing must never break the user's evaluation
             pass
 
-    def _on_eval(self, arrays: Sequence[Any], seconds: float, entry: str) -> None:
+    def _on_eval(
+        self, arrays: Sequence[Any], seconds: float, entry: str, check_s: float | None
+    ) -> None:
         from mxnb.rank.entries import ENTRY_NAMES
 
         given = {id(a): a for a in arrays}
@@ -108,9 +114,8 @@ class EvalTimer:
             if entry == "mx.async_eval":
                 self._settle(e, "async", eval_by=by)
             else:
-                self._settle(
-                    e, None, eval_s=seconds, eval_by=by, eval_ops=len(hits), eval_arrays=len(given)
-                )
+                self._settle(e, None, eval_s=seconds, eval_by=by, eval_ops=len(hits),
+                             eval_arrays=len(given), check_s=check_s)  # fmt: skip
         _mark_unordered([e.meta for e in hits])
         rest = list(self.pending.values())
         for e in rest[:-MAX_FOLLOW]:

@@ -214,9 +214,11 @@ class Recorder:
         self.timer.follow(meta, out, rec.handles.get("after") if self.keep else None)
         return rec
 
-    def on_eval(self, arrays: Sequence[Any], seconds: float, entry: str) -> None:
+    def on_eval(
+        self, arrays: Sequence[Any], seconds: float, entry: str, check_s: float | None = None
+    ) -> None:
         """Evaluation listener (:mod:`mxnb.rank.entries`): time the ops it ran."""
-        self.timer.on_eval(arrays, seconds, entry)
+        self.timer.on_eval(arrays, seconds, entry, check_s)
 
 
 def _read(handles: list[Any], deadline: float) -> dict[int, Any]:

@@ -76,7 +76,10 @@ def timing_text(m: dict[str, Any]) -> str:
     if m.get("eval_arrays", 0) > ops:
         others.append(count(m["eval_arrays"] - ops, "other array"))
     text = f"evaluated in {seconds_text(s)} by {m.get('eval_by') or 'an evaluation'}"
-    return text + (f" (with {' and '.join(others)})" if others else "")
+    text += f" (with {' and '.join(others)})" if others else ""
+    if m.get("check_s") is not None:
+        text += f"; before it, mxnb's check waited {seconds_text(m['check_s'])} (not counted)"
+    return text
 
 
 def _fmt_num(v: Any) -> str:

@@ -98,6 +98,20 @@ def test_recv_like_one_way_is_one_step_with_an_arrow(run, nranks):
     assert "rank 0 -> rank " + str(last) + ": int32 (2, 2)" in t.text()
 
 
+def test_a_check_s_wait_is_shown_apart_from_the_evaluation(run, nranks):
+    """The time a view gives an op is MLX's evaluation; the checked exchange that
+    preceded it is measured and said separately, and only when checks ran."""
+    code = "y = mx.distributed.all_sum(mx.ones(4))\nmx.eval(y)\n"
+    t = traced(run, code)
+    for r in range(nranks):
+        m = t.steps[0].ranks[r]
+        assert m["eval_s"] > 0 and m["check_s"] >= 0
+    assert "; before it, mxnb's check waited " in t.text()
+    t = traced(run, code, "--no-check")
+    assert all(t.steps[0].ranks[r]["check_s"] is None for r in range(nranks))
+    assert "mxnb's check waited" not in t.text()
+
+
 def test_a_refused_sum_scatter_leaves_no_step(run, nranks):
     """MPI does not implement sum_scatter: the call is refused before MLX sees it
     (mxnb.rank.backend), so the trace holds no op that never could run."""
