@@ -154,6 +154,16 @@ def test_a_hang_inside_the_ring_stops_the_job_and_the_next_cell_starts_a_ring_ag
     assert magics.cluster.backend == "ring"
 
 
+def test_targets_and_timeout_work_on_the_ring(ip: Any, ring: int) -> None:
+    cell(ip, "picked = rank", "--targets 1")
+    assert mxnb.pull("picked", targets=[1]) == [1]
+    err = failure(ip, "import time\nif rank == 1:\n    time.sleep(30)\n", "--timeout 2")
+    assert err.headline == "the cell timed out after 2 s"
+    assert "rank 1 was interrupted; the cluster is ready for the next cell" in err.note
+    cell(ip, "still = world.size()")
+    assert mxnb.pull("still") == [ring] * ring
+
+
 def test_changing_the_backend_restarts_and_says_so(
     ip: Any, magics: Any, ring: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
