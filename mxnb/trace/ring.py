@@ -52,6 +52,8 @@ class RingRound:
     number: int  # 1-based within its phase
     passes: list[RingPass]
     after: dict[int, list[np.ndarray | None]]  # rank -> its chunks (None: not yet there)
+    #: rank -> chunk -> the ranks whose input that chunk already holds, in order
+    holders: dict[int, list[list[int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +64,8 @@ class RingReplay:
     ranks: list[int]  # the ring, in group order
     start: dict[int, list[np.ndarray | None]]
     rounds: list[RingRound] = field(default_factory=list)
+    #: before the first round: each chunk holds its own rank's input, or nothing yet
+    start_holders: dict[int, list[list[int]]] = field(default_factory=dict)
 
     def result(self, rank: int) -> np.ndarray:
         """What ``rank`` holds after the last round, as one array."""
@@ -108,6 +112,7 @@ def replay(step: Step) -> RingReplay | None:
         for i, r in enumerate(ranks):
             start[r][i] = np.atleast_1d(inputs[i]).astype(dtype).ravel()
     out = RingReplay(step.op, ranks, start)
+    out.start_holders = {r: [[] if c is None else [r] for c in start[r]] for r in ranks}
     held = {r: list(c) for r, c in start.items()}
     if step.op == "all_sum":
         _rounds(out, held, "reduce-scatter", offset=0)
@@ -122,6 +127,8 @@ def _rounds(
 ) -> None:
     """``size - 1`` rounds; in round k rank i sends chunk ``(i + offset - k) mod n``."""
     ranks, n = out.ranks, len(out.ranks)
+    before = out.rounds[-1].holders if out.rounds else out.start_holders
+    holders = {r: [set(h) for h in hs] for r, hs in before.items()}
     for k in range(n - 1):
         passes = []
         for i, r in enumerate(ranks):
@@ -130,11 +137,15 @@ def _rounds(
             assert values is not None, "the ring schedule only sends chunks a rank holds"
             combine = "add" if phase == "reduce-scatter" else "copy"
             passes.append(RingPass(r, ranks[(i + 1) % n], chunk, values.copy(), combine))
+        came = {(p.dst, p.chunk): set(holders[p.src][p.chunk]) for p in passes}
         for p in passes:  # all sends of a round happen together
+            arrived, had = came[(p.dst, p.chunk)], holders[p.dst][p.chunk]
+            holders[p.dst][p.chunk] = had | arrived if p.combine == "add" else arrived
             mine = held[p.dst][p.chunk]
             with np.errstate(over="ignore"):
                 held[p.dst][p.chunk] = (
                     p.values if p.combine == "copy" or mine is None else mine + p.values
                 )
         snapshot = {r: [None if c is None else c.copy() for c in cs] for r, cs in held.items()}
-        out.rounds.append(RingRound(phase, k + 1, passes, snapshot))
+        who = {r: [sorted(h) for h in hs] for r, hs in holders.items()}
+        out.rounds.append(RingRound(phase, k + 1, passes, snapshot, who))

@@ -35,16 +35,6 @@ KEY = (
     "a chunk just received is framed in its sender's colour."
 )
 
-#: Who has contributed to each chunk a rank holds: rank -> chunk -> set of ranks.
-Holders = dict[int, list[set[int]]]
-
-
-def _first(replay: RingReplay) -> Holders:
-    if replay.op == "all_sum":
-        return {r: [{r} for _ in replay.ranks] for r in replay.ranks}
-    return {r: [{r} if i == k else set() for k in range(len(replay.ranks))]
-            for i, r in enumerate(replay.ranks)}  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -52,33 +42,24 @@ class Stage:
 
     title: str
     chunks: dict[int, list[np.ndarray | None]]
-    holders: Holders
+    holders: dict[int, list[list[int]]]  # rank -> chunk -> ranks whose input it holds
     arrived: dict[tuple[int, int], int]  # (rank, chunk) -> the rank it came from
-
-
-def _copy(h: Holders) -> Holders:
-    return {r: [set(c) for c in cs] for r, cs in h.items()}
 
 
 def _stages(replay: RingReplay) -> list[Stage]:
     n = len(replay.ranks)
-    holders = _first(replay)
     own = (
         f", cut into {n} chunks" if replay.op == "all_sum" else " is the chunk with its own number"
     )
-    out = [Stage(f"start: each rank's input{own}", replay.start, _copy(holders), {})]
+    out = [Stage(f"start: each rank's input{own}", replay.start, replay.start_holders, {})]
     for rnd in replay.rounds:
         verb = "adds it to its own" if rnd.phase == "reduce-scatter" else "keeps it"
-        before, arrived = _copy(holders), {}
-        for p in rnd.passes:
-            came, mine = before[p.src][p.chunk], holders[p.dst][p.chunk]
-            holders[p.dst][p.chunk] = (mine | came) if p.combine == "add" else set(came)
-            arrived[(p.dst, p.chunk)] = p.src
         title = (
             f"{rnd.phase} round {rnd.number} of {n - 1}: every rank sends one chunk to "
             f"its right neighbour, which {verb}"
         )
-        out.append(Stage(title, rnd.after, _copy(holders), arrived))
+        arrived = {(p.dst, p.chunk): p.src for p in rnd.passes}
+        out.append(Stage(title, rnd.after, rnd.holders, arrived))
     return out
 
 
@@ -164,7 +145,7 @@ class RingSteps:
             text = P.fit(_chunk_text(values, dtype), P.SMALL, cell_w - 8)
             pen.text(x + 5, y + 5, text, P.SMALL, P.GREY_INK if values is None else P.INK)
             step = min(DOT + 3, (cell_w - 10 - DOT) / max(1, len(chunks) - 1))
-            for j, who in enumerate(sorted(holders[k])):
+            for j, who in enumerate(holders[k]):
                 cx = x + 5 + j * step
                 dot = (cx, y + CELL_H - DOT - 6, cx + DOT, y + CELL_H - 6)
                 pen.draw.ellipse(dot, fill=rank_color(who))

@@ -37,6 +37,7 @@ from mxnb.trace.text import STATE_TEXT, count
 from mxnb.trace.timeline import LANE_STATES, SHORT
 from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, hex_color
+from mxnb.views.ringpic import KEY as RING_KEY
 from mxnb.views.scale import op_scale
 
 __all__ = ["TraceWidget", "widget_state"]
@@ -85,7 +86,8 @@ def _panel(p: PanelView | None) -> dict[str, Any] | None:
 
 
 def _ring(ring: RingReplay | None) -> dict[str, Any] | None:
-    """The ring step-through as plain lists: per round, what each rank sends and holds."""
+    """The ring step-through as plain lists: per round, what each rank sends and holds,
+    and whose inputs each chunk already contains."""
     if ring is None:
         return None
 
@@ -95,13 +97,16 @@ def _ring(ring: RingReplay | None) -> dict[str, Any] | None:
     return {
         "ranks": ring.ranks,
         "honesty": HONESTY,
+        "key": RING_KEY,
         "start": held(ring.start),
+        "start_holders": [ring.start_holders[r] for r in ring.ranks],
         "rounds": [
             {
                 "phase": rnd.phase,
                 "number": rnd.number,
                 "passes": [[p.src, p.dst, p.chunk] for p in rnd.passes],
                 "held": held(rnd.after),
+                "holders": [rnd.holders[r] for r in ring.ranks],
             }
             for rnd in ring.rounds
         ],

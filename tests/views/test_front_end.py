@@ -169,6 +169,10 @@ def test_the_ring_algorithm_steps_through_the_ranks_data(show):
     got = page.locator(".mxnb-chunk[data-rank='1'][data-chunk='0']")
     assert got.locator(".mxnb-chunk-values").inner_text() == numbers(X[0][:1] + X[1][:1])[0]
     assert got.locator(".mxnb-tag").inner_text() == "+ from rank 0"
+    # its dots: the inputs it now holds, rank 0's and its own, in their colours
+    dots = got.locator(".mxnb-dot")
+    assert [dots.nth(i).get_attribute("data-rank") for i in range(dots.count())] == ["0", "1"]
+    assert "A dot per rank whose input" in page.locator(".mxnb-ring-honesty").inner_text()
     for _ in range(5):
         page.keyboard.press("ArrowDown")
     assert "step 6 of 6: all-gather round 3 of 3" in page.locator(".mxnb-ring-step").inner_text()
@@ -177,6 +181,8 @@ def test_the_ring_algorithm_steps_through_the_ranks_data(show):
         assert held == numbers(SUM)
     checks = page.locator(".mxnb-ring-check").all_inner_texts()
     assert checks == [f"= what rank {r} got \u2713" for r in range(N)]
+    # at the end every chunk on every rank holds every rank's input
+    assert page.locator(".mxnb-dot").count() == N * N * N
 
 
 def test_a_200_op_loop_is_one_folded_column_with_its_repeats(show):

@@ -24,7 +24,7 @@ def test_reduce_scatter_leaves_one_full_chunk_per_rank_and_all_gather_fills_them
     steps = mxnb.ring_steps(trace=trace_of("all_sum", ins, [sum(ins)] * n))
     stages = _stages(steps.replay)
     assert len(stages) == 1 + 2 * (n - 1)
-    everyone = set(range(n))
+    everyone = list(range(n))
     holders = stages[n - 1].holders  # after the last reduce-scatter round
     for r in range(n):
         full = [k for k, who in enumerate(holders[r]) if who == everyone]
@@ -39,7 +39,7 @@ def test_all_gather_starts_with_each_rank_holding_its_own_block_only():
     ins = [np.array([r, -r], np.float32) for r in range(3)]
     t = trace_of("all_gather", ins, [np.concatenate(ins)] * 3)
     first = _stages(mxnb.ring_steps(trace=t).replay)[0]
-    assert first.holders == {r: [{r} if k == r else set() for k in range(3)] for r in range(3)}
+    assert first.holders == {r: [[r] if k == r else [] for k in range(3)] for r in range(3)}
 
 
 def test_the_text_reads_round_by_round_and_ends_with_the_verdict():

@@ -29,8 +29,9 @@ function ringView(data, step, ctx, k, onRound) {
     ? `${rnd.phase} round ${rnd.number} of ${n - 1}`
     : `start: each rank's input cut into ${n} chunks`;
   bar.append(prev, slider, next, el("span", "mxnb-ring-step", `step ${k} of ${last}: ${what}`));
-  root.append(bar, el("div", "mxnb-ring-honesty", ring.honesty));
+  root.append(bar, el("div", "mxnb-ring-honesty", `${ring.honesty}. ${ring.key}`));
   const held = k === 0 ? ring.start : rnd.held;
+  const holders = k === 0 ? ring.start_holders : rnd.holders;
   const incoming = rnd ? rnd.passes : [];
   const outgoing = k < last ? ring.rounds[k].passes : [];
   const table = el("div", "mxnb-ring-rows");
@@ -45,6 +46,16 @@ function ringView(data, step, ctx, k, onRound) {
       box.dataset.chunk = j;
       box.appendChild(el("div", "mxnb-chunk-name", `chunk ${j}`));
       box.appendChild(el("div", "mxnb-chunk-values", c === null ? "\u2014" : c.map(numText).join(" ")));
+      // a dot per rank whose input this chunk already holds: they gather, then spread
+      const dots = el("div", "mxnb-chunk-dots");
+      dots.title = holders[i][j].length ? `holds the input of rank ${holders[i][j].join(", ")}` : "";
+      for (const who of holders[i][j]) {
+        const dot = el("span", "mxnb-dot");
+        dot.dataset.rank = who;
+        dot.style.background = ctx.rankColor(who);
+        dots.appendChild(dot);
+      }
+      box.appendChild(dots);
       const got = incoming.find(([, d, ch]) => d === r && ch === j);
       if (got) {
         box.classList.add("mxnb-chunk-in");
