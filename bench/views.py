@@ -90,7 +90,6 @@ def views(shell: Any, quick: bool, row: Any) -> list[dict[str, Any]]:
 def live_strip_cost(shell: Any, row: Any) -> dict[str, Any]:
     """Building one live-strip update from a probe round, against the round itself."""
     from mxnb.kernel.live import _html
-    from mxnb.kernel.probes import ask_all
     from mxnb.kernel.waitgraph import wait_graph
 
     cluster = shell.session.cluster
@@ -98,7 +97,7 @@ def live_strip_cost(shell: Any, row: Any) -> dict[str, Any]:
     probe, strip = [], []
     for _ in range(50):
         t = time.perf_counter()
-        states = ask_all(cluster.probe_paths())
+        states = cluster.ask_probes()
         probe.append(time.perf_counter() - t)
         t = time.perf_counter()
         _html(wait_graph(states, status), 2.0)

@@ -11,6 +11,7 @@ then read the changed ``.txt`` files as a user would before committing them.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -529,6 +530,54 @@ def test_status_running() -> None:
         profile_dir="/tmp/mxnb-k3j9x2",
     )
     check_golden("status-running", str(status))
+
+
+def test_status_on_several_hosts() -> None:
+    status = ClusterStatus(
+        running=True,
+        n=6,
+        mpi_library="mpiexec (Open MPI) 5.0.8 (/opt/venv/lib/libmpi.so.40)",
+        mlx_version="0.30.1",
+        hosts=("node1", "node1", "node1", "node2", "node2", "node3"),
+        placed_by="hostfile /home/ada/hosts",
+        uptime=12.0,
+        profile_dir="/tmp/mxnb-k3j9x2",
+    )
+    check_golden("status-hosts", str(status))
+
+
+#: What Open MPI prints when a remote daemon cannot start (shortened, as 5.0 words it).
+_DAEMON_FAILED = (
+    "{before}\n------------------------------------------------------------\n"
+    "A daemon failed to report back after being spawned.\n"
+    "  Local host:    vm\n  Remote host:   {host}\n  Daemon exit status: {code}\n"
+    "------------------------------------------------------------\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "output"),
+    [
+        ("unreachable", _DAEMON_FAILED.format(
+            before="ssh: connect to host node7 port 22: Connection timed out",
+            host="node7", code=255)),
+        ("no-environment", _DAEMON_FAILED.format(
+            before="bash: line 1: /opt/venv/bin/prted: No such file or directory",
+            host="node2", code=127)),
+        ("rank-cannot-reach-kernel", "mxnb rank 3 on host node2: cannot reach the kernel's "
+         "controller at 10.1.0.1:40111 (Network is unreachable); start the ranks with --ip "
+         "set to an address of the kernel's host that every host reaches\n"),
+        ("other-daemon-failure", _DAEMON_FAILED.format(before="", host="node2", code=1)),
+    ],
+)  # fmt: skip
+def test_start_failures_name_the_host(name: str, output: str, monkeypatch) -> None:
+    from mxnb.kernel.startfail import start_failure
+
+    monkeypatch.setattr(sys, "prefix", "/opt/venv")
+    monkeypatch.setattr(sys, "executable", "/opt/venv/bin/python")
+    said = start_failure(output)
+    assert said is not None
+    check_golden(f"start-failure-{name}", said)
 
 
 def test_status_not_running() -> None:

@@ -8,68 +8,34 @@ Every process it starts, it stops by pid.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import psutil
 from traitlets import Enum, Float, HasTraits, Integer, List, Unicode
 
 from mxnb.errors import ClusterError
-from mxnb.kernel import ipp, remote
+from mxnb.kernel import ipp, probes, remote
 from mxnb.kernel import openmpi as mpi
-from mxnb.kernel.backends import backend_env
+from mxnb.kernel.launch import LaunchPlan, ipp_cluster
+from mxnb.kernel.placement import Placement, plan
 from mxnb.kernel.processes import alive, kill_pids, led_groups, live_groups
-from mxnb.protocol.messages import RankInfo
+from mxnb.kernel.startfail import start_failure
+from mxnb.kernel.status import ClusterStatus
+from mxnb.protocol.messages import ProbeReply, RankInfo
 from mxnb.protocol.ops import BACKENDS
-from mxnb.protocol.probe import socket_path
 
 __all__ = ["DEFAULT_NP", "ClusterError", "ClusterStatus", "MxCluster"]
 
 #: Ranks started when ``%%mxdist`` is used without ``-n`` and nothing runs.
 DEFAULT_NP = 4
-
-#: Controller heartbeat period (ms); ipyparallel's default is 3000.  The
-#: controller counts an engine as registered one to two periods after its
-#: heart first answers, so this is paid at every start; idle, a beat every
-#: 100 ms costs the controller and ranks ~2.6% of one core (measured: 1.5% at
-#: 200 ms, 5% at 50 ms, which started only ~0.05 s faster than 100 ms).
-HEARTBEAT_MS = 100
-#: Seconds without an answer after which the controller gives a rank up (as
-#: ipyparallel's default of 10 missed beats at the old 200 ms period).
-HEART_TOLERANCE_S = 2.0
-
-
-@dataclass(frozen=True)
-class ClusterStatus:
-    """What ``%mxdist status`` reports."""
-
-    running: bool
-    n: int
-    backend: str = "mpi"
-    mpi_library: str = ""
-    mlx_version: str = ""
-    hosts: tuple[str, ...] = ()
-    uptime: float = 0.0
-    profile_dir: str = ""
-
-    def __str__(self) -> str:
-        if not self.running:
-            return "mxdist: no cluster running"
-        hosts = ", ".join(sorted(set(self.hosts)))
-        return (
-            f"mxdist: {self.n} ranks, backend {self.backend}, mlx {self.mlx_version}\n"
-            f"  MPI library: {self.mpi_library}\n"
-            f"  hosts: {hosts}\n"
-            f"  uptime: {self.uptime:.0f} s\n"
-            f"  profile: {self.profile_dir}"
-        )
 
 
 class MxCluster(HasTraits):
@@ -87,7 +53,17 @@ class MxCluster(HasTraits):
         help="MLX's backend for the world group: mpi (Open MPI) or ring (TCP sockets "
         "between neighbouring ranks, on the loopback). mpiexec starts the ranks either way.",
     )
-    mpi_args = List(Unicode(), help="Extra options passed to mpiexec.")
+    mpi_args = List(Unicode(), help="Extra options passed to mpiexec, after mxnb's own.")
+    hostfile = Unicode(
+        "",
+        help="An Open MPI hostfile: ranks start on its hosts through mpiexec. Empty: this "
+        "host, or the hosts of the Slurm allocation when SLURM_JOB_ID is set.",
+    )
+    ip = Unicode(
+        "",
+        help="The address the controller and the ranks' probes listen on. Empty: the "
+        "loopback on one host, else the interface that reaches the hosts.",
+    )
     start_timeout = Float(60.0, help="Seconds to wait for every rank to register before giving up.")
 
     def __init__(self, **kwargs: Any) -> None:
@@ -103,6 +79,8 @@ class MxCluster(HasTraits):
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0
         self._mpi: mpi.OpenMPI | None = None
+        self._placement: Placement | None = None
+        self._here = socket.gethostname()
 
     # -- public API -------------------------------------------------------
 
@@ -144,28 +122,53 @@ class MxCluster(HasTraits):
                 found += [c.pid for c in psutil.Process(pid).children(recursive=True)]
             except psutil.NoSuchProcess:
                 pass
-        found += [r["pid"] for r in self._ranks if r["pid"] not in found]
+        found += [r["pid"] for r in self._local_ranks() if r["pid"] not in found]
         return found
 
+    def _local_ranks(self) -> list[RankInfo]:
+        """Ranks on this host: only their pids mean anything here."""
+        return [r for r in self._ranks if r["host"] == self._here]
+
     def rank_pids(self, ranks: list[int]) -> list[int]:
-        """Process ids of the given ranks, in the same order."""
+        """Process ids of the given ranks, in the same order (on their own hosts)."""
         by_rank = {r["rank"]: r["pid"] for r in self._ranks}
         return [by_rank[r] for r in ranks]
 
-    def probe_paths(self, ranks: list[int] | None = None) -> dict[int, str]:
-        """Unix sockets where each rank's probe thread answers."""
-        assert self._profile_dir is not None
-        chosen = ranks if ranks is not None else [r["rank"] for r in self._ranks]
-        return {r: socket_path(self._profile_dir, r) for r in chosen}
+    def ask_probes(self, ranks: list[int] | None = None) -> dict[int, ProbeReply | None]:
+        """Where each rank is, from its probe (None: it did not answer)."""
+        chosen = set(ranks) if ranks is not None else None
+        addresses = {r["rank"]: r["probe"] for r in self._ranks
+                     if chosen is None or r["rank"] in chosen}  # fmt: skip
+        return probes.ask_all(addresses, self._key())
+
+    def interrupt(self, ranks: list[int]) -> None:
+        """KeyboardInterrupt in these ranks: a signal on this host, the probe on others."""
+        for r in self._ranks:
+            if r["rank"] not in ranks:
+                continue
+            if r["host"] == self._here:
+                try:
+                    os.kill(r["pid"], signal.SIGINT)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            else:
+                probes.interrupt(r["probe"], self._key())
+
+    def _key(self) -> bytes:
+        return bytes(self._client.session.key) if self._client is not None else b""
 
     def dead_ranks(self) -> list[int]:
-        """Ranks whose process is gone (all of them if mpiexec is gone)."""
+        """Ranks whose process is gone (all of them if mpiexec is gone).
+
+        A rank on another host is seen gone only with the job: Open MPI ends
+        the whole job when one of its processes dies.
+        """
         if not self._ranks:
             return []
         es = self._ipp.engine_set if self._ipp is not None else None
         if es is not None and es.pid and not alive(es.pid):
             return [r["rank"] for r in self._ranks]
-        return [r["rank"] for r in self._ranks if not alive(r["pid"])]
+        return [r["rank"] for r in self._local_ranks() if not alive(r["pid"])]
 
     def mpiexec_output(self, lines: int = 25) -> str:
         """The last lines mpiexec and the ranks wrote outside of cells."""
@@ -189,6 +192,12 @@ class MxCluster(HasTraits):
             return self
         if self.n < 1:
             raise ClusterError(f"n must be at least 1, got {self.n}")
+        if self.hostfile and self.backend != "mpi":
+            raise ClusterError(
+                f"--hostfile starts ranks on MLX's MPI backend only; mxnb's {self.backend} "
+                "backend runs on one host (drop --backend, or --hostfile)"
+            )
+        self._placement = plan(self.n, self.hostfile, self.ip)
         self._mpi = mpi.find_openmpi()
         self._profile_dir = tempfile.mkdtemp(prefix="mxnb-")
         atexit.register(self.stop)
@@ -252,6 +261,7 @@ class MxCluster(HasTraits):
             mpi_library=self._mpi.describe() if self._mpi else "",
             mlx_version=first["mlx_version"],
             hosts=tuple(r["host"] for r in self._ranks),
+            placed_by=self._placement.source if self._placement else "this host",
             uptime=time.time() - self._started_at,
             profile_dir=self._profile_dir or "",
         )
@@ -264,59 +274,18 @@ class MxCluster(HasTraits):
 
     # -- steps of start() ----------------------------------------------------
 
-    def _config(self) -> Any:
-        from traitlets.config import Config
-
-        assert self._mpi is not None
-        env = mpi.launch_env(self._mpi)
-        cfg = Config()
-        es = cfg.MPIEngineSetLauncher
-        es.engine_cmd = [sys.executable, "-m", "mxnb.rank"]
-        es.mpi_cmd = [str(self._mpi.mpiexec)]
-        es.mpi_args = mpi.mpiexec_args(self.n, env, extra=list(self.mpi_args))
-        # The nanny is a second Python process per rank that relays signals;
-        # mxnb signals ranks by pid, and its start-up cost ~0.25 s of CPU per rank.
-        es.engine_args = ["--IPEngine.enable_nanny=False"]
-        es.environment = {
-            **env,
-            **backend_env(self.backend, self.n, self._profile_dir),
-            "MXNB_START_TIMEOUT": str(self.start_timeout),
-        }
-        es.stop_seconds_until_kill = 2
-        cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
-        return cfg
-
     def _launch(self) -> None:
-        from ipyparallel import Cluster
-        from ipyparallel.cluster.launcher import MPIEngineSetLauncher
-
-        # ipyparallel logs each engine exit (with its whole log) as a warning;
-        # mxnb reports stops and crashes itself, so keep its logger silent.
-        quiet = logging.getLogger("mxnb.ipyparallel")
-        quiet.setLevel(logging.CRITICAL)
-        quiet.propagate = False
-        self._ipp = Cluster(
-            n=self.n,
-            profile_dir=self._profile_dir,
-            engine_launcher_class=MPIEngineSetLauncher,
-            controller_ip="127.0.0.1",
-            # The controller counts an engine as registered only after its
-            # heartbeat is seen; at the default 3 s period that is most of a
-            # cold start.
-            controller_args=[
-                f"--HeartMonitor.period={HEARTBEAT_MS}",
-                "--HeartMonitor.max_heartmonitor_misses="
-                f"{round(HEART_TOLERANCE_S * 1000 / HEARTBEAT_MS)}",
-            ],
-            delay=0,
-            # Ranks start together with the controller and read its connection
-            # file themselves once it is complete (mxnb.rank.__main__),
-            # instead of waiting here until the controller has written it.
-            send_engines_connection_env=False,
-            shutdown_atexit=False,
-            engine_timeout=int(self.start_timeout),
-            config=self._config(),
-            log=quiet,
+        assert self._mpi is not None and self._placement is not None and self._profile_dir
+        self._ipp = ipp_cluster(
+            LaunchPlan(
+                n=self.n,
+                backend=self.backend,
+                placement=self._placement,
+                mpi=self._mpi,
+                profile_dir=self._profile_dir,
+                start_timeout=self.start_timeout,
+                mpi_args=tuple(self.mpi_args),
+            )
         )
         self._ipp.start_cluster_sync()
         self._groups = led_groups(self.pids())
@@ -342,9 +311,11 @@ class MxCluster(HasTraits):
             if (es is not None and es.state == "after") or (
                 es is not None and es.pid and not alive(es.pid)
             ):
+                output = self.mpiexec_output()
+                why = start_failure(output)
                 raise ClusterError(
-                    f"mpiexec exited before all {self.n} ranks started.\n"
-                    f"Its output:\n{self.mpiexec_output()}"
+                    (f"{why}\n" if why else "")
+                    + f"mpiexec exited before all {self.n} ranks started.\nIts output:\n{output}"
                 )
             if time.monotonic() > deadline:
                 raise ClusterError(

@@ -8,6 +8,9 @@ the cluster, the settings and the last result.
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -47,6 +50,19 @@ def _timeout(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected seconds > 0 or 'none', got {value}")
     return value
+
+
+_MPI_ARGS = re.compile(r"""--mpi-args(?:=|\s+)(?:"([^"]*)"|'([^']*)')""")
+
+
+def take_mpi_args(line: str) -> tuple[str, str | None]:
+    """Cut a quoted ``--mpi-args '...'`` out of the line (argparse would take its
+    options for the magic's own); the line without it, and its text."""
+    m = _MPI_ARGS.search(line)
+    if m is None:
+        return line, None
+    text = m.group(1) if m.group(1) is not None else m.group(2)
+    return line[: m.start()] + line[m.end() :], text
 
 
 def parse_targets(spec: str, size: int) -> list[int]:
@@ -109,6 +125,27 @@ class MxdistMagics(Magics):
         "ranks, and later cells keep it",
     )
     @argument(
+        "--hostfile",
+        default=None,
+        metavar="FILE",
+        help="start the ranks on the hosts of this Open MPI hostfile ('none': this host "
+        "again); a change restarts the ranks, and later cells keep it",
+    )
+    @argument(
+        "--ip",
+        default=None,
+        metavar="ADDRESS",
+        help="the address the controller and probes listen on (default: the interface "
+        "that reaches the hosts)",
+    )
+    @argument(
+        "--mpi-args",
+        default=None,
+        metavar="ARGS",
+        help="extra mpiexec options, quoted, e.g. --mpi-args '--mca btl_tcp_if_include "
+        "eth1'; a change restarts the ranks, and later starts keep them",
+    )
+    @argument(
         "--targets",
         default=None,
         help="run only on these ranks, e.g. 0,2 or 1-3 (not for collectives)",
@@ -159,7 +196,9 @@ class MxdistMagics(Magics):
         ``%%mxdist [-n N] [--targets R] [--timeout S]`` runs the cell;
         ``%mxdist status|stop|restart`` and ``%mxdist -n N`` manage the cluster.
         """
+        line, mpi_args = take_mpi_args(line)
         args = parse_argstring(self.mxdist, line)
+        args.mpi_args = mpi_args if mpi_args is not None else args.mpi_args
         if cell is None:
             return self._line(args)
         if args.action is not None:
@@ -175,7 +214,7 @@ class MxdistMagics(Magics):
         session = self.session
         configured = self._configure(args)
         action = args.action or (
-            "start" if args.np or args.backend else None if configured else "status"
+            "start" if args.np or configured == "launch" else None if configured else "status"
         )
         if action is None:
             return
@@ -196,12 +235,15 @@ class MxdistMagics(Magics):
         else:
             session.ensure_cluster(args.np)
 
-    def _configure(self, args: argparse.Namespace) -> bool:
-        """Line-magic --timeout / --check set the session defaults."""
+    def _configure(self, args: argparse.Namespace) -> str:
+        """Line-magic --timeout / --check set the session defaults.
+
+        Returns "launch" when a setting of how ranks start was given (they
+        restart to follow it), "cell" for cell settings, "" for none.
+        """
         session = self.session
         changed = []
-        if args.backend is not None:
-            session.backend = args.backend  # the running ranks follow at the next start
+        launch = self._configure_launch(args)
         if args.timeout is not None:
             session.timeout = args.timeout or None
             changed.append(f"timeout {session.timeout or 'none'}")
@@ -210,11 +252,27 @@ class MxdistMagics(Magics):
             changed.append(f"checked communication {'on' if args.check else 'off'}")
         if changed:
             print("mxdist: " + ", ".join(changed))
-        return bool(changed)
+        return "launch" if launch else "cell" if changed else ""
+
+    def _configure_launch(self, args: argparse.Namespace) -> bool:
+        """--backend, --hostfile, --ip, --mpi-args: the running ranks follow at the next start."""
+        session = self.session
+        if args.backend is not None:
+            session.backend = args.backend
+        if args.hostfile is not None:
+            path = "" if args.hostfile in ("none", "") else os.path.abspath(args.hostfile)
+            if path and not os.path.isfile(path):
+                raise UsageError(f"no hostfile {args.hostfile}: give an Open MPI hostfile "
+                                 "(one host per line, e.g. 'node1 slots=4')")  # fmt: skip
+            session.hostfile = path
+        if args.ip is not None:
+            session.ip = args.ip
+        if args.mpi_args is not None:
+            session.mpi_args = shlex.split(args.mpi_args)
+        return any(v is not None for v in (args.backend, args.hostfile, args.ip, args.mpi_args))
 
     def _cell(self, args: argparse.Namespace, cell: str) -> Any:
-        if args.backend is not None:
-            self.session.backend = args.backend
+        self._configure_launch(args)
         n = self.session.cell_size(args.np)
         targets = parse_targets(args.targets, n) if args.targets else None
         if args.viz and (args.bare or not args.trace):

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,13 +130,34 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def launch_env(mpi: OpenMPI) -> dict[str, str]:
-    """Variables every rank (and mpiexec) needs, beyond the caller's env."""
+#: ssh as Open MPI's launcher uses it for a hostfile: never a prompt (a notebook has
+#: no terminal to answer it), and an unreachable host fails in seconds, not minutes.
+SSH_ARGS = "-o BatchMode=yes -o ConnectTimeout=10"
+
+
+def launch_env(
+    mpi: OpenMPI, spans_hosts: bool = False, subnet: str = "", hostfile: bool = False
+) -> dict[str, str]:
+    """Variables every rank (and mpiexec) needs, beyond the caller's env.
+
+    A user's own ``OMPI_MCA_*``/``PRTE_MCA_*`` settings win over these.
+    """
     env = {"MLX_MPI_LIBNAME": str(mpi.libmpi)}
-    if "OMPI_MCA_btl" not in os.environ:
+    if spans_hosts:
+        # shared memory within a host, TCP between hosts, and only on the
+        # subnet that reaches them (Open MPI's default is every interface)
+        wanted = {
+            "OMPI_MCA_btl": "self,sm,tcp",
+            "OMPI_MCA_btl_tcp_if_include": subnet,
+            "PRTE_MCA_prte_if_include": subnet,
+        }
+    else:
         # All ranks share this host: shared memory only, so no rank opens a
         # TCP port on every interface (Open MPI's default).
-        env["OMPI_MCA_btl"] = "self,sm"
+        wanted = {"OMPI_MCA_btl": "self,sm"}
+    if hostfile:
+        wanted["PRTE_MCA_plm_ssh_args"] = SSH_ARGS
+    env.update({k: v for k, v in wanted.items() if k not in os.environ})
     if _is_root():
         env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
         env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
@@ -144,22 +166,24 @@ def launch_env(mpi: OpenMPI) -> dict[str, str]:
 
 def mpiexec_args(
     n: int,
-    env: dict[str, str],
-    hostfile: str | None = None,
+    forward: Iterable[str],
+    hostfile: str = "",
+    one_host: bool = True,
     extra: list[str] | None = None,
 ) -> list[str]:
     """mpiexec options (after ``-n N``) for n ranks.
 
-    More ranks than cores needs ``--oversubscribe`` on one host; with a
-    hostfile, Open MPI places ranks where the file says.
+    ``forward`` names the variables the ranks need: a rank on another host
+    gets only those (``-x``) and Open MPI's own.  More ranks than cores needs
+    ``--oversubscribe`` on one host; with a hostfile or in a Slurm job, Open
+    MPI places ranks where the hosts offer slots.
     """
     args: list[str] = []
-    cores = os.cpu_count() or 1
     if hostfile:
         args += ["--hostfile", hostfile]
-    elif n > cores:
+    elif one_host and n > (os.cpu_count() or 1):
         args += ["--oversubscribe"]
-    for name in sorted(env):
+    for name in sorted(set(forward)):
         args += ["-x", name]
     args += extra or []
     return args

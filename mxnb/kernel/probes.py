@@ -1,31 +1,50 @@
-"""Ask the ranks' probes where they are (see :mod:`mxnb.rank.probe_server`)."""
+"""Ask the ranks' probes where they are, or interrupt them (see :mod:`mxnb.protocol.probe`)."""
 
 from __future__ import annotations
 
 import socket
 
 from mxnb.protocol.messages import ProbeReply
-from mxnb.protocol.probe import decode_reply
+from mxnb.protocol.probe import ASK, INTERRUPT, NONCE_BYTES, decode_reply, proof, split_address
 
-__all__ = ["ask", "ask_all"]
+__all__ = ["ask", "ask_all", "interrupt"]
 
 
-def ask(path: str, timeout: float = 1.0) -> ProbeReply | None:
+def _exchange(address: str, key: bytes, command: bytes, timeout: float) -> bytes:
+    with socket.create_connection(split_address(address), timeout=timeout) as s:
+        nonce = b""
+        while len(nonce) < NONCE_BYTES:
+            chunk = s.recv(NONCE_BYTES - len(nonce))
+            if not chunk:
+                raise ConnectionError("the probe closed before its nonce")
+            nonce += chunk
+        s.sendall(proof(key, nonce, command) + command)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    return b"".join(chunks)
+
+
+def ask(address: str, key: bytes, timeout: float = 1.0) -> ProbeReply | None:
     """One rank's state; None if it does not answer."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(path)
-            chunks = []
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                chunks.append(b)
-        return decode_reply(b"".join(chunks))
+        return decode_reply(_exchange(address, key, ASK, timeout))
     except (OSError, ValueError):
         return None
 
 
-def ask_all(paths: dict[int, str], timeout: float = 1.0) -> dict[int, ProbeReply | None]:
-    return {rank: ask(path, timeout) for rank, path in paths.items()}
+def ask_all(
+    addresses: dict[int, str], key: bytes, timeout: float = 1.0
+) -> dict[int, ProbeReply | None]:
+    return {rank: ask(address, key, timeout) for rank, address in addresses.items()}
+
+
+def interrupt(address: str, key: bytes, timeout: float = 1.0) -> bool:
+    """Raise KeyboardInterrupt in a rank that no signal of ours reaches; True if it took it."""
+    try:
+        return _exchange(address, key, INTERRUPT, timeout) == b"{}"
+    except OSError:
+        return False

@@ -11,9 +11,7 @@ fresh ranks.  The user is told which of these happened.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +19,6 @@ from typing import Any
 from mxnb.kernel import remote
 from mxnb.kernel.diagnose import Diagnosis, diagnose
 from mxnb.kernel.live import LIVE_AFTER, LiveStrip
-from mxnb.kernel.probes import ask_all
 from mxnb.kernel.runner import CellResult, CellRun
 from mxnb.kernel.waitgraph import wait_graph
 from mxnb.protocol.wording import ranks_text
@@ -55,7 +52,7 @@ class HangWatch:
         if elapsed < min(self.grace, LIVE_AFTER if self.live else self.grace):
             return None
         # one round of probes feeds both the live strip and the hang rules
-        states, status = ask_all(self.cluster.probe_paths()), _status(result)
+        states, status = self.cluster.ask_probes(), _status(result)
         if self.live is not None:
             self.live.update(wait_graph(states, status), elapsed)
         if elapsed < self.grace:
@@ -117,14 +114,6 @@ def discarded_text(dropped: dict[int, list[tuple[int, int]]]) -> str:
     )
 
 
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None) -> Settlement:
     """Explain why the cell did not finish and make the cluster usable again."""
     result = run.result
@@ -143,10 +132,10 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
         note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
         return Settlement(report, note, True)
     if diagnosis is None:
-        states = ask_all(cluster.probe_paths())
+        states = cluster.ask_probes()
         diagnosis = diagnose(states, _status(result), grace=0.0, hints=True)
     running = [o.rank for o in result.outcomes if not o.done]
-    _signal(cluster.rank_pids(running), signal.SIGINT)
+    cluster.interrupt(running)
     run.wait(INTERRUPT_GRACE)
     still = [o.rank for o in result.outcomes if not o.done]
     report = diagnosis.text()

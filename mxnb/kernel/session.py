@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from traitlets import Bool, Enum, Float, Integer
+from traitlets import Bool, Enum, Float, Integer, List, Unicode
 from traitlets.config import Configurable
 
 from mxnb.errors import ClusterError, RankError
@@ -51,6 +51,20 @@ class MxdistSession(Configurable):
         help="MLX's backend for the ranks: mpi (Open MPI) or ring (TCP sockets between "
         "neighbouring ranks). Changing it restarts running ranks.",
     )
+    hostfile = Unicode(
+        "",
+        config=True,
+        help="An Open MPI hostfile: ranks start on its hosts. Empty: this host, or the "
+        "Slurm allocation's hosts when SLURM_JOB_ID is set. Changing it restarts running ranks.",
+    )
+    ip = Unicode(
+        "",
+        config=True,
+        help="The address the controller and probes listen on; empty: chosen from the hosts.",
+    )
+    mpi_args = List(
+        Unicode(), config=True, help="Extra mpiexec options, after mxnb's own (e.g. --mca ...)."
+    )
     timeout = Float(
         None,
         allow_none=True,
@@ -85,7 +99,7 @@ class MxdistSession(Configurable):
     def prestart(self, n: int) -> None:
         """Start ``n`` ranks in the background; the next cell or line joins them."""
         if self.cluster is None and self._background is None:
-            self._background = BackgroundStart(MxCluster(n=n, backend=self.backend))
+            self._background = BackgroundStart(self._new_cluster(n))
 
     @property
     def starting(self) -> int | None:
@@ -113,6 +127,14 @@ class MxdistSession(Configurable):
         """What new ranks start with; cells switch it only where it must change."""
         self._ranks_checked, self._ranks_bare = True, False
 
+    def _launch(self) -> dict[str, Any]:
+        """The settings a cluster is started with; a change restarts the ranks."""
+        return {"backend": self.backend, "hostfile": self.hostfile, "ip": self.ip,
+                "mpi_args": list(self.mpi_args)}  # fmt: skip
+
+    def _new_cluster(self, n: int) -> MxCluster:
+        return MxCluster(n=n, **self._launch())
+
     @property
     def running_n(self) -> int | None:
         c = self.cluster
@@ -123,12 +145,13 @@ class MxdistSession(Configurable):
         self.join_background()
         running = self.running_n
         want = n if n is not None else (running or self.ranks)
-        was = self.cluster.backend if self.cluster is not None else self.backend
-        if running == want and was == self.backend:
+        now = self._launch()
+        was = _launch_of(self.cluster) if self.cluster is not None else now
+        if running == want and was == now:
             assert self.cluster is not None
             return self.cluster
         if running is not None:
-            print(f"mxdist: restarting {_change(running, want, was, self.backend)}; "
+            print(f"mxdist: restarting {_change(running, want, was, now)}; "
                   "variables on the ranks are lost.")  # fmt: skip
             self.stop()
         if self._lost:
@@ -137,7 +160,7 @@ class MxdistSession(Configurable):
         on = "MPI ranks" if self.backend == "mpi" else f"ranks on MLX's {self.backend} backend"
         print(f"mxdist: starting {want} {on} ...", flush=True)
         t0 = time.monotonic()
-        self.cluster = MxCluster(n=want, backend=self.backend)
+        self.cluster = self._new_cluster(want)
         self.cluster.start()
         self._fresh_ranks()
         print(
@@ -250,8 +273,22 @@ class MxdistSession(Configurable):
         )
 
 
-def _change(n_was: int, n: int, backend_was: str, backend: str) -> str:
-    """``with 4 ranks (was 2)``, ``on the ring backend (was mpi)``, or both."""
+def _launch_of(cluster: MxCluster) -> dict[str, Any]:
+    return {"backend": cluster.backend, "hostfile": cluster.hostfile, "ip": cluster.ip,
+            "mpi_args": list(cluster.mpi_args)}  # fmt: skip
+
+
+def _where(launch: dict[str, Any]) -> str:
+    return f"hostfile {launch['hostfile']}" if launch["hostfile"] else "this host"
+
+
+def _change(n_was: int, n: int, was: dict[str, Any], now: dict[str, Any]) -> str:
+    """``with 4 ranks (was 2)``, ``on the ring backend (was mpi)``, or both; or new hosts."""
+    backend_was, backend = was["backend"], now["backend"]
+    if (_where(was), was["ip"], was["mpi_args"]) != (_where(now), now["ip"], now["mpi_args"]):
+        if _where(was) != _where(now):
+            return f"with {n} ranks on {_where(now)} (was {n_was} on {_where(was)})"
+        return f"with {n} ranks and the new --ip/--mpi-args (was {n_was})"
     if backend == backend_was:
         return f"with {n} ranks (was {n_was})"
     if n == n_was:

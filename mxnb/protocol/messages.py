@@ -33,6 +33,7 @@ class RankInfo(TypedDict):
     mpi_library: str
     mlx_version: str
     started: float
+    probe: str  # "ip:port" where the rank's probe answers (see mxnb.protocol.probe)
 
 
 class OpState(TypedDict):

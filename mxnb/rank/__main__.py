@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 
 #: Seconds a rank waits for the controller's connection file.
@@ -45,6 +46,52 @@ def await_connection_info(timeout: float = CONNECTION_WAIT) -> None:
     sys.exit(4)
 
 
+def local_profile_dir() -> None:
+    """Give a rank on another host a profile directory of its own.
+
+    The cluster's private profile directory exists only on the kernel's host;
+    elsewhere the engine would refuse to start.  Open MPI's per-process
+    session directory holds it, so it goes when the job does, however the
+    rank ends; the connection info travels in ``$IPP_CONNECTION_INFO``.
+    """
+    wanted = os.environ.get("IPP_PROFILE_DIR")
+    if not wanted or os.path.isdir(wanted):
+        return
+    session = os.environ.get("OMPI_FILE_LOCATION") or tempfile.mkdtemp(prefix="mxnb-rank-")
+    here = os.path.join(session, "mxnb-profile")
+    os.makedirs(here, mode=0o700, exist_ok=True)
+    os.environ["IPP_PROFILE_DIR"] = here
+
+
+def check_kernel_reachable(timeout: float = 5.0) -> None:
+    """On another host, fail at once with the reason if the controller is out of reach.
+
+    Otherwise the engine would retry its registration until the kernel gives
+    up, and the user would learn only that ranks did not come.
+    """
+    import socket
+
+    from mxnb.protocol.net import address_towards, is_loopback
+
+    kernel_ip = os.environ.get("MXNB_KERNEL_IP", "")
+    info = os.environ.get("IPP_CONNECTION_INFO", "")
+    if not kernel_ip or is_loopback(kernel_ip) or not info:
+        return
+    port = int(json.loads(info)["registration"])
+    try:
+        address_towards(kernel_ip)
+        socket.create_connection((kernel_ip, port), timeout=timeout).close()
+    except OSError as e:
+        rank = os.environ.get("OMPI_COMM_WORLD_RANK", "?")
+        sys.stderr.write(
+            f"mxnb rank {rank} on host {socket.gethostname()}: cannot reach the kernel's "
+            f"controller at {kernel_ip}:{port} ({e.strerror or e}); start the ranks with "
+            "--ip set to an address of the kernel's host that every host reaches\n"
+        )
+        sys.stderr.flush()
+        sys.exit(5)
+
+
 #: How a backend is named in what a rank says.
 NAMES = {"mpi": "MPI", "ring": "ring"}
 #: What each backend needs, said when MLX cannot start it.
@@ -55,6 +102,7 @@ NEEDS = {
 
 
 def main() -> None:
+    check_kernel_reachable()
     import mlx.core as mx
 
     backend = os.environ.get("MXNB_BACKEND", "mpi")
@@ -80,7 +128,8 @@ def main() -> None:
 
     from mxnb.rank import runtime
 
-    runtime.start(world, os.environ.get("IPP_PROFILE_DIR"))
+    runtime.start(world, runtime.probe_ip())
+    local_profile_dir()
     await_connection_info()
 
     from ipyparallel.engine.app import main as ipengine_main

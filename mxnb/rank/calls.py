@@ -12,7 +12,7 @@ from typing import Any
 
 from mxnb.protocol.messages import RankInfo, TraceReport
 from mxnb.rank.recorder import collect
-from mxnb.rank.runtime import current
+from mxnb.rank.runtime import current, probe_ip
 
 __all__ = [
     "collect_trace",
@@ -35,7 +35,7 @@ def prepare() -> RankInfo:
     from IPython import get_ipython
 
     rt = current()
-    rt.install(os.environ.get("IPP_PROFILE_DIR"))
+    rt.install(probe_ip())
     shell = get_ipython()
     if shell is not None:
         rt.attach(shell)
@@ -44,10 +44,11 @@ def prepare() -> RankInfo:
         "size": rt.world.size(),
         "pid": os.getpid(),
         "host": socket.gethostname(),
-        "backend": "mpi",
+        "backend": os.environ.get("MXNB_BACKEND", "mpi"),
         "mpi_library": os.environ.get("MLX_MPI_LIBNAME", ""),
         "mlx_version": mx.__version__,
         "started": rt.started,
+        "probe": rt.probe.address if rt.probe is not None else "",
     }
 
 

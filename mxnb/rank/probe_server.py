@@ -1,24 +1,39 @@
 """Answer "where are you?" while the rank's main thread is blocked.
 
-A daemon thread serves a Unix socket in the cluster's private (0700) profile
-directory.  MLX releases the GIL while it evaluates, so this thread can read
-the main thread's current cell line and the op log's state even when the
-rank waits inside an MPI call and can no longer answer ipyparallel.
+A daemon thread serves a TCP socket on the one address that reaches the
+kernel (see :mod:`mxnb.protocol.probe` for the exchange).  MLX releases the
+GIL while it evaluates, so this thread can read the main thread's current
+cell line and the op log's state even when the rank waits inside an MPI call
+and can no longer answer ipyparallel.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import os
+import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable
 
 from mxnb.protocol.messages import OpLogState, ProbeReply
-from mxnb.protocol.probe import encode_reply, socket_path
+from mxnb.protocol.probe import (
+    ASK,
+    INTERRUPT,
+    NONCE_BYTES,
+    PROOF_BYTES,
+    encode_reply,
+    join_address,
+    proof,
+)
 from mxnb.rank import hooks
 
-__all__ = ["ProbeServer"]
+__all__ = ["ProbeServer", "cluster_key"]
+
+#: Seconds a connection may take to prove itself before it is dropped.
+PROOF_WAIT = 2.0
 
 
 def _main_frame_site() -> str:
@@ -26,13 +41,43 @@ def _main_frame_site() -> str:
     return site.describe() if site else ""
 
 
+def cluster_key() -> bytes:
+    """The cluster's message key, from the connection info the rank was given.
+
+    Read at each request: on one host a rank learns it only after its probe
+    already listens (see :func:`mxnb.rank.__main__.await_connection_info`).
+    """
+    try:
+        return str(json.loads(os.environ["IPP_CONNECTION_INFO"])["key"]).encode()
+    except (KeyError, ValueError, TypeError):
+        return b""
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 class ProbeServer:
     """One rank's probe socket and the thread that answers on it."""
 
-    def __init__(self, profile_dir: str, rank: int, state: Callable[[], OpLogState]) -> None:
-        self.path = socket_path(profile_dir, rank)
+    def __init__(
+        self,
+        ip: str,
+        rank: int,
+        state: Callable[[], OpLogState],
+        key: Callable[[], bytes] = cluster_key,
+    ) -> None:
+        self.ip = ip
         self.rank = rank
         self.state = state
+        self.key = key
+        self.address = ""
         self._server: socket.socket | None = None
 
     def reply(self) -> ProbeReply:
@@ -40,15 +85,13 @@ class ProbeServer:
         return {**state, "rank": self.rank, "pid": os.getpid(), "line": _main_frame_site()}
 
     def start(self) -> None:
-        """Listen (owner-only socket) and answer in a daemon thread; once."""
+        """Listen on ``ip`` (a free port) and answer in a daemon thread; once."""
         if self._server is not None:
             return
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(self.path)
-        os.chmod(self.path, 0o600)
-        server.listen(4)
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.bind((self.ip, 0))
+        server.listen(8)
+        self.address = join_address(self.ip, server.getsockname()[1])
         self._server = server
         threading.Thread(target=self._serve, args=(server,), daemon=True, name="mxnb-probe").start()
 
@@ -56,8 +99,6 @@ class ProbeServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            if os.path.exists(self.path):
-                os.unlink(self.path)
 
     def _serve(self, server: socket.socket) -> None:
         while True:
@@ -67,6 +108,21 @@ class ProbeServer:
                 return
             with conn:
                 try:
-                    conn.sendall(encode_reply(self.reply()))
+                    self._answer(conn)
                 except OSError:
                     pass
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(PROOF_WAIT)
+        nonce = os.urandom(NONCE_BYTES)
+        conn.sendall(nonce)
+        shown = _recv_exact(conn, PROOF_BYTES + 1)
+        command = shown[PROOF_BYTES:]
+        key = self.key()
+        if not key or not hmac.compare_digest(shown[:PROOF_BYTES], proof(key, nonce, command)):
+            return  # not the kernel: say nothing
+        if command == ASK:
+            conn.sendall(encode_reply(self.reply()))
+        elif command == INTERRUPT:
+            conn.sendall(b"{}")
+            os.kill(os.getpid(), signal.SIGINT)  # handled in the main thread, as a stop button's

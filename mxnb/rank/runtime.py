@@ -10,10 +10,12 @@ of its own at module level.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+from mxnb.protocol.net import LOOPBACK, address_towards
 from mxnb.rank.entries import EvalEntries
 from mxnb.rank.groups import Groups
 from mxnb.rank.hooks import Hooks
@@ -22,7 +24,7 @@ from mxnb.rank.oplog import OpLog
 from mxnb.rank.probe_server import ProbeServer
 from mxnb.rank.recorder import Recorder
 
-__all__ = ["Runtime", "current", "start"]
+__all__ = ["Runtime", "current", "probe_ip", "start"]
 
 
 class Runtime:
@@ -40,7 +42,7 @@ class Runtime:
         self._shell: Any = None
         self._unnumber: Callable[[], None] | None = None
 
-    def install(self, profile_dir: str | None = None) -> None:
+    def install(self, probe_ip: str | None = None) -> None:
         """Observe ops, evaluations and splits; serve the probe.  Idempotent.
 
         Called while the controller is still starting, so the set-up overlaps
@@ -52,8 +54,8 @@ class Runtime:
             self.hooks.set_logger(self.oplog)
         self.entries.install()
         self.set_recording(self.recorder.enabled)
-        if profile_dir and self.probe is None:
-            self.probe = ProbeServer(profile_dir, self.world.rank(), self.oplog.state)
+        if probe_ip and self.probe is None:
+            self.probe = ProbeServer(probe_ip, self.world.rank(), self.oplog.state)
             self.probe.start()
 
     def attach(self, shell: Any) -> None:
@@ -120,11 +122,21 @@ class _Process:
     runtime: Runtime | None = None
 
 
-def start(world: Any, profile_dir: str | None = None) -> Runtime:
+def probe_ip() -> str | None:
+    """Where this rank's probe listens: the address that reaches the kernel.
+
+    None outside an mxnb cluster (a rank started by hand, a test).
+    """
+    if not os.environ.get("IPP_PROFILE_DIR"):
+        return None
+    return address_towards(os.environ.get("MXNB_KERNEL_IP", LOOPBACK))
+
+
+def start(world: Any, probe_at: str | None = None) -> Runtime:
     """Make this process's runtime (once) and install it."""
     if _Process.runtime is None:
         _Process.runtime = Runtime(world)
-    _Process.runtime.install(profile_dir)
+    _Process.runtime.install(probe_at)
     return _Process.runtime
 
 

@@ -71,8 +71,8 @@ def test_failed_start_cleans_up(monkeypatch):
     """An MLX that cannot load MPI makes every rank exit; nothing is left running."""
     real = mpi.launch_env
 
-    def broken(m):
-        env = real(m)
+    def broken(m, *args):
+        env = real(m, *args)
         env["MLX_MPI_LIBNAME"] = "/nonexistent/libmpi.so.40"
         return env
 
@@ -190,8 +190,12 @@ def test_sockets_connection_files_and_signing():
     exactly that process so any new exception fails.
     """
     import json
+    import socket
 
     import psutil
+
+    from mxnb.kernel.probes import ask, interrupt
+    from mxnb.protocol.probe import split_address
 
     with MxCluster(n=2) as c:
         procs = processes_with(c.profile_dir)
@@ -218,5 +222,14 @@ def test_sockets_connection_files_and_signing():
             assert info["signature_scheme"] == "hmac-sha256"
             assert len(info["key"]) >= 32
             assert info["interface"] == "tcp://127.0.0.1"
-        for sock in profile.glob("probe-*.sock"):
-            assert sock.stat().st_mode & 0o077 == 0
+        # each rank's probe listens on the loopback and answers only the key's holder
+        probes_at = [r["probe"] for r in c._ranks]
+        assert all(a.startswith("127.0.0.1:") for a in probes_at), probes_at
+        key = bytes(c.client.session.key)
+        assert [ask(a, key)["rank"] for a in probes_at] == [0, 1]
+        assert ask(probes_at[0], b"not the key") is None
+        assert not interrupt(probes_at[0], b"not the key")
+        with socket.create_connection(split_address(probes_at[0]), timeout=5) as s:
+            s.recv(64)
+            s.sendall(b"?" * 33)  # no proof: the probe closes without a word
+            assert s.recv(64) == b""
