@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +76,36 @@ print(rc[:].apply_sync(lambda: 1))
 """
 
 
+@contextmanager
+def _fresh_kernel(name: str, timeout: float) -> Iterator[Callable[[str], float]]:
+    """A kernel started and ready; yields ``run(code)``, which runs quietly and
+    returns its seconds (failing if the code did), and shuts the kernel down after."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+
+    def run(code: str) -> float:
+        t = time.perf_counter()
+        reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda m: None)
+        took = time.perf_counter() - t
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return took
+
+    try:
+        kc.wait_for_ready(timeout=60)
+        yield run
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
 def stock_cold_start(n: int) -> float:
     """Fresh kernel ready -> first result of a stock ``ipyparallel.Cluster(engines="mpi")``."""
     import shutil
     import tempfile
-
-    from jupyter_client.manager import KernelManager
 
     from mxnb.kernel import openmpi as mpi
 
@@ -88,22 +114,12 @@ def stock_cold_start(n: int) -> float:
     profile = tempfile.mkdtemp(prefix="mxnb-bench-stock-")
     code = STOCK.format(mpi_cmd=[str(found.mpiexec)], mpi_args=mpi.mpiexec_args(n, env), env=env,
                         n=n, profile=profile)  # fmt: skip
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    quiet = {"timeout": 180, "output_hook": lambda m: None}
     try:
-        kc.wait_for_ready(timeout=60)
-        t = time.perf_counter()
-        reply = kc.execute_interactive(code, **quiet)
-        took = time.perf_counter() - t
-        assert reply["content"]["status"] == "ok", reply["content"]
-        kc.execute_interactive("cluster.stop_cluster_sync()", **quiet)
+        with _fresh_kernel("python3", timeout=180) as run:
+            took = run(code)
+            run("cluster.stop_cluster_sync()")
         return took
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
         shutil.rmtree(profile, ignore_errors=True)
 
 
@@ -133,28 +149,10 @@ def kernel_cold_start(n: int, kernel: str = "python3", pause: float = 0.0) -> fl
     background (``MXNB_PRESTART``); ``pause`` seconds pass before the cell,
     as when a reader reads the notebook's first lines, and are not counted.
     """
-    from jupyter_client.manager import KernelManager
-
-    km = KernelManager(kernel_name=kernel)
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    quiet = {"timeout": 120, "output_hook": lambda m: None}
-    try:
-        kc.wait_for_ready(timeout=60)
+    cell = f"%%mxdist -n {n}\nprint(mx.distributed.all_sum(mx.ones(3)).tolist())"
+    with _fresh_kernel(kernel, timeout=120) as run:
         time.sleep(pause)
-        t = time.perf_counter()
-        if kernel == "python3":
-            kc.execute_interactive("%load_ext mxnb", **quiet)
-        reply = kc.execute_interactive(
-            f"%%mxdist -n {n}\nprint(mx.distributed.all_sum(mx.ones(3)).tolist())", **quiet
-        )
-        took = time.perf_counter() - t
-        assert reply["content"]["status"] == "ok", reply["content"]
-        return took
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
+        return (run("%load_ext mxnb") if kernel == "python3" else 0.0) + run(cell)
 
 
 class Shell:

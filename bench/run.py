@@ -67,6 +67,43 @@ def cold_start(quick: bool) -> list[dict[str, Any]]:
     return out
 
 
+def several_hosts(quick: bool) -> list[dict[str, Any]]:
+    """8 ranks on 2 hosts (network namespaces, Open MPI's ssh launcher) beside 8 on this one.
+
+    The same machine's two cores run all 8 ranks either way; what differs is
+    what a start across hosts adds: remote daemons, TCP instead of shared
+    memory, the connection info travelling with the ranks.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import os
+
+    from hosts import namespace_hosts, unavailable
+
+    from mxnb.kernel.cluster import MxCluster
+
+    if unavailable():
+        print(f"several hosts: not measured ({unavailable()})")
+        return []
+
+    def start(**kw: Any) -> float:
+        t = time.perf_counter()
+        # 4 ranks on each 2-core host: Open MPI would refuse to bind them to cores
+        with MxCluster(n=8, mpi_args=["--bind-to", "none"], **kw) as c:
+            c.view.execute("mx.eval(mx.distributed.all_sum(mx.ones(3)))", block=True)
+            return time.perf_counter() - t
+
+    reps = 1 if quick else 3
+    with namespace_hosts(2) as hosts:
+        os.environ.update(hosts.env())
+        try:
+            spread = cases.median([start(hostfile=hosts.hostfile(4)) for _ in range(reps)])
+        finally:
+            os.environ.pop("PRTE_MCA_plm_ssh_agent", None)
+    here = cases.median([start() for _ in range(reps)])
+    return [row("start-up, 8 ranks on 2 hosts (namespaces) beside 8 on this host", spread, here,
+                "s", "<= 1.5x", spread / here <= 1.5)]  # fmt: skip
+
+
 def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
     out = []
     shell = cases.Shell()
@@ -189,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latest.json"))
     args = ap.parse_args(argv)
     t0 = time.time()
-    rows = payload() + warm_and_bandwidth(args.quick) + cold_start(args.quick)
+    rows = (
+        payload() + warm_and_bandwidth(args.quick) + cold_start(args.quick)
+        + several_hosts(args.quick)
+    )  # fmt: skip
     print(table(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -177,6 +177,10 @@ _STARTED = """() => [...document.querySelectorAll('.jp-InputPrompt')]
     .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
 
 
+_HAS_KERNEL = """() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]
+    .some(k => /mxnb/.test(k.textContent))"""
+
+
 def _dismiss_dialogs(page: Any) -> None:
     """Close a dialog left over from start-up, printing what it said.
 
@@ -207,6 +211,10 @@ def _run_all(page: Any) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    # Running a cell before the session has its kernel makes JupyterLab ask
+    # which kernel to start, whatever the notebook names (jupyterlab#15074);
+    # under load that window is seconds long, so wait for the kernel's name.
+    page.wait_for_function(_HAS_KERNEL, timeout=90_000)
     for _ in range(4):
         page.wait_for_selector(
             ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000

@@ -79,6 +79,9 @@ def _resolve(host: str, where: str) -> str:
     try:
         return socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0]
     except OSError:
+        known = _slurm_node_address(host) if where.startswith("Slurm") else ""
+        if known:
+            return known
         raise ClusterError(
             f"host {host} (from {where}) has no address: check its name, or write its IP "
             "address in the hostfile"
@@ -143,6 +146,24 @@ def _slurm_hosts() -> list[str]:
         stdin=subprocess.DEVNULL,
     )
     return out.stdout.split() or nodelist.split(",")
+
+
+def _slurm_node_address(node: str) -> str:
+    """The address Slurm itself reaches ``node`` at (its NodeAddr), when DNS has none."""
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        return ""
+    out = subprocess.run(
+        [scontrol, "show", "node", node],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
+    for word in out.stdout.split():
+        if word.startswith("NodeAddr="):
+            return word.removeprefix("NodeAddr=")
+    return ""
 
 
 def _slurm_slots() -> int | None:

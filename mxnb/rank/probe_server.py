@@ -72,8 +72,10 @@ class ProbeServer:
         rank: int,
         state: Callable[[], OpLogState],
         key: Callable[[], bytes] = cluster_key,
+        port: int = 0,
     ) -> None:
         self.ip = ip
+        self.port = port
         self.rank = rank
         self.state = state
         self.key = key
@@ -85,19 +87,29 @@ class ProbeServer:
         return {**state, "rank": self.rank, "pid": os.getpid(), "line": _main_frame_site()}
 
     def start(self) -> None:
-        """Listen on ``ip`` (a free port) and answer in a daemon thread; once."""
+        """Listen on ``ip`` and answer in a daemon thread; once.
+
+        The port is a free one the first time, and the same one after a
+        stop: the kernel learnt it when the rank started.
+        """
         if self._server is not None:
             return
         server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        server.bind((self.ip, 0))
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((self.ip, self.port))
         server.listen(8)
-        self.address = join_address(self.ip, server.getsockname()[1])
+        self.port = server.getsockname()[1]
+        self.address = join_address(self.ip, self.port)
         self._server = server
         threading.Thread(target=self._serve, args=(server,), daemon=True, name="mxnb-probe").start()
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            try:  # wakes the thread blocked in accept, which holds the port otherwise
+                server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             server.close()
 
     def _serve(self, server: socket.socket) -> None:

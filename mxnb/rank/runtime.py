@@ -39,6 +39,7 @@ class Runtime:
         self.entries = EvalEntries(self.oplog)
         self.recorder = Recorder(self.groups)
         self.probe: ProbeServer | None = None
+        self._probe_port = 0  # kept across uninstall/install: the kernel knows it
         self._shell: Any = None
         self._unnumber: Callable[[], None] | None = None
 
@@ -55,8 +56,11 @@ class Runtime:
         self.entries.install()
         self.set_recording(self.recorder.enabled)
         if probe_ip and self.probe is None:
-            self.probe = ProbeServer(probe_ip, self.world.rank(), self.oplog.state)
+            self.probe = ProbeServer(
+                probe_ip, self.world.rank(), self.oplog.state, port=self._probe_port
+            )
             self.probe.start()
+            self._probe_port = self.probe.port
 
     def attach(self, shell: Any) -> None:
         """Give the rank's IPython shell the cell's names and the cell events; once."""

@@ -71,8 +71,8 @@ def test_failed_start_cleans_up(monkeypatch):
     """An MLX that cannot load MPI makes every rank exit; nothing is left running."""
     real = mpi.launch_env
 
-    def broken(m, *args):
-        env = real(m, *args)
+    def broken(m, *args, **kw):
+        env = real(m, *args, **kw)
         env["MLX_MPI_LIBNAME"] = "/nonexistent/libmpi.so.40"
         return env
 

@@ -43,7 +43,9 @@ def wait_empty(hosts: Hosts, timeout: float = 15.0) -> dict[str, list[int]]:
 
 
 @pytest.fixture(scope="module")
-def hosts() -> Iterator[Hosts]:
+def hosts(ip: Any, magics: Any) -> Iterator[Hosts]:
+    """Two namespace hosts; the shell's cluster as it was is back after this module."""
+    was = magics.running_n
     with namespace_hosts(2) as built:
         old = {k: os.environ.get(k) for k in built.env()}
         os.environ.update(built.env())
@@ -55,6 +57,8 @@ def hosts() -> Iterator[Hosts]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+    if was:  # later tests share the session's cluster (conftest.nranks)
+        ip.run_line_magic("mxdist", f"-n {was}")
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +110,33 @@ def test_listening_sockets_use_the_bridge_only(spread: str, hosts: Hosts, magics
     bound = {conn.laddr.ip for conn in psutil.Process(ctl).net_connections("inet")
              if conn.status == psutil.CONN_LISTEN}  # fmt: skip
     assert bound == {hosts.gateway}, bound
+
+
+def test_mpi_uses_tcp_between_hosts_on_their_subnet_only(ip: Any, spread: str, hosts: Hosts):
+    cell(ip, "import os\nbtl = os.environ.get('OMPI_MCA_btl')\n"
+             "nets = os.environ.get('OMPI_MCA_btl_tcp_if_include')")  # fmt: skip
+    assert mxnb.pull("btl") == ["self,sm,tcp"] * 4
+    assert mxnb.pull("nets") == [hosts.gateway.rpartition(".")[0] + ".0/24"] * 4
+
+
+def test_the_user_s_own_open_mpi_settings_win(
+    ip: Any, magics: Any, spread: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """An OMPI_MCA_* variable of the user's, and --mpi-args, reach ranks on every host."""
+    monkeypatch.setenv("OMPI_MCA_btl", "self,tcp")
+    try:
+        cell(ip, "import os\nbtl = os.environ.get('OMPI_MCA_btl')\n"
+                 "links = os.environ.get('OMPI_MCA_btl_tcp_links')\n"
+                 "y = mx.distributed.all_sum(mx.ones(2)).tolist()",
+             "--mpi-args '--mca btl_tcp_links 2'")  # fmt: skip
+        assert "restarting with 4 ranks and the new --ip/--mpi-args" in capsys.readouterr().out
+        assert mxnb.pull("btl") == ["self,tcp"] * 4
+        assert mxnb.pull("links") == ["2"] * 4
+        assert mxnb.pull("y") == [[4.0, 4.0]] * 4
+    finally:
+        monkeypatch.delenv("OMPI_MCA_btl")
+        ip.run_line_magic("mxdist", "--mpi-args ''")
+        assert magics.mpi_args == [] and magics.cluster.mpi_args == []
 
 
 @pytest.mark.parametrize(("op", "expect"), EXPECTED)
@@ -178,6 +209,19 @@ def test_a_hang_inside_mpi_stops_the_job_on_both_hosts(
     out = capsys.readouterr().out
     assert "the previous ranks were stopped" in out
     assert "[rank 3] fresh node2" in out and magics.cluster.profile_dir != profile
+
+
+def test_a_rank_dying_on_another_host_is_named(
+    ip: Any, magics: Any, spread: str, hosts: Hosts
+) -> None:
+    """No pid of ours reaches it: Open MPI ends the job, and mpiexec says which rank died."""
+    t0 = time.monotonic()
+    text = failure(ip, "import os, signal, time\nif rank == 3:\n    os.kill(os.getpid(), "
+                       "signal.SIGKILL)\ntime.sleep(30)")  # fmt: skip
+    assert time.monotonic() - t0 < 20
+    assert "rank 3 was killed by signal 9" in text, text
+    assert magics.cluster is None
+    assert wait_empty(hosts) == {}
 
 
 def test_restart_and_stop_leave_nothing_on_any_host(

@@ -18,7 +18,7 @@ SWAPPED = (
 )
 
 
-def test_uninstall_restores_mlx_and_install_puts_everything_back(run, nranks):
+def test_uninstall_restores_mlx_and_install_puts_everything_back(run, nranks, magics):
     run(SWAPPED + "before = _wrapped()\n_rt().uninstall()\nafter = _wrapped()\n")
     assert mxnb.pull("before") == [[True] * 5] * nranks
     assert mxnb.pull("after") == [[False] * 5] * nranks
@@ -32,9 +32,11 @@ def test_uninstall_restores_mlx_and_install_puts_everything_back(run, nranks):
     assert mxnb.pull("plain") == [[total, total]] * nranks
     assert set(mxnb.pull("logged")) == {0}
     # back in place, with the cell events: the next cell is logged and checked again
-    run(SWAPPED + "import os\n_rt().install(os.environ.get('IPP_PROFILE_DIR'))\n"
+    run(SWAPPED + "from mxnb.rank.runtime import probe_ip\n_rt().install(probe_ip())\n"
         "_rt().attach(get_ipython())\nagain = _wrapped()\n")  # fmt: skip
     assert mxnb.pull("again") == [[True] * 5] * nranks
+    # the probe is back where the kernel learnt it was
+    assert sorted(r for r, a in magics.cluster.ask_probes().items() if a) == list(range(nranks))
     run(
         "y = mx.distributed.all_sum(mx.ones(2))\nmx.eval(y)\n"
         "from mxnb.rank.runtime import current as _rt\n"
