@@ -24,19 +24,29 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def mpiexec_cmd(n: int) -> tuple[list[str], dict[str, str]]:
-    """The same mpiexec, library and flags mxnb uses, for the raw baseline."""
+def mpiexec_cmd(
+    n: int, hostfile: str = "", extra: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The same mpiexec, library and flags mxnb uses, for the raw baseline.
+
+    With a hostfile, as mxnb starts ranks on its hosts (TCP on the subnet
+    that reaches them).
+    """
     from mxnb.kernel import openmpi as mpi
+    from mxnb.kernel.placement import plan
 
     found = mpi.find_openmpi()
-    env = mpi.launch_env(found)
-    cmd = [str(found.mpiexec), "-n", str(n), *mpi.mpiexec_args(n, env)]
-    return cmd, {**os.environ, **env}
+    where = plan(n, hostfile)
+    env = mpi.launch_env(found, where.spans_hosts, where.subnet if where.spans_hosts else "",
+                         hostfile=bool(hostfile))  # fmt: skip
+    args = mpi.mpiexec_args(n, env, hostfile=where.hostfile, one_host=not where.spans_hosts,
+                            extra=list(extra))  # fmt: skip
+    return [str(found.mpiexec), "-n", str(n), *args], {**os.environ, **env}
 
 
-def raw_start(n: int) -> float:
+def raw_start(n: int, hostfile: str = "", extra: tuple[str, ...] = ()) -> float:
     """Seconds for ``mpiexec -n N python raw_mpi.py start`` (MLX init + one all_sum)."""
-    cmd, env = mpiexec_cmd(n)
+    cmd, env = mpiexec_cmd(n, hostfile, extra)
     t = time.perf_counter()
     subprocess.run([*cmd, sys.executable, str(RAW), "start"], env=env, check=True,
                    stdin=subprocess.DEVNULL, capture_output=True)  # fmt: skip

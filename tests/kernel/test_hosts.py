@@ -236,6 +236,15 @@ def test_restart_and_stop_leave_nothing_on_any_host(
     assert wait_empty(hosts) == {}
     cell(ip, "import socket\nhost = socket.gethostname()")  # the hostfile is kept
     assert mxnb.pull("host") == ["node1", "node1", "node2", "node2"]
+    # a cell's own --hostfile: here 2 ranks, both on the first host
+    one = hosts.hostfile(2, names=[hosts.hosts[0].ip])
+    cell(ip, "import socket\nhost = socket.gethostname()", f"-n 2 --hostfile {one}")
+    assert mxnb.pull("host") == ["node1", "node1"]
+    deadline = time.monotonic() + 10
+    while hosts.processes()["node2"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert hosts.processes()["node2"] == []
+    cell(ip, "import socket\nhost = socket.gethostname()", f"-n 4 --hostfile {spread}")
 
 
 # -- starts that cannot succeed: a clear error within 30 s, nothing left --------
@@ -320,4 +329,25 @@ def test_a_killed_kernel_leaves_nothing_on_any_host(hosts: Hosts, idle: None, si
     assert all(len(p) >= 3 for p in hosts.processes().values())
     os.kill(proc.pid, sig)
     proc.wait(timeout=10)
+    assert wait_empty(hosts) == {}
+
+
+def test_a_kernel_shut_down_leaves_nothing_on_any_host(hosts: Hosts, idle: None) -> None:
+    """A real Jupyter kernel, its ranks on both hosts, shut down as Jupyter does it."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        quiet = {"timeout": 120, "output_hook": lambda m: None}
+        kc.execute_interactive("%load_ext mxnb", **quiet)
+        reply = kc.execute_interactive(f"%mxdist -n 4 --hostfile {hosts.hostfile(2)}", **quiet)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert all(len(p) >= 3 for p in hosts.processes().values()), hosts.processes()
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
     assert wait_empty(hosts) == {}
