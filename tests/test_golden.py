@@ -31,8 +31,8 @@ from mxnb.kernel.recovery import crash_sentence, launcher_message
 from mxnb.kernel.runner import CellResult, RankOutcome
 from mxnb.kernel.session import HEADLINES
 from mxnb.protocol.ops import Meta
-from mxnb.rank.backend import refuse
-from mxnb.rank.check import PendingCheck, _collective_problem, _p2p_problem, bool_trap
+from mxnb.rank.backend import bool_trap, refuse
+from mxnb.rank.check import PendingCheck, _collective_problem, _p2p_problem
 from mxnb.rank.groups import GroupInfo
 from mxnb.rank.oplog import OpRecord
 from mxnb.rank.pairing import order_problem

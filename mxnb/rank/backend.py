@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 
-from mxnb.errors import BackendUnsupported
+from mxnb.errors import BackendUnsupported, UnsupportedReduction
 
-__all__ = ["NAME", "refuse"]
+__all__ = ["BOOL_ABORTS", "NAME", "bool_trap", "refuse", "screen"]
 
 #: This rank's backend (one of ``mxnb.protocol.ops.BACKENDS``).
 NAME = os.environ.get("MXNB_BACKEND", "mpi")
@@ -29,7 +29,33 @@ _INSTEAD_OF_SCATTER = (
     "all_sum gives the same numbers: all_sum(x)[rank * k:(rank + 1) * k] "
     "with k = x.shape[0] // size"
 )
+#: Reductions Open MPI cannot do on C bool: the whole job aborts (MPI_ERR_OP).
+#: MLX's ring reduces bool (measured), so this is MPI's alone.
+BOOL_ABORTS = ("all_sum", "all_max", "all_min", "sum_scatter")
+
 _USE_MPI = "use the mpi backend (%mxdist --backend mpi, or --backend mpi on the cell)"
+
+
+def screen(
+    op: str, dtype: str, rank: int, peer: int | None, size: int, backend: str = NAME
+) -> None:
+    """Every check of a call against its backend, in one place; nearly free for the
+    common case (a collective on numbers), as it runs for every op."""
+    __tracebackhide__ = True
+    if dtype == "bool" and backend == "mpi":
+        bool_trap(op, dtype)
+    if op == "sum_scatter" or (peer is not None and backend == "ring"):
+        refuse(op, rank, peer, size, backend)
+
+
+def bool_trap(op: str, dtype: str) -> None:
+    """Refuse a reduction that would abort the whole MPI job."""
+    __tracebackhide__ = True
+    if op in BOOL_ABORTS and dtype == "bool":
+        raise UnsupportedReduction(
+            f"{op} on bool arrays aborts the whole MPI job (Open MPI has no such "
+            "reduction for C bool). Cast first, e.g. x.astype(mx.int32)."
+        )
 
 
 def refuse(

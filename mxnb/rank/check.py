@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mxnb.errors import CommInterrupted, CommMismatch, UnsupportedReduction
+from mxnb.errors import CommInterrupted, CommMismatch
 from mxnb.protocol.ops import WIDTH, Meta
 from mxnb.protocol.wording import op_text, ranks_text, typed_text
 from mxnb.rank.groups import GroupInfo
@@ -25,7 +25,6 @@ from mxnb.rank.groups import GroupInfo
 __all__ = [
     "PendingCheck",
     "abandon",
-    "bool_trap",
     "done",
     "drain_world",
     "dtype_name",
@@ -35,8 +34,6 @@ __all__ = [
 ]
 
 TAG_SEND, TAG_ACK = 7301, 7302
-#: Reductions Open MPI cannot do on C bool: the whole job aborts (MPI_ERR_OP).
-BOOL_ABORTS = ("all_sum", "all_max", "all_min", "sum_scatter")
 
 
 _dtype_names: dict[Any, str] = {}
@@ -169,15 +166,6 @@ def _p2p_problem(op: str, mine: Meta, theirs: Meta, m: GroupInfo, peer: int) -> 
         f"expects {expected} from rank {s_world}{where}. Shape and dtype "
         "of a send and its recv must match."
     )
-
-
-def bool_trap(op: str, dtype: str) -> None:
-    """Refuse a reduction that would abort the whole MPI job."""
-    if op in BOOL_ABORTS and dtype == "bool":
-        raise UnsupportedReduction(
-            f"{op} on bool arrays aborts the whole MPI job (Open MPI has no such "
-            "reduction for C bool). Cast first, e.g. x.astype(mx.int32)."
-        )
 
 
 def abandon(check: PendingCheck) -> None:

@@ -120,11 +120,8 @@ class OpLog:
             shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
         else:
             shape, dtype, peer = _describe_args(name, args, kwargs)
-        if dtype == "bool" and backend.NAME == "mpi":
-            check.bool_trap(op, dtype)
-        if op == "sum_scatter" or (peer is not None and backend.NAME == "ring"):
-            backend.refuse(op, self.groups.rank, None if peer is None else mirror.ranks[peer],
-                           len(mirror.ranks))  # fmt: skip
+        backend.screen(op, dtype, self.groups.rank, None if peer is None else mirror.ranks[peer],
+                       len(mirror.ranks))  # fmt: skip
         rec = OpRecord(
             seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype, site
         )

@@ -27,10 +27,15 @@ from mxnb.protocol.snapshot import decode
 if TYPE_CHECKING:
     from mxnb.trace.merge import Step
 
-__all__ = ["RingPass", "RingReplay", "RingRound", "replay"]
+__all__ = ["HONESTY", "KEY", "RingPass", "RingReplay", "RingRound", "replay"]
 
 #: Said with every replay: what it is, and what it is not.
 HONESTY = "the textbook ring algorithm, replayed on the recorded inputs; Open MPI may use another"
+#: How to read a drawing of the replay (the widget's ring mode and mxnb.ring_steps).
+KEY = (
+    "A dot per rank whose input the chunk already holds; "
+    "a chunk just received is framed in its sender's colour."
+)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from mxnb.protocol.wording import ranks_text
-from mxnb.trace.ring import HONESTY, RingReplay
+from mxnb.trace.ring import HONESTY, KEY, RingReplay
 from mxnb.views import pen as P
 from mxnb.views.palette import rank_color
 from mxnb.views.scale import short_num
@@ -28,12 +28,6 @@ __all__ = ["RingSteps"]
 
 #: px: a rank's chip, a chunk's height, a dot, between ranks; ranks side by side
 CHIP_W, CELL_H, DOT, GAP, PER_ROW = 56, 40, 7, 14, 4
-
-#: How to read the picture, said under its title.
-KEY = (
-    "A dot per rank whose input the chunk already holds; "
-    "a chunk just received is framed in its sender's colour."
-)
 
 
 @dataclass(frozen=True)

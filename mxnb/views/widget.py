@@ -32,12 +32,11 @@ import numpy as np
 import traitlets
 
 from mxnb.trace import Trace
-from mxnb.trace.ring import HONESTY, RingReplay
+from mxnb.trace.ring import HONESTY, KEY, RingReplay
 from mxnb.trace.text import STATE_TEXT, count
 from mxnb.trace.timeline import LANE_STATES, SHORT
 from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, hex_color
-from mxnb.views.ringpic import KEY as RING_KEY
 from mxnb.views.scale import op_scale
 
 __all__ = ["TraceWidget", "widget_state"]
@@ -97,7 +96,7 @@ def _ring(ring: RingReplay | None) -> dict[str, Any] | None:
     return {
         "ranks": ring.ranks,
         "honesty": HONESTY,
-        "key": RING_KEY,
+        "key": KEY,
         "start": held(ring.start),
         "start_holders": [ring.start_holders[r] for r in ring.ranks],
         "rounds": [

@@ -11,7 +11,7 @@ import mxnb
 from mxnb.errors import RankError, UnsupportedReduction
 from mxnb.protocol.ops import Meta
 from mxnb.protocol.wording import typed_text
-from mxnb.rank import check
+from mxnb.rank import backend, check
 from mxnb.rank.groups import GroupInfo as Mirror
 
 
@@ -63,11 +63,11 @@ def test_p2p_message_names_both_sides_in_world_ranks():
 
 def test_bool_reductions_are_refused_with_a_fix():
     with pytest.raises(UnsupportedReduction, match="aborts the whole MPI job"):
-        check.bool_trap("all_max", "bool")
+        backend.bool_trap("all_max", "bool")
     with pytest.raises(RuntimeError, match=r"x\.astype\(mx\.int32\)"):
-        check.bool_trap("all_sum", "bool")  # a RuntimeError, as MLX's own errors are
-    check.bool_trap("all_gather", "bool")
-    check.bool_trap("all_sum", "int32")
+        backend.bool_trap("all_sum", "bool")  # a RuntimeError, as MLX's own errors are
+    backend.bool_trap("all_gather", "bool")
+    backend.bool_trap("all_sum", "int32")
 
 
 # -- on a real cluster ------------------------------------------------------
