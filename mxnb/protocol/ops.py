@@ -7,6 +7,7 @@ ranks exchange before data moves (a few hundred bytes, never the data).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,13 +68,19 @@ class Meta:
     dtype: str
 
     def encode(self) -> np.ndarray:
-        v = np.full(WIDTH, -1, dtype=np.int64)
-        v[0] = _META_OPS.index(self.op)
+        # every op encodes once; a loop repeats a few signatures, so their
+        # vectors are made once and copied (issue 18: ~3 us less per op)
+        v = _template(self.op, self.dtype, self.shape).copy()
         v[1] = self.seq
-        v[2] = DTYPES.index(self.dtype) if self.dtype in DTYPES else -2
-        v[3] = len(self.shape)
-        v[4 : 4 + min(len(self.shape), MAX_NDIM)] = self.shape[:MAX_NDIM]
         return v
+
+    @staticmethod
+    def same_call(mine: np.ndarray, theirs: np.ndarray) -> bool:
+        """Whether ``theirs`` (one row or several) says exactly what ``mine`` says,
+        sequence number included: the common case, told without decoding
+        (comparing bytes: a tenth of NumPy's elementwise compare on 14 numbers)."""
+        ours = mine.tobytes()
+        return theirs.tobytes() == ours * (theirs.size // mine.size)
 
     @classmethod
     def decode(cls, v: np.ndarray) -> Meta:
@@ -81,3 +88,14 @@ class Meta:
         dtype = DTYPES[int(v[2])] if 0 <= v[2] < len(DTYPES) else "?"
         shape = tuple(int(x) for x in v[4 : 4 + min(ndim, MAX_NDIM)])
         return cls(_META_OPS[int(v[0])], int(v[1]), shape, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _template(op: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    v = np.full(WIDTH, -1, dtype=np.int64)
+    v[0] = _META_OPS.index(op)
+    v[2] = DTYPES.index(dtype) if dtype in DTYPES else -2
+    v[3] = len(shape)
+    v[4 : 4 + min(len(shape), MAX_NDIM)] = shape[:MAX_NDIM]
+    v.flags.writeable = False
+    return v

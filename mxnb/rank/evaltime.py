@@ -86,6 +86,9 @@ class EvalTimer:
 
     def _settle(self, entry: _Untimed, note: str | None, **timing: Any) -> None:
         entry.meta.update(timing, eval_note=note)
+        self._forget(entry)
+
+    def _forget(self, entry: _Untimed) -> None:
         self.pending.pop(id(entry.meta), None)
         if self.by_result.get(entry.key) is entry:
             del self.by_result[entry.key]
@@ -105,18 +108,30 @@ class EvalTimer:
     def _on_eval(
         self, arrays: Sequence[Any], seconds: float, entry: str, check_s: float | None
     ) -> None:
-        from mxnb.rank.entries import ENTRY_NAMES
-
-        given = {id(a): a for a in arrays}
-        hits = [e for key, a in given.items() if (e := self.by_result.get(key)) and e.ref() is a]
-        by = ENTRY_NAMES.get(entry, entry)
-        for e in hits:
-            if entry == "mx.async_eval":
+        if len(arrays) > 1:  # each array once, as given
+            arrays = list({id(a): a for a in arrays}.values())
+        by_result = self.by_result
+        hits = []
+        for a in arrays:
+            e = by_result.get(id(a))
+            if e is not None and e.ref() is a:
+                hits.append(e)
+        by = _entry_names().get(entry, entry)
+        if entry == "mx.async_eval":
+            for e in hits:
                 self._settle(e, "async", eval_by=by)
-            else:
-                self._settle(e, None, eval_s=seconds, eval_by=by, eval_ops=len(hits),
-                             eval_arrays=len(given), check_s=check_s)  # fmt: skip
-        _mark_unordered([e.meta for e in hits])
+        else:
+            timing = {
+                "eval_s": seconds, "eval_by": by, "eval_ops": len(hits),
+                "eval_arrays": len(arrays), "check_s": check_s, "eval_note": None,
+            }  # fmt: skip
+            for e in hits:
+                e.meta.update(timing)
+                self._forget(e)
+        if len(hits) > 1:
+            _mark_unordered([e.meta for e in hits])
+        if not self.pending:  # the common case: this evaluation ran every op there was
+            return
         rest = list(self.pending.values())
         for e in rest[:-MAX_FOLLOW]:
             self._settle(e, "unknown")
@@ -137,6 +152,12 @@ class EvalTimer:
                 self._settle(e, "indirect" if self.evaluated(out) else "lazy")
         self.pending.clear()
         self.by_result.clear()
+
+
+def _entry_names() -> dict[str, str]:
+    from mxnb.rank.entries import ENTRY_NAMES  # (entries imports this module)
+
+    return ENTRY_NAMES
 
 
 def _channel(m: dict[str, Any]) -> tuple[Any, ...]:

@@ -194,6 +194,18 @@ class Hooks:
         self.observers: tuple[Observer, ...] = ()
         self.seq = 0
         self._originals: dict[str, Callable[..., Any]] = {}
+        #: resolved sites with their source line: a loop calls from the same few
+        self._sites: dict[RawSite, CallSite] = {}
+
+    def site_of(self, raw: RawSite) -> CallSite:
+        """:func:`resolve`, with the line's source read once per site."""
+        site = self._sites.get(raw)
+        if site is None:
+            if len(self._sites) > 4096:
+                self._sites.clear()
+            site = resolve(raw)
+            site = self._sites[raw] = site._replace(source=site.code)
+        return site
 
     def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         hooks = self
@@ -211,7 +223,7 @@ class Hooks:
                 result = real(*args, **kwargs)
                 logger.logged(token, result)  # type: ignore[union-attr]
                 return result
-            call = OpCall(name, args, kwargs, seq, resolve(site))
+            call = OpCall(name, args, kwargs, seq, hooks.site_of(site))
             for obs in observers:
                 obs.before(call)
             result = call.result = real(*args, **kwargs)

@@ -162,8 +162,7 @@ class Recorder:
             self.dropped += 1
 
     def _record(self, call: hooks.OpCall, t0: float, t1: float) -> Record:
-        import mlx.core as mx
-
+        array = _mx_array()
         op = call.op
         info = self.groups.of(call.kwargs.get("group"))
         grank = info.ranks.index(self.groups.rank)
@@ -186,10 +185,10 @@ class Recorder:
         }
         if op == "recv":
             meta["in"] = None
-        elif isinstance(x, mx.array):
+        elif isinstance(x, array):
             meta["in"] = {"shape": list(x.shape), "dtype": check.dtype_name(x.dtype)}
         rec = Record(meta)
-        if isinstance(out, mx.array):
+        if isinstance(out, array):
             meta["out"] = {"shape": list(out.shape), "dtype": check.dtype_name(out.dtype)}
         sides = {"after": out}
         if op == "recv":
@@ -200,7 +199,7 @@ class Recorder:
             sides["before"] = x
         keep = self.kept_ops < MAX_VALUE_OPS
         for side, a in sides.items():
-            if not isinstance(a, mx.array):
+            if not isinstance(a, array):
                 rec.states[side] = "none"
             elif not keep or self.held + a.nbytes > MAX_HELD_BYTES:
                 rec.states[side] = "limit"
@@ -294,3 +293,16 @@ def collect(rec: Recorder, groups: Groups) -> TraceReport:
         "rank": rank, "size": size, "enabled": done["enabled"], "kept": done["kept"],
         "cell": True, "ops": ops, "groups": memberships, "dropped": done["dropped"],
     }  # fmt: skip
+
+
+def _mx_array() -> Any:
+    """MLX's array type, without an import statement on every op."""
+    global _ARRAY
+    if _ARRAY is None:
+        import mlx.core as mx
+
+        _ARRAY = mx.array
+    return _ARRAY
+
+
+_ARRAY: Any = None
