@@ -24,12 +24,9 @@ class ClusterStatus:
     def __str__(self) -> str:
         if not self.running:
             return "mxdist: no cluster running"
-        from mxnb.protocol.wording import ranks_text
+        from mxnb.protocol.wording import hosts_text
 
-        by_host: dict[str, list[int]] = {}
-        for rank, host in enumerate(self.hosts):
-            by_host.setdefault(host, []).append(rank)
-        hosts = ", ".join(f"{h} ({ranks_text(r)})" for h, r in by_host.items())
+        hosts = hosts_text(dict(enumerate(self.hosts)))
         placed = "" if self.placed_by == "this host" else f"  placed by: {self.placed_by}\n"
         return (
             f"mxdist: {self.n} ranks, backend {self.backend}, mlx {self.mlx_version}\n"

@@ -146,3 +146,4 @@ class TraceReport(TypedDict):
     ops: list[OpTrace]
     groups: dict[str, list[int]]  # label -> world ranks of each group this rank is in
     dropped: int
+    host: str  # the rank's hostname

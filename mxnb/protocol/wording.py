@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["group_text", "op_text", "ranks_text", "shape_text", "typed_text"]
+__all__ = ["group_text", "hosts_text", "op_text", "ranks_text", "shape_text", "typed_text"]
 
 
 def ranks_text(ranks: Iterable[int]) -> str:
@@ -60,3 +60,11 @@ def group_text(label: str, ranks: Sequence[int]) -> str:
     if label == "world":
         return f"world ({ranks_text(ranks)})"
     return f"{label} (world {ranks_text(ranks)})"
+
+
+def hosts_text(hosts: dict[int, str]) -> str:
+    """``node1 (ranks 0, 1), node2 (ranks 2, 3)``: which ranks run where (rank -> host)."""
+    by_host: dict[str, list[int]] = {}
+    for rank in sorted(hosts):
+        by_host.setdefault(hosts[rank], []).append(rank)
+    return ", ".join(f"{h} ({ranks_text(r)})" for h, r in by_host.items())

@@ -29,6 +29,7 @@ kernel asks for them (:meth:`Recorder.collect`), so an unviewed trace costs litt
 from __future__ import annotations
 
 import copy
+import socket
 import threading
 import time
 import weakref
@@ -278,9 +279,10 @@ def collect(rec: Recorder, groups: Groups) -> TraceReport:
     """The last finished cell's trace on this rank, values encoded (run via apply)."""
     rank, size = groups.rank, len(groups.world.ranks)
     done = rec.finished
+    host = socket.gethostname()
     if done is None:
         return {"rank": rank, "size": size, "enabled": rec.enabled, "kept": rec.keep,
-                "cell": False, "ops": [], "groups": {}, "dropped": 0}  # fmt: skip
+                "cell": False, "ops": [], "groups": {}, "dropped": 0, "host": host}  # fmt: skip
     finish_reads(done["records"])
     ops: list[OpTrace] = []
     for r in done["records"]:
@@ -292,6 +294,7 @@ def collect(rec: Recorder, groups: Groups) -> TraceReport:
     return {
         "rank": rank, "size": size, "enabled": done["enabled"], "kept": done["kept"],
         "cell": True, "ops": ops, "groups": memberships, "dropped": done["dropped"],
+        "host": host,
     }  # fmt: skip
 
 

@@ -192,6 +192,8 @@ class Trace:
     def __init__(self, reports: list[TraceReport]) -> None:
         self.reports = sorted(reports, key=lambda r: r["rank"])
         self.ranks = [r["rank"] for r in self.reports]
+        #: rank -> hostname, as each rank said (absent from older reports)
+        self.hosts = {r["rank"]: r["host"] for r in self.reports if r.get("host")}
         self.nranks = max((r["size"] for r in self.reports), default=0)
         self.enabled = all(r.get("enabled", True) for r in self.reports)
         self.kept = any(r.get("kept", False) for r in self.reports)

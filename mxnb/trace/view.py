@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
-from mxnb.protocol.wording import ranks_text, shape_text
+from mxnb.protocol.wording import hosts_text, ranks_text, shape_text
 from mxnb.trace.provenance import Provenance, provenance
 from mxnb.trace.text import count, describe_value, timing_text
 from mxnb.trace.timeline import LANE_STATES, Fold, Timeline, timeline, worst
@@ -124,6 +124,8 @@ class TraceView:
     steps: list[StepView]
     notes: list[str] = field(default_factory=list)  # what was not recorded
     timeline: Timeline = field(default_factory=lambda: Timeline([], []))
+    #: rank -> host, when the ranks ran on more than one host (else empty)
+    hosts: dict[int, str] = field(default_factory=dict)
 
     def text(self, limit: int | None = None) -> str:
         """The plain-text summary: the widget's and the picture's ``text/plain`` fallback.
@@ -292,6 +294,9 @@ def trace_view(trace: Trace) -> TraceView:
     else:
         n = len(trace.steps)
         headline = f"mxnb trace: {n} op{'s' if n != 1 else ''} on {ranks_text(trace.ranks)}"
+    hosts = trace.hosts if len(set(trace.hosts.values())) > 1 else {}
+    if hosts and trace.enabled:
+        headline += f", on {len(set(hosts.values()))} hosts: {hosts_text(hosts)}"
     steps = [_step(s) for s in trace.steps]
     return TraceView(
         ranks=list(range(trace.nranks)) or list(trace.ranks),
@@ -304,4 +309,5 @@ def trace_view(trace: Trace) -> TraceView:
             f"(rank {r}: {n} more ops not recorded: trace limit)" for r, n in trace.dropped.items()
         ]
         + ([KEPT_NOTE] if trace.kept else []),
+        hosts=hosts,
     )

@@ -168,6 +168,8 @@ def widget_state(view: TraceView) -> dict[str, Any]:
     return {
         "ranks": view.ranks,
         "reported": view.reported,
+        # each lane's host when the ranks span hosts ("" for none): shown by its chip
+        "hosts": [view.hosts.get(r, "") for r in view.ranks],
         "enabled": view.enabled,
         "headline": view.headline,
         # enough to recognise the text output shown before the widget, without a copy of it

@@ -66,3 +66,24 @@ def test_the_picture_draws_the_view_model():
     from_view, layout = render(trace_view(t))
     assert np.array_equal(np.asarray(from_trace), np.asarray(from_view))
     assert set(layout.ops) == {1, 2}
+
+
+def test_ranks_on_several_hosts_are_placed_in_every_view():
+    """Where the ranks ran is said once, in the headline every view starts with, and
+    the widget puts each host under its rank; on one host nothing is added."""
+    code = "y = mx.distributed.all_sum(x)"
+    reports = [
+        {**report(r, [op(1, "all_sum", r, X[r], GOOD, n=3, code=code)], n=3),
+         "host": "node1" if r < 2 else "node2"}
+        for r in range(3)
+    ]  # fmt: skip
+    view = trace_view(Trace(reports))
+    assert (
+        view.headline
+        == "mxnb trace: 1 op on ranks 0-2, on 2 hosts: node1 (ranks 0, 1), node2 (rank 2)"
+    )
+    assert view.text().startswith(view.headline)
+    assert widget_state(view)["hosts"] == ["node1", "node1", "node2"]
+    one = trace_view(Trace([{**rep, "host": "vm"} for rep in reports]))
+    assert one.headline == "mxnb trace: 1 op on ranks 0-2" and one.hosts == {}
+    assert widget_state(one)["hosts"] == ["", "", ""]

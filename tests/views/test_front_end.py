@@ -207,3 +207,18 @@ def test_the_front_ends_rank_ranges_are_worded_as_everywhere_else(show):
     cases = [[0], [0, 1], [0, 1, 2], [0, 2, 3], [1, 2, 3, 4], [0, 1, 3], [5, 6, 7, 8, 9]]
     got = page.evaluate("cs => cs.map(c => window.mxnbModule.wording.ranksText(c))", cases)
     assert got == [ranks_text(c) for c in cases]
+
+
+def test_ranks_on_several_hosts_carry_their_host_under_the_chip(show):
+    assert show(lesson()).locator(".mxnb-host").count() == 0  # one host: no host line
+    reps = [
+        {**report(r, [op(1, "all_sum", r, X[r], SUM, n=N, line=2)], n=N),
+         "host": "node1" if r < 2 else "node2"}
+        for r in range(N)
+    ]  # fmt: skip
+    page = show(Trace(reps))
+    hosts = page.locator(".mxnb-rankchip .mxnb-host").all_inner_texts()
+    assert hosts == ["node1", "node1", "node2", "node2"]
+    chip = page.locator(".mxnb-rankchip.mxnb-row-3")
+    assert chip.inner_text().split() == ["rank", "3", "node2"]
+    assert "on 2 hosts: node1 (ranks 0, 1), node2 (ranks 2, 3)" in page.content()

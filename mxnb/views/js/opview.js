@@ -139,6 +139,8 @@ function opView(data, steps, ctx, view, onPoint) {
     const chip = el("div", "mxnb-rankchip", `rank ${r}`);
     chip.style.background = ctx.rankColor(r);
     chip.style.color = ctx.inkOnRank(r);
+    const host = (data.hosts || [])[data.ranks.indexOf(r)];
+    if (host) chip.appendChild(el("div", "mxnb-host", host)); // ranks on several hosts
     const row = [chip];
     const cls = `mxnb-row mxnb-row-${r}`;
     if (!p) {
