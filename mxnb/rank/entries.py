@@ -50,7 +50,8 @@ ENTRY_NAMES.update({f"np.{name}": "conversion to NumPy" for name in _NUMPY_ENTRI
 
 #: ``fn(arrays, seconds, entry, check_s)``, called after each outermost evaluation;
 #: ``check_s``: what completing mxnb's checks took just before it (None: checks off).
-EvalListener = Callable[[Sequence[Any], float, str, float | None], None]
+#: ``seconds`` is None when those checks were interrupted and MLX never ran.
+EvalListener = Callable[[Sequence[Any], float | None, str, float | None], None]
 
 
 class EvalWatcher(Protocol):
@@ -120,7 +121,12 @@ class EvalEntries:
                 finally:
                     watcher.in_eval = None
             t0 = time.perf_counter()
-            watcher.before_eval(arrays, name)
+            try:
+                watcher.before_eval(arrays, name)
+            except BaseException:  # interrupted while mxnb's check waited: MLX never ran
+                for fn in list(listeners):
+                    fn(arrays, None, name, time.perf_counter() - t0)
+                raise
             try:
                 t1 = time.perf_counter()
                 out = real(*args, **kwargs)

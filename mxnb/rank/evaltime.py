@@ -41,7 +41,7 @@ __all__ = ["MAX_FOLLOW", "NOTES", "EvalTimer"]
 #: recent); older ones are given up as "unknown" rather than mistimed later.
 MAX_FOLLOW = 32
 #: What an untimed op's ``eval_note`` means.
-NOTES = ("indirect", "async", "lazy", "unknown")
+NOTES = ("indirect", "async", "lazy", "unknown", "interrupted")
 
 
 @dataclass(eq=False)
@@ -94,10 +94,15 @@ class EvalTimer:
             del self.by_result[entry.key]
 
     def on_eval(
-        self, arrays: Sequence[Any], seconds: float, entry: str, check_s: float | None = None
+        self,
+        arrays: Sequence[Any],
+        seconds: float | None,
+        entry: str,
+        check_s: float | None = None,
     ) -> None:
         """The listener: an evaluation of ``arrays`` took ``seconds`` (entry point
-        ``entry``), after ``check_s`` of completing mxnb's checks."""
+        ``entry``), after ``check_s`` of completing mxnb's checks; ``seconds`` None:
+        interrupted during those checks, before MLX ran."""
         if not self.pending:
             return
         try:
@@ -106,7 +111,7 @@ class EvalTimer:
             pass
 
     def _on_eval(
-        self, arrays: Sequence[Any], seconds: float, entry: str, check_s: float | None
+        self, arrays: Sequence[Any], seconds: float | None, entry: str, check_s: float | None
     ) -> None:
         if len(arrays) > 1:  # each array once, as given
             arrays = list({id(a): a for a in arrays}.values())
@@ -117,7 +122,10 @@ class EvalTimer:
             if e is not None and e.ref() is a:
                 hits.append(e)
         by = _entry_names().get(entry, entry)
-        if entry == "mx.async_eval":
+        if seconds is None:  # the evaluation never started: its check was interrupted
+            for e in hits:
+                self._settle(e, "interrupted", eval_by=by, check_s=check_s)
+        elif entry == "mx.async_eval":
             for e in hits:
                 self._settle(e, "async", eval_by=by)
         else:

@@ -139,7 +139,9 @@ class Recorder:
                         continue
                     rec.handles[side] = h  # the cell holds it: holding it too costs nothing
                 if not is_evaluated(h):  # never raises: a failed look counts as lazy
-                    rec.states[side] = "lazy"
+                    # an evaluation whose check was interrupted was under way, not skipped
+                    stuck = rec.meta.get("eval_note") == "interrupted" and side == "after"
+                    rec.states[side] = "in_flight" if stuck else "lazy"
                     del rec.handles[side]
         self.finished = {"enabled": self.enabled, "kept": self.keep, "records": self.records,
                          "dropped": self.dropped}  # fmt: skip
@@ -215,7 +217,7 @@ class Recorder:
         return rec
 
     def on_eval(
-        self, arrays: Sequence[Any], seconds: float, entry: str, check_s: float | None = None
+        self, arrays: Sequence[Any], seconds: float | None, entry: str, check_s: float | None = None
     ) -> None:
         """Evaluation listener (:mod:`mxnb.rank.entries`): time the ops it ran."""
         self.timer.on_eval(arrays, seconds, entry, check_s)

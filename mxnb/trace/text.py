@@ -43,6 +43,7 @@ UNTIMED_TEXT = {
     "async": "not timed: mx.async_eval returns before the transfer ends",
     "lazy": "not evaluated",
     "stopped": "not timed: the ranks were stopped",
+    "interrupted": "interrupted while mxnb's check waited for the other ranks; MLX never ran it",
     "unknown": "not timed",
 }
 

@@ -339,6 +339,14 @@ def test_a_stalled_viz_cell_shows_what_ran_when_the_ranks_are_kept(run, nranks, 
     trace = mxnb.last_trace()
     assert [s.op for s in trace.steps] == ["all_sum"]  # called, never completed
     assert 1 not in trace.steps[0].ranks
+    # the ranks that waited were interrupted inside it: in flight, not skipped
+    from mxnb.trace.view import trace_view
+
+    lanes = trace_view(trace).steps[0].lanes
+    assert lanes == {r: "missing" if r == 1 else "in_flight" for r in range(nranks)}, lanes
+    m = trace.steps[0].ranks[0]
+    assert m["eval_note"] == "interrupted" and m["check_s"] > 0
+    assert "interrupted while mxnb's check waited for the other ranks" in trace.text()
 
 
 # -- what the notebook shows while a cell runs, and after a hang ---------------------
