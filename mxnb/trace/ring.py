@@ -60,6 +60,10 @@ class RingRound:
     #: rank -> chunk -> the ranks whose input that chunk already holds, in order
     holders: dict[int, list[list[int]]] = field(default_factory=dict)
 
+    def name(self, ranks: int) -> str:
+        """``reduce-scatter round 2 of 3``, on a ring of ``ranks``."""
+        return f"{self.phase} round {self.number} of {ranks - 1}"
+
 
 @dataclass
 class RingReplay:
@@ -77,11 +81,28 @@ class RingReplay:
         last = self.rounds[-1].after if self.rounds else self.start
         return np.concatenate([c for c in last[rank] if c is not None])
 
+    def titles(self) -> list[str]:
+        """What each stage shows, the start first: one wording for the widget's ring
+        mode, ``mxnb.ring_steps``' picture and this replay's text."""
+        n = len(self.ranks)
+        own = (
+            f", cut into {n} chunks"
+            if self.op == "all_sum"
+            else " is the chunk with its own number"
+        )
+        out = [f"start: each rank's input{own}"]
+        for rnd in self.rounds:
+            verb = "adds it to its own" if rnd.phase == "reduce-scatter" else "keeps it"
+            out.append(
+                f"{rnd.name(n)}: every rank sends one chunk to its right neighbour, which {verb}"
+            )
+        return out
+
     def text(self) -> str:
         n = len(self.ranks)
         lines = [f"{self.op} on a ring of {n} ranks: {HONESTY}"]
         for rnd in self.rounds:
-            lines.append(f"{rnd.phase} round {rnd.number} of {n - 1}:")
+            lines.append(f"{rnd.name(n)}:")
             for p in rnd.passes:
                 verb = "adds it to its own" if p.combine == "add" else "keeps it"
                 lines.append(

@@ -41,17 +41,9 @@ class Stage:
 
 
 def _stages(replay: RingReplay) -> list[Stage]:
-    n = len(replay.ranks)
-    own = (
-        f", cut into {n} chunks" if replay.op == "all_sum" else " is the chunk with its own number"
-    )
-    out = [Stage(f"start: each rank's input{own}", replay.start, replay.start_holders, {})]
-    for rnd in replay.rounds:
-        verb = "adds it to its own" if rnd.phase == "reduce-scatter" else "keeps it"
-        title = (
-            f"{rnd.phase} round {rnd.number} of {n - 1}: every rank sends one chunk to "
-            f"its right neighbour, which {verb}"
-        )
+    titles = replay.titles()
+    out = [Stage(titles[0], replay.start, replay.start_holders, {})]
+    for rnd, title in zip(replay.rounds, titles[1:], strict=True):
         arrived = {(p.dst, p.chunk): p.src for p in rnd.passes}
         out.append(Stage(title, rnd.after, rnd.holders, arrived))
     return out

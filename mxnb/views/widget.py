@@ -97,6 +97,7 @@ def _ring(ring: RingReplay | None) -> dict[str, Any] | None:
         "ranks": ring.ranks,
         "honesty": HONESTY,
         "key": KEY,
+        "titles": ring.titles(),
         "start": held(ring.start),
         "start_holders": [ring.start_holders[r] for r in ring.ranks],
         "rounds": [

@@ -176,6 +176,9 @@ def test_the_ring_algorithm_steps_through_the_ranks_data(show):
     for _ in range(5):
         page.keyboard.press("ArrowDown")
     assert "step 6 of 6: all-gather round 3 of 3" in page.locator(".mxnb-ring-step").inner_text()
+    # worded as the still picture words it (one wording, from the ring model)
+    titles = lesson().ring(1).titles()
+    assert page.locator(".mxnb-ring-step").inner_text() == f"step 6 of 6: {titles[6]}"
     for r in range(N):
         held = page.locator(f".mxnb-chunk[data-rank='{r}'] .mxnb-chunk-values").all_inner_texts()
         assert held == numbers(SUM)

@@ -25,9 +25,7 @@ function ringView(data, step, ctx, k, onRound) {
   slider.value = k;
   slider.oninput = () => onRound(Number(slider.value));
   const rnd = k > 0 ? ring.rounds[k - 1] : null;
-  const what = rnd
-    ? `${rnd.phase} round ${rnd.number} of ${n - 1}`
-    : `start: each rank's input cut into ${n} chunks`;
+  const what = ring.titles[k]; // worded once, by the ring model
   bar.append(prev, slider, next, el("span", "mxnb-ring-step", `step ${k} of ${last}: ${what}`));
   root.append(bar, el("div", "mxnb-ring-honesty", `${ring.honesty}. ${ring.key}`));
   const held = k === 0 ? ring.start : rnd.held;
