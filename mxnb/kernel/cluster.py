@@ -134,6 +134,11 @@ class MxCluster(HasTraits):
         by_rank = {r["rank"]: r["pid"] for r in self._ranks}
         return [by_rank[r] for r in ranks]
 
+    def spread(self) -> dict[int, str]:
+        """rank -> host when the ranks run on more than one host, else empty."""
+        hosts = {r["rank"]: r["host"] for r in self._ranks}
+        return hosts if len(set(hosts.values())) > 1 else {}
+
     def ask_probes(self, ranks: list[int] | None = None) -> dict[int, ProbeReply | None]:
         """Where each rank is, from its probe (None: it did not answer)."""
         chosen = set(ranks) if ranks is not None else None

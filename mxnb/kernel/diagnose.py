@@ -181,8 +181,10 @@ def diagnose(
     now: float | None = None,
     grace: float = 1.5,
     hints: bool = False,
+    hosts: dict[int, str] | None = None,
 ) -> Diagnosis:
-    """``status`` per rank: "done", "failed" or "running".
+    """``status`` per rank: "done", "failed" or "running"; ``hosts``: rank -> host,
+    given when the ranks span hosts, so that each rank's line says where it runs.
 
     Without ``hints`` only definite causes are named (the watcher acts on
     them and may stop the job); with ``hints`` (after a timeout or an
@@ -191,7 +193,10 @@ def diagnose(
     now = time.time() if now is None else now
     d = Diagnosis(states=dict(states), status=dict(status), now=now)
     for rank in sorted(status):
-        d.lines.append(_describe_rank(rank, states.get(rank), status[rank]))
+        line = _describe_rank(rank, states.get(rank), status[rank])
+        if hosts and rank in hosts:  # "rank 3 on node2: finished the cell"
+            line = line.replace(f"rank {rank}:", f"rank {rank} on {hosts[rank]}:", 1)
+        d.lines.append(line)
     running = [r for r in status if status[r] == "running"]
     checks: dict[int, dict[str, Any]] = {}
     for rank in running:

@@ -57,7 +57,7 @@ class HangWatch:
             self.live.update(wait_graph(states, status), elapsed)
         if elapsed < self.grace:
             return None
-        d = diagnose(states, status, grace=self.grace)
+        d = diagnose(states, status, grace=self.grace, hosts=self.cluster.spread())
         if d.cause:
             self.diagnosis = d
             return "stall"
@@ -133,7 +133,7 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
         return Settlement(report, note, True)
     if diagnosis is None:
         states = cluster.ask_probes()
-        diagnosis = diagnose(states, _status(result), grace=0.0, hints=True)
+        diagnosis = diagnose(states, _status(result), grace=0.0, hints=True, hosts=cluster.spread())
     running = [o.rank for o in result.outcomes if not o.done]
     cluster.interrupt(running)
     run.wait(INTERRUPT_GRACE)

@@ -81,6 +81,23 @@ def test_collective_missing_on_finished_rank():
     )
 
 
+def test_ranks_on_several_hosts_say_where_they_run():
+    ranks = (0, 1, 2)
+    g = "world (ranks 0-2)"
+    states = {
+        0: waiting_in(op(1, "all_sum", check="pending", group=g, ranks=ranks)),
+        1: waiting_in(op(1, "all_sum", check="pending", group=g, ranks=ranks)),
+        2: finished([]),
+    }
+    status = {0: "running", 1: "running", 2: "done"}
+    hosts = {0: "node1", 1: "node1", 2: "node2"}
+    d = diagnose(states, status, now=100, hosts=hosts)
+    assert d.lines[0].startswith("rank 0 on node1: waiting for peers in all_sum #1")
+    assert d.lines[2] == "rank 2 on node2: finished the cell"
+    assert d.cause is not None and d.cause.startswith("rank 2 finished the cell")
+    assert diagnose(states, status, now=100).lines[2] == "rank 2: finished the cell"
+
+
 def test_collective_that_the_finished_rank_did_call_is_not_blamed():
     """A rank still computing after a completed all_sum is not a hang."""
     states = {

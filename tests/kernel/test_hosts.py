@@ -169,6 +169,8 @@ def test_a_checked_hang_is_diagnosed_and_the_ranks_kept(ip: Any, magics: Any, sp
     text = failure(ip, "x = 7\nif rank != 3:\n    print(mx.distributed.all_sum(mx.ones(2)))")
     assert time.monotonic() - t0 < 15
     assert "Likely cause: rank 3 finished the cell without calling all_sum" in text
+    assert "rank 3 on node2: finished the cell" in text  # each rank's line says where
+    assert "rank 0 on node1: waiting for the other ranks" in text
     assert "the cluster is ready for the next cell (variables kept)" in text
     assert magics.cluster.profile_dir == profile
     assert mxnb.pull("x") == [7, 7, 7, 7]
