@@ -23,7 +23,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,19 @@ class Hosts:
     def env(self) -> dict[str, str]:
         return {"PRTE_MCA_plm_ssh_agent": self.agent}
 
-    def processes(self) -> dict[str, list[int]]:
-        """Per host, the processes in its network namespace (the holder excepted)."""
+    def wait_empty(self, timeout: float = 15.0, keep: Iterable[int] = ()) -> dict[str, list[int]]:
+        """Wait until nothing runs on any host but ``keep`` (daemons of the test's own);
+        returns what is left, per host that still has something."""
+        deadline = time.monotonic() + timeout
+        left = self.processes(keep)
+        while any(left.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = self.processes(keep)
+        return {h: pids for h, pids in left.items() if pids}
+
+    def processes(self, keep: Iterable[int] = ()) -> dict[str, list[int]]:
+        """Per host, the processes in its network namespace (the holder and ``keep`` excepted)."""
+        kept = set(keep)
         inode = {}
         for h in self.hosts:
             inode[os.stat(f"/proc/{h.pid}/ns/net").st_ino] = h
@@ -110,7 +122,7 @@ class Hosts:
             except OSError:
                 continue
             h = inode.get(ino)
-            if h is not None and p.pid != h.pid:
+            if h is not None and p.pid != h.pid and p.pid not in kept:
                 found[h.name].append(p.pid)
         return found
 

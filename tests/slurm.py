@@ -75,6 +75,8 @@ PartitionName=mxnb Nodes={names} Default=YES MaxTime=INFINITE State=UP
 class Slurm:
     dir: str
     conf: str
+    #: the slurmd on each host: they stay while jobs come and go
+    daemons: list[int]
 
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": self.conf}
@@ -138,7 +140,7 @@ def slurm_on(hosts: Hosts, cpus: int = 2) -> Iterator[Slurm]:
             procs.append(_start(
                 ["nsenter", "-t", str(h.pid), "--net", "--uts", "--mount", "--",
                  "slurmd", "-D", "-N", h.name, "-f", conf], env))  # fmt: skip
-        slurm = Slurm(dir=d, conf=conf)
+        slurm = Slurm(dir=d, conf=conf, daemons=[p.pid for p in procs[2:]])
         deadline = time.monotonic() + 40
         states = ""
         while time.monotonic() < deadline:

@@ -131,36 +131,27 @@ def _route(hosts: list[str], where: str) -> str:
     return chosen.pop()
 
 
-def _slurm_hosts() -> list[str]:
-    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "")
-    scontrol = shutil.which("scontrol")
-    if not nodelist:
-        return []
-    if scontrol is None:
-        return nodelist.split(",")
-    out = subprocess.run(
-        [scontrol, "show", "hostnames", nodelist],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        stdin=subprocess.DEVNULL,
-    )
-    return out.stdout.split() or nodelist.split(",")
-
-
-def _slurm_node_address(node: str) -> str:
-    """The address Slurm itself reaches ``node`` at (its NodeAddr), when DNS has none."""
+def _scontrol(*args: str) -> str:
+    """What Slurm's ``scontrol`` prints ("" where it is not installed)."""
     scontrol = shutil.which("scontrol")
     if scontrol is None:
         return ""
     out = subprocess.run(
-        [scontrol, "show", "node", node],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        stdin=subprocess.DEVNULL,
+        [scontrol, *args], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL
     )
-    for word in out.stdout.split():
+    return out.stdout
+
+
+def _slurm_hosts() -> list[str]:
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "")
+    if not nodelist:
+        return []
+    return _scontrol("show", "hostnames", nodelist).split() or nodelist.split(",")
+
+
+def _slurm_node_address(node: str) -> str:
+    """The address Slurm itself reaches ``node`` at (its NodeAddr), when DNS has none."""
+    for word in _scontrol("show", "node", node).split():
         if word.startswith("NodeAddr="):
             return word.removeprefix("NodeAddr=")
     return ""

@@ -127,13 +127,8 @@ class MxdistSession(Configurable):
         """What new ranks start with; cells switch it only where it must change."""
         self._ranks_checked, self._ranks_bare = True, False
 
-    def _launch(self) -> dict[str, Any]:
-        """The settings a cluster is started with; a change restarts the ranks."""
-        return {"backend": self.backend, "hostfile": self.hostfile, "ip": self.ip,
-                "mpi_args": list(self.mpi_args)}  # fmt: skip
-
     def _new_cluster(self, n: int) -> MxCluster:
-        return MxCluster(n=n, **self._launch())
+        return MxCluster(n=n, **_launch_of(self))
 
     @property
     def running_n(self) -> int | None:
@@ -145,7 +140,7 @@ class MxdistSession(Configurable):
         self.join_background()
         running = self.running_n
         want = n if n is not None else (running or self.ranks)
-        now = self._launch()
+        now = _launch_of(self)
         was = _launch_of(self.cluster) if self.cluster is not None else now
         if running == want and was == now:
             assert self.cluster is not None
@@ -273,9 +268,15 @@ class MxdistSession(Configurable):
         )
 
 
-def _launch_of(cluster: MxCluster) -> dict[str, Any]:
-    return {"backend": cluster.backend, "hostfile": cluster.hostfile, "ip": cluster.ip,
-            "mpi_args": list(cluster.mpi_args)}  # fmt: skip
+#: The settings a cluster is started with, named alike on the session and the
+#: cluster; a change of any restarts the ranks.
+LAUNCH = ("backend", "hostfile", "ip", "mpi_args")
+
+
+def _launch_of(owner: MxdistSession | MxCluster) -> dict[str, Any]:
+    out = {k: getattr(owner, k) for k in LAUNCH}
+    out["mpi_args"] = list(out["mpi_args"])  # a copy: the cluster must not share the session's
+    return out
 
 
 def _where(launch: dict[str, Any]) -> str:

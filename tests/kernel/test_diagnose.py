@@ -66,15 +66,19 @@ def test_send_without_recv_on_a_failed_peer():
     assert d.lines[1] == "rank 1: raised an exception (traceback above)"
 
 
-def test_collective_missing_on_finished_rank():
-    ranks = (0, 1, 2)
-    g = "world (ranks 0-2)"
+def _rank_2_skips_an_all_sum() -> tuple[dict, dict]:
+    """Ranks 0 and 1 wait in all_sum #1 of three ranks; rank 2 finished without it."""
+    ranks, g = (0, 1, 2), "world (ranks 0-2)"
     states = {
         0: waiting_in(op(1, "all_sum", check="pending", group=g, ranks=ranks)),
         1: waiting_in(op(1, "all_sum", check="pending", group=g, ranks=ranks)),
         2: finished([]),
     }
-    d = diagnose(states, {0: "running", 1: "running", 2: "done"}, now=100)
+    return states, {0: "running", 1: "running", 2: "done"}
+
+
+def test_collective_missing_on_finished_rank():
+    d = diagnose(*_rank_2_skips_an_all_sum(), now=100)
     assert d.cause == (
         "rank 2 finished the cell without calling all_sum (collective #1 on world "
         "(ranks 0-2)) that rank 0 waits in; every rank of a group must reach each collective."
@@ -82,14 +86,7 @@ def test_collective_missing_on_finished_rank():
 
 
 def test_ranks_on_several_hosts_say_where_they_run():
-    ranks = (0, 1, 2)
-    g = "world (ranks 0-2)"
-    states = {
-        0: waiting_in(op(1, "all_sum", check="pending", group=g, ranks=ranks)),
-        1: waiting_in(op(1, "all_sum", check="pending", group=g, ranks=ranks)),
-        2: finished([]),
-    }
-    status = {0: "running", 1: "running", 2: "done"}
+    states, status = _rank_2_skips_an_all_sum()
     hosts = {0: "node1", 1: "node1", 2: "node2"}
     d = diagnose(states, status, now=100, hosts=hosts)
     assert d.lines[0].startswith("rank 0 on node1: waiting for peers in all_sum #1")

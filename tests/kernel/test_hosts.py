@@ -32,16 +32,6 @@ pytestmark = [
 ]
 
 
-def wait_empty(hosts: Hosts, timeout: float = 15.0) -> dict[str, list[int]]:
-    """Wait until no process runs on any host; what is left per host."""
-    deadline = time.monotonic() + timeout
-    left = hosts.processes()
-    while any(left.values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = hosts.processes()
-    return {h: p for h, p in left.items() if p}
-
-
 @pytest.fixture(scope="module")
 def hosts(ip: Any, magics: Any) -> Iterator[Hosts]:
     """Two namespace hosts; the shell's cluster as it was is back after this module."""
@@ -70,7 +60,7 @@ def spread(ip: Any, magics: Any, hosts: Hosts) -> Iterator[str]:
     yield hostfile
     ip.run_line_magic("mxdist", "stop")
     magics.hostfile = ""
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}
 
 
 def cell(ip: Any, code: str, line: str = "") -> Any:
@@ -207,7 +197,7 @@ def test_a_hang_inside_mpi_stops_the_job_on_both_hosts(
     assert "--- rank 1 raised ValueError ---" in text
     assert "the MPI job was stopped" in text
     assert magics.cluster is None
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}
     capsys.readouterr()
     cell(ip, "import socket\nprint('fresh', socket.gethostname())")
     out = capsys.readouterr().out
@@ -225,7 +215,7 @@ def test_a_rank_dying_on_another_host_is_named(
     assert time.monotonic() - t0 < 20
     assert "rank 3 was killed by signal 9" in text, text
     assert magics.cluster is None
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}
 
 
 def test_restart_and_stop_leave_nothing_on_any_host(
@@ -237,7 +227,7 @@ def test_restart_and_stop_leave_nothing_on_any_host(
     assert all(set(before[h]).isdisjoint(after[h]) for h in before)
     assert all(len(p) >= 2 for p in after.values()), after  # a daemon and 2 ranks each
     ip.run_line_magic("mxdist", "stop")
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}
     cell(ip, "import socket\nhost = socket.gethostname()")  # the hostfile is kept
     assert mxnb.pull("host") == ["node1", "node1", "node2", "node2"]
     # a cell's own --hostfile: here 2 ranks, both on the first host
@@ -258,7 +248,7 @@ def test_restart_and_stop_leave_nothing_on_any_host(
 def idle(ip: Any, hosts: Hosts) -> None:
     """Nothing running on the hosts: the magic's ranks stopped."""
     ip.run_line_magic("mxdist", "stop")
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}
 
 
 def _fails(hosts: Hosts, hostfile: str, **kw: Any) -> str:
@@ -268,7 +258,7 @@ def _fails(hosts: Hosts, hostfile: str, **kw: Any) -> str:
         c.start()
     assert time.monotonic() - t0 < 30
     assert not c.running and c.profile_dir is None
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}
     return str(info.value)
 
 
@@ -333,7 +323,7 @@ def test_a_killed_kernel_leaves_nothing_on_any_host(hosts: Hosts, idle: None, si
     assert all(len(p) >= 3 for p in hosts.processes().values())
     os.kill(proc.pid, sig)
     proc.wait(timeout=10)
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}
 
 
 def test_a_kernel_shut_down_leaves_nothing_on_any_host(hosts: Hosts, idle: None) -> None:
@@ -354,4 +344,4 @@ def test_a_kernel_shut_down_leaves_nothing_on_any_host(hosts: Hosts, idle: None)
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
-    assert wait_empty(hosts) == {}
+    assert hosts.wait_empty() == {}

@@ -86,24 +86,6 @@ def _salloc(
     )
 
 
-def _wait_empty(hosts: Hosts, timeout: float = 15.0) -> dict[str, list[int]]:
-    deadline = time.monotonic() + timeout
-    left = hosts.processes()
-    while any(left.values()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = hosts.processes()
-    return {h: [p for p in pids if not _is_slurmd(p)] for h, pids in left.items()
-            if [p for p in pids if not _is_slurmd(p)]}  # fmt: skip
-
-
-def _is_slurmd(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip() == "slurmd"
-    except OSError:
-        return True  # gone
-
-
 def _result(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -124,7 +106,7 @@ def test_a_notebook_in_an_allocation_runs_where_slurm_says(slurm: tuple[Hosts, S
     # blocked inside MPI: the job is stopped, and the next cell starts on the nodes again
     assert "the MPI job was stopped" in got["blocked"] and got["lost"]
     assert got["again"] == ["node1", "node1", "node2", "node2"]
-    assert _wait_empty(hosts) == {}
+    assert hosts.wait_empty(keep=s.daemons) == {}
 
 
 def test_an_allocation_smaller_than_n_is_refused_with_what_to_do(slurm: tuple[Hosts, Slurm]):
@@ -139,7 +121,7 @@ def test_an_allocation_smaller_than_n_is_refused_with_what_to_do(slurm: tuple[Ho
     said = done.stdout.partition("RESULT ")[2]
     assert said.startswith("4 ranks do not fit Slurm job "), done.stdout + done.stderr
     assert "which has 2 tasks; use -n 2 or ask Slurm for more (salloc -n N)" in said
-    assert _wait_empty(hosts) == {}
+    assert hosts.wait_empty(keep=s.daemons) == {}
 
 
 KILLED = (
@@ -155,4 +137,4 @@ def test_a_killed_kernel_in_an_allocation_leaves_nothing(slurm: tuple[Hosts, Slu
     hosts, s = slurm
     done = _salloc(s, ["-N2", "-n4"], KILLED)
     assert "('node1', 'node1', 'node2', 'node2')" in done.stdout, done.stdout + done.stderr
-    assert _wait_empty(hosts, 20) == {}
+    assert hosts.wait_empty(20, keep=s.daemons) == {}
