@@ -181,6 +181,14 @@ _HAS_KERNEL = """() => [...document.querySelectorAll('.jp-Toolbar-kernelName')]
     .some(k => /mxnb/.test(k.textContent))"""
 
 
+_SETTLED = """() => {
+    if (document.querySelector('.jp-Dialog')) return true;
+    const name = document.querySelector('.jp-Toolbar-kernelName');
+    const text = name ? name.innerText.trim() : '';
+    return text !== '' && text !== 'No Kernel' && text !== 'Kernel';
+}"""
+
+
 def _dismiss_dialogs(page: Any) -> None:
     """Close a dialog left over from start-up, printing what it said.
 
@@ -351,6 +359,8 @@ def test_every_tutorial_opens_on_its_kernel_without_asking(lab: Lab, browser: An
     shutil.copytree(ROOT / "notebooks", course, ignore=shutil.ignore_patterns("*.py", "img"))
     names = sorted(p.relative_to(course).as_posix() for p in course.rglob("*.ipynb"))
     assert len(names) >= 20
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     asked, kernels = {}, {}
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
@@ -360,7 +370,13 @@ def test_every_tutorial_opens_on_its_kernel_without_asking(lab: Lab, browser: An
             page.wait_for_selector(
                 ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000
             )
-            page.wait_for_timeout(300)  # a dialog would come with the session, before idle
+            # the toolbar names the kernel once the session has one; a dialog asking
+            # for a kernel would come instead. Wait for either (CI once read the
+            # name a moment before the session reached the toolbar).
+            try:
+                page.wait_for_function(_SETTLED, timeout=60_000)
+            except PlaywrightTimeout:
+                pass  # read and report whatever the page shows
             dialog = page.locator(".jp-Dialog")
             if dialog.count():
                 asked[name] = dialog.first.inner_text()[:200]
