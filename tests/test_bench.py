@@ -30,6 +30,7 @@ def test_quick_bench_writes_json(tmp_path):
     names = [r["name"] for r in data["results"]]
     for part in ("widget payload", "warm trivial cell", "cold start", "start-up scaling",
                  "all_sum 1KB, 2 ranks", "all_sum 1MB, 4 ranks", "--bare",
+                 "recording alone (--no-check)",
                  "mxnb kernel (background)", "us of Python before each op",
                  "widget state,", "render in Chromium", "live strip update",
                  "2 ranks, ring, --bare", "ring beside mpi",

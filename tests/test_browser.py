@@ -124,9 +124,30 @@ class Lab:
                 time.sleep(0.5)
         raise RuntimeError("jupyter lab did not answer within {timeout} s")
 
+    def kernels(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """The server's kernels, once none is still starting.
+
+        jupyter_server answers 500 when asked to list a kernel whose start has
+        not finished (its ``last_activity`` is not set yet), and a kernel
+        shut down that early dies in its imports; so wait that window out.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = self.api("kernels")
+                if all(k.get("execution_state") != "starting" for k in found):
+                    return found
+            except urllib.error.HTTPError as e:
+                if e.code != 500 or time.monotonic() > deadline:
+                    raise
+                found = []
+            if time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+
     def stop_kernels(self) -> None:
         """Shut kernels down through the server: that stops their clusters cleanly."""
-        for k in self.api("kernels"):
+        for k in self.kernels():
             self.api(f"kernels/{k['id']}", method="DELETE")
 
     def stop(self) -> None:

@@ -6,19 +6,18 @@ exchange is completed when the op's result is *evaluated*, before MLX moves
 any data.  A disagreement becomes :class:`CommMismatch` on every rank
 involved, naming both sides, instead of garbage, an aborted job or a hang.
 
-Metadata is a fixed vector of int64, so one exchange is a few hundred bytes.
+Metadata is a fixed vector of int64, sent as bytes, so one exchange is a few
+hundred bytes.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from mxnb.errors import CommInterrupted, CommMismatch
-from mxnb.protocol.ops import WIDTH, Meta
+from mxnb.protocol.ops import META_BYTES, Meta
 from mxnb.protocol.wording import op_text, ranks_text, typed_text
 from mxnb.rank.groups import GroupInfo
 
@@ -46,18 +45,17 @@ def dtype_name(dtype: Any) -> str:
     return name
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingCheck:
     """One posted exchange; ``describe`` says what this rank is waiting for."""
 
-    seq: int  # the op's sequence number on this rank (hooks.OpCall.seq)
+    seq: int  # the op's sequence number on this rank (Hooks.seq)
     op: str
     mine: Meta
     mirror: GroupInfo
     peer: int | None  # group rank of the peer, point to point only
     requests: list[Any]
-    buffers: list[np.ndarray]
-    posted: float = field(default_factory=time.monotonic)
+    buffers: list[Any]  # what this rank sent (bytes) and what it receives (bytearray)
 
     def op_text(self) -> str:
         peer = None if self.peer is None else self.mirror.ranks[self.peer]
@@ -76,17 +74,15 @@ def post(op: str, call_seq: int, mine: Meta, mirror: GroupInfo, peer: int | None
     comm = mirror.comm
     out = mine.encode()
     if peer is None:
-        recv = np.empty((comm.Get_size(), WIDTH), dtype=np.int64)
+        recv = bytearray(META_BYTES * len(mirror.ranks))
         reqs = [comm.Iallgather(out, recv)]
-        bufs = [out, recv]
     else:
-        recv = np.empty(WIDTH, dtype=np.int64)
+        recv = bytearray(META_BYTES)
         if op == "send":
             reqs = [comm.Isend(out, dest=peer, tag=TAG_SEND), comm.Irecv(recv, peer, TAG_ACK)]
         else:
             reqs = [comm.Irecv(recv, peer, TAG_SEND), comm.Isend(out, dest=peer, tag=TAG_ACK)]
-        bufs = [out, recv]
-    return PendingCheck(call_seq, op, mine, mirror, peer, reqs, bufs)
+    return PendingCheck(call_seq, op, mine, mirror, peer, reqs, [out, recv])
 
 
 #: Seconds a wait spins on MPI before it starts to yield the core.  The peer's
@@ -138,10 +134,9 @@ def verify(check: PendingCheck) -> None:
     if check.peer is None:
         if Meta.same_call(mine, recv):  # every rank said the same: nothing to decode
             return
-        metas = [Meta.decode(row) for row in recv]
-        message = _collective_problem(metas, m)
+        message = _collective_problem(Meta.decode_all(recv), m)
     else:
-        if Meta.same_call(mine[2:], recv[2:]):  # same dtype and shape on both ends
+        if Meta.same_type(mine, recv):  # same dtype and shape on both ends
             return
         message = _p2p_problem(check.op, check.mine, Meta.decode(recv), m, check.peer)
     if message:

@@ -2,9 +2,10 @@
 
 MLX is lazy: communication happens when an array is evaluated, by
 ``mx.eval``, ``print`` of an array, ``.item()``, conversion to NumPy and the
-like.  Each entry point tells the monitor which arrays are about to be
-evaluated (it completes their checks and notes where the rank waits), and
-tells listeners how long the evaluation took.
+like.  Each entry point tells the rank's op log which arrays are about to be
+evaluated (it completes their checks and notes where the rank waits), and,
+while the trace is timed, how long the evaluation took.  One watcher and no
+list of listeners: this runs on every evaluation (issue 18).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-__all__ = ["ENTRY_NAMES", "EvalEntries", "EvalListener", "EvalWatcher"]
+__all__ = ["ENTRY_NAMES", "EvalEntries", "EvalWatcher"]
 
 #: How an evaluation entry point reads in a report.
 ENTRY_NAMES = {
@@ -48,20 +49,23 @@ _NUMPY_ENTRIES = ("array", "asarray", "asanyarray", "ascontiguousarray", "copy")
 ENTRY_NAMES.update({f"mx.{name}": "saving arrays" for name in _SAVERS})
 ENTRY_NAMES.update({f"np.{name}": "conversion to NumPy" for name in _NUMPY_ENTRIES})
 
-#: ``fn(arrays, seconds, entry, check_s)``, called after each outermost evaluation;
-#: ``check_s``: what completing mxnb's checks took just before it (None: checks off).
-#: ``seconds`` is None when those checks were interrupted and MLX never ran.
-EvalListener = Callable[[Sequence[Any], float | None, str, float | None], None]
-
 
 class EvalWatcher(Protocol):
-    """What an entry point tells first (the rank's :class:`~mxnb.rank.oplog.OpLog`)."""
+    """What an entry point tells (the rank's :class:`~mxnb.rank.oplog.OpLog`)."""
 
     in_eval: Any  # None outside an evaluation
     bare: bool
     checked: bool
+    #: whether ``after_eval`` wants to hear, with clock readings (the trace records)
+    timed: bool
 
     def before_eval(self, arrays: Sequence[Any], entry: str) -> None: ...
+
+    def after_eval(
+        self, arrays: Sequence[Any], seconds: float | None, entry: str, check_s: float | None
+    ) -> None:
+        """``seconds``: the real evaluation alone, None if interrupted before MLX ran;
+        ``check_s``: completing mxnb's checks just before it (None: checks off)."""
 
 
 def _flatten(tree: Any, out: list[Any]) -> list[Any]:
@@ -77,34 +81,17 @@ def _flatten(tree: Any, out: list[Any]) -> list[Any]:
 
 
 class EvalEntries:
-    """MLX's evaluation entry points, wrapped for one watcher and its listeners."""
+    """MLX's evaluation entry points, wrapped for one watcher."""
 
     def __init__(self, watcher: EvalWatcher) -> None:
         self.watcher = watcher
-        #: Empty unless someone listens (the trace recorder, while recording): an
-        #: evaluation then costs one truth test more, and no clock reads.
-        self.listeners: list[EvalListener] = []
         self._originals: list[tuple[Any, str, Any]] = []
-
-    def add_listener(self, fn: EvalListener) -> None:
-        """Call ``fn(arrays, seconds, entry, check_s)`` after each outermost evaluation.
-
-        ``arrays`` are the arrays the entry point was given, ``seconds`` the wall
-        time of the real evaluation alone: since MLX is lazy, that is where
-        communication really happens.  Checks completed before it are not in
-        ``seconds``: their wait is ``check_s``, so a view can show it apart.
-        """
-        if fn not in self.listeners:
-            self.listeners.append(fn)
-
-    def remove_listener(self, fn: EvalListener) -> None:
-        if fn in self.listeners:
-            self.listeners.remove(fn)
 
     def _entry(
         self, name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any] | None]
     ) -> Any:
-        watcher, listeners = self.watcher, self.listeners
+        watcher = self.watcher
+        clock = time.perf_counter
 
         @functools.wraps(real)
         def entry(*args: Any, **kwargs: Any) -> Any:
@@ -114,26 +101,23 @@ class EvalEntries:
             arrays = arrays_of(*args, **kwargs)
             if arrays is None:  # not about MLX arrays (NumPy given its own data)
                 return real(*args, **kwargs)
-            if not listeners:
+            if not watcher.timed:  # no clock readings
                 watcher.before_eval(arrays, name)
                 try:
                     return real(*args, **kwargs)
                 finally:
                     watcher.in_eval = None
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 watcher.before_eval(arrays, name)
             except BaseException:  # interrupted while mxnb's check waited: MLX never ran
-                for fn in list(listeners):
-                    fn(arrays, None, name, time.perf_counter() - t0)
+                watcher.after_eval(arrays, None, name, clock() - t0)
                 raise
             try:
-                t1 = time.perf_counter()
+                t1 = clock()
                 out = real(*args, **kwargs)
-                seconds = time.perf_counter() - t1
-                check_s = t1 - t0 if watcher.checked else None
-                for fn in list(listeners):
-                    fn(arrays, seconds, name, check_s)
+                seconds = clock() - t1
+                watcher.after_eval(arrays, seconds, name, t1 - t0 if watcher.checked else None)
                 return out
             finally:
                 watcher.in_eval = None

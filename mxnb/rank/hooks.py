@@ -1,8 +1,10 @@
 """The seam where ``mx.distributed`` operations are observed on a rank.
 
-Tracing (per-rank array views) and checked communication attach here as
-observers.  The wrappers call the real MLX function unchanged; an observer
-sees each call before it is made and its (still lazy) result after.
+One logger attaches here: the rank's op log (:mod:`mxnb.rank.oplog`), which
+checks ops and hands them to the trace recorder.  The wrappers call the real
+MLX function unchanged; the logger sees each call before it is made and its
+(still lazy) result after.  There is one seam and one per-op record, not a
+list of observers: every object made per op shows in a timed loop (issue 18).
 """
 
 from __future__ import annotations
@@ -118,56 +120,20 @@ def call_site(depth: int = 2, frame: Any = None) -> CallSite | None:
     return resolve(raw_site(frame))
 
 
-class OpCall:
-    """One call of a distributed op, as an observer sees it.
-
-    Made for every op, so a plain class with slots; ``extra`` is where
-    observers leave themselves notes between ``before`` and ``after``.
-    """
-
-    __slots__ = ("args", "extra", "kwargs", "op", "result", "seq", "site")
-
-    def __init__(
-        self,
-        op: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        seq: int,
-        site: CallSite | None = None,
-    ) -> None:
-        self.op = op
-        self.args = args
-        self.kwargs = kwargs
-        self.seq = seq
-        self.site = site
-        self.result: Any = None
-        self.extra: dict[str, Any] = {}
-
-    def arg(self, index: int, name: str) -> Any:
-        """An argument of the MLX call, passed by position or by name."""
-        return self.args[index] if len(self.args) > index else self.kwargs.get(name)
-
-    @property
-    def peer(self) -> int | None:
-        """The group rank sent to (``send``) or received from; None for collectives."""
-        where = PEER_ARG.get(self.op)
-        p = None if where is None else self.arg(*where)
-        return None if p is None else int(p)
-
-    @property
-    def x(self) -> Any:
-        """The input array; ``recv`` has none (only a shape and dtype)."""
-        return None if self.op == "recv" else self.arg(0, "x")
+def op_arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -> Any:
+    """An argument of an MLX call, passed by position or by name."""
+    return args[index] if len(args) > index else kwargs.get(name)
 
 
-class Observer(Protocol):
-    def before(self, call: OpCall) -> None: ...
-
-    def after(self, call: OpCall) -> None: ...
+def op_peer(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """The group rank sent to (``send``) or received from; None for collectives."""
+    where = PEER_ARG.get(op)
+    p = None if where is None else op_arg(args, kwargs, *where)
+    return None if p is None else int(p)
 
 
 class Logger(Protocol):
-    """Sees every op first, without an :class:`OpCall`: the rank's op log.
+    """Sees every op: the rank's op log.
 
     It runs for every op of every cell, so it gets the bare call; ``log``
     may refuse the op by raising, and what it returns is handed back to
@@ -182,55 +148,28 @@ class Logger(Protocol):
 
 
 class Hooks:
-    """The wrapped ops of one rank: who logs and observes them, and how to undo it.
+    """The wrapped ops of one rank: who logs them, and how to undo it.
 
-    The wrappers read the logger and observers from this object on every
-    call; observers are a tuple, replaced when they change, so an op never
-    copies it.
+    The wrappers read the logger from this object on every call.
     """
 
     def __init__(self) -> None:
         self.logger: Logger | None = None
-        self.observers: tuple[Observer, ...] = ()
         self.seq = 0
         self._originals: dict[str, Callable[..., Any]] = {}
-        #: resolved sites with their source line: a loop calls from the same few
-        self._sites: dict[RawSite, CallSite] = {}
-
-    def site_of(self, raw: RawSite) -> CallSite:
-        """:func:`resolve`, with the line's source read once per site."""
-        site = self._sites.get(raw)
-        if site is None:
-            if len(self._sites) > 4096:
-                self._sites.clear()
-            site = resolve(raw)
-            site = self._sites[raw] = site._replace(source=site.code)
-        return site
 
     def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         hooks = self
 
         @functools.wraps(real)
         def op(*args: Any, **kwargs: Any) -> Any:
-            logger, observers = hooks.logger, hooks.observers
-            if logger is None and not observers:
+            logger = hooks.logger
+            if logger is None:
                 return real(*args, **kwargs)
             hooks.seq += 1
-            seq = hooks.seq
-            site = raw_site(sys._getframe(1))
-            token = None if logger is None else logger.log(name, args, kwargs, seq, site)
-            if not observers:  # the op log alone: the common case, kept short
-                result = real(*args, **kwargs)
-                logger.logged(token, result)  # type: ignore[union-attr]
-                return result
-            call = OpCall(name, args, kwargs, seq, hooks.site_of(site))
-            for obs in observers:
-                obs.before(call)
-            result = call.result = real(*args, **kwargs)
-            if logger is not None:
-                logger.logged(token, result)
-            for obs in observers:
-                obs.after(call)
+            token = logger.log(name, args, kwargs, hooks.seq, raw_site(sys._getframe(1)))
+            result = real(*args, **kwargs)
+            logger.logged(token, result)
             return result
 
         op.__mxnb_original__ = real  # type: ignore[attr-defined]
@@ -261,14 +200,6 @@ class Hooks:
             setattr(mx.distributed, name, real)
         self._originals.clear()
 
-    def add_observer(self, obs: Observer) -> None:
-        """Observe every op, after the logger (which may refuse it)."""
-        if obs not in self.observers:
-            self.observers = (*self.observers, obs)
-
-    def remove_observer(self, obs: Observer) -> None:
-        self.observers = tuple(o for o in self.observers if o is not obs)
-
     def set_logger(self, logger: Logger | None) -> None:
-        """The op log (``None``: none); it sees each op before any observer."""
+        """The op log (``None``: ops go straight to MLX)."""
         self.logger = logger

@@ -1,10 +1,11 @@
 """What each rank is doing: its ops this cell, and where it waits.
 
 As the logger of :mod:`mxnb.rank.hooks` it logs every op of the running
-cell, posts the checked-mode exchange, and refuses ops that would abort the
-whole MPI job.  Through :mod:`mxnb.rank.entries` the rank knows when it is
-inside an evaluation, and completes the checks of the arrays it evaluates
-first.
+cell, posts the checked-mode exchange, refuses ops that would abort the
+whole MPI job, and hands each op's record to the trace recorder while one
+records (:mod:`mxnb.rank.recorder`).  Through :mod:`mxnb.rank.entries` the
+rank knows when it is inside an evaluation, completes the checks of the
+arrays it evaluates first, and has the recorder time the evaluation.
 The probe thread reads :meth:`OpLog.state` while the main thread is blocked.
 """
 
@@ -17,7 +18,7 @@ import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxnb.errors import CommInterrupted, CommMismatch
 from mxnb.protocol.messages import EvalState, OpLogState, OpState, WaitState
@@ -26,6 +27,9 @@ from mxnb.protocol.wording import op_text
 from mxnb.rank import backend, check, entries, hooks
 from mxnb.rank.groups import GroupInfo, Groups
 from mxnb.rank.pairing import Pairing, stream_name
+
+if TYPE_CHECKING:
+    from mxnb.rank.recorder import Recorder
 
 __all__ = ["OpLog", "OpRecord"]
 
@@ -38,21 +42,45 @@ MAX_NEEDS = 64
 LIVE_SWEEP = 2 * MAX_OPS
 
 
-@dataclass(slots=True)
 class OpRecord:
-    seq: int
-    op: str
-    mirror: GroupInfo
-    peer: int | None  # world rank of src/dst
-    shape: tuple[int, ...]
-    dtype: str
-    where: hooks.RawSite | None  # resolved and rendered only when a report asks
+    """One op of this rank, from its call on: the log's, its check's and the trace's.
+
+    Made for every op, so a plain class: the fields every op sets are set by
+    ``__init__``, the rest are class-level defaults until something writes them
+    (a dataclass setting all of them cost an op 0.15 us more, issue 18).
+    """
+
     stream: str | None = None  # None: the default stream (see stream_name)
     prim: int | None = None  # point to point: the address of its MLX primitive
     evaluated: bool = False
     check: str = "off"  # off | pending | ok | mismatch | abandoned | refused
     # the posted check, from the op's call until its result is known
     posted: check.PendingCheck | None = None
+    # -- what the trace notes, while it records (mxnb.rank.recorder, .evaltime) --
+    t: float = 0.0  # when it was called, in seconds since the cell started (0: not traced)
+    call_s: float = 0.0  # the Python call: building the lazy graph node
+    ref: weakref.ref[Any] | None = None  # the result, while it lives
+    out: tuple[int, ...] | None = None  # the result's shape
+    before: Any = "none"  # a handle on the input, or a word for why there is none
+    after: Any = "none"  # the same for the result
+    #: the evaluation that ran it: (eval_s, eval_by, eval_ops, eval_arrays, check_s)
+    timing: tuple[float | None, str | None, int, int, float | None] | None = None
+    eval_note: str | None = None  # why it has no eval_s (mxnb.rank.evaltime.NOTES)
+    unordered: list[int] | None = None  # seqs run with it on its channel
+
+    def __init__(
+        self,
+        seq: int,
+        op: str,
+        mirror: GroupInfo,
+        peer: int | None,  # world rank of src/dst
+        shape: tuple[int, ...],
+        dtype: str,
+        where: hooks.RawSite | None,  # resolved and rendered only when a report asks
+        called: str | None = None,  # the MLX function, if not op: recv_like is logged as recv
+    ) -> None:
+        self.seq, self.op, self.mirror, self.peer = seq, op, mirror, peer
+        self.shape, self.dtype, self.where, self.called = shape, dtype, where, called or op
 
     @property
     def group(self) -> str:
@@ -100,9 +128,13 @@ class OpLog:
     # (entry, caller frame, since, records it evaluates): the report is
     # worked out from this only when a probe asks (see _eval_state)
     in_eval: tuple[str, Any, float, list[OpRecord]] | None = None
+    #: records of the arrays the running (or last) evaluation was handed
+    given: list[OpRecord] = field(default_factory=list)
     running_cell: bool = False
     group_seq: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the trace recorder while it records, else None
+    recorder: Recorder | None = None
 
     # -- hooks logger -----------------------------------------------------
 
@@ -119,11 +151,11 @@ class OpLog:
             x = args[0]
             shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
         else:
-            shape, dtype, peer = _describe_args(name, args, kwargs)
+            x, shape, dtype, peer = _describe_args(name, args, kwargs)
         backend.screen(op, dtype, self.groups.rank, None if peer is None else mirror.ranks[peer],
                        len(mirror.ranks))  # fmt: skip
         rec = OpRecord(
-            seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype, site
+            seq, op, mirror, None if peer is None else mirror.ranks[peer], shape, dtype, site, name
         )
         if kwargs and kwargs.get("stream") is not None:
             rec.stream = stream_name(kwargs["stream"])
@@ -134,19 +166,30 @@ class OpLog:
                 n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
                 rec.posted = check.post(op, seq, Meta(op, n, shape, dtype), mirror, None)
             # point to point: posted when evaluated (see mxnb.rank.pairing)
+        if self.recorder is not None:
+            self.recorder.before(rec, x)
         return rec
 
     def logged(self, rec: OpRecord, result: Any) -> None:
-        live = self.live
         try:
-            live[id(result)] = (rec, weakref.ref(result))
+            ref = weakref.ref(result)  # one per op: the log, its check and the trace share it
         except TypeError:  # not an MLX array: nothing to follow
-            pass
+            ref = None
+        recorder = self.recorder
+        if recorder is not None and rec.t:  # the recorder noted its call
+            try:
+                recorder.after(rec, result, ref)
+            except Exception:  # recording must never break the user's op: count it
+                recorder.dropped += 1
+        if ref is None:
+            return
+        live = self.live
+        live[id(result)] = (rec, ref)
         if len(live) > self.live_limit:
             self._sweep()
         if rec.posted is not None:
             with self.lock:  # a weak reference: MLX may reuse the result's buffer
-                self.pending[id(result)] = (rec, weakref.ref(result))
+                self.pending[id(result)] = (rec, ref)
         elif rec.peer is not None and rec.check == "pending":
             self.pairing.follow(rec, result)
 
@@ -169,6 +212,7 @@ class OpLog:
             if hit is not None and hit[1]() is a:
                 hit[0].evaluated = True
                 direct.append(hit[0])
+        self.given = direct
         if self.pairing.open:
             p2p = self.pairing.running(direct, arrays)
             if p2p:
@@ -176,17 +220,33 @@ class OpLog:
                     self.pairing.check(p2p, self._set_waiting)
                 finally:
                     self.waiting = None
-        if self.pending:
-            given = {id(a): a for a in arrays}
-            for key in list(self.pending):
-                rec, ref = self.pending[key]
-                a = given.get(key)
-                if a is not None and a is ref():
-                    self._finish(key, rec, wait=True)
-                elif rec.posted is not None and check.done(rec.posted):
+        pending = self.pending
+        if pending:
+            waits = []  # the arrays given: wait for their checks, oldest op first
+            for a in arrays:
+                hit = pending.get(id(a))
+                if hit is not None and hit[1]() is a:
+                    waits.append((hit[0].seq, id(a), hit[0]))
+            for _, key, rec in sorted(waits) if len(waits) > 1 else waits:
+                self._finish(key, rec, wait=True)
+            for key, (rec, _) in list(pending.items()):  # others: verify what has landed
+                if rec.posted is not None and check.done(rec.posted):
                     self._finish(key, rec, wait=False)
         # Only a report reads this; it is worked out then (see _eval_state).
         self.in_eval = (entry, sys._getframe(2), time.time(), direct)
+
+    @property
+    def timed(self) -> bool:
+        """Whether evaluations are timed: while the trace records."""
+        return self.recorder is not None
+
+    def after_eval(
+        self, arrays: Sequence[Any], seconds: float | None, entry: str, check_s: float | None
+    ) -> None:
+        """Time the recorded ops of the arrays just evaluated (see EvalWatcher)."""
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.timer.on_eval(self.given, arrays, seconds, entry, check_s)
 
     def _finish(self, key: int, rec: OpRecord, wait: bool) -> None:
         __tracebackhide__ = True
@@ -310,18 +370,20 @@ class OpLog:
 
 def _describe_args(
     name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[int, ...], str, int | None]:
-    call = hooks.OpCall(name, args, kwargs, 0)
+) -> tuple[Any, tuple[int, ...], str, int | None]:
+    """The input (None for recv), shape, dtype and peer of an op's call."""
     if name == "recv":
-        shape, dtype = tuple(call.arg(0, "shape")), check.dtype_name(call.arg(1, "dtype"))
+        x = None
+        shape = tuple(hooks.op_arg(args, kwargs, 0, "shape"))
+        dtype = check.dtype_name(hooks.op_arg(args, kwargs, 1, "dtype"))
     else:
-        x = call.x
+        x = hooks.op_arg(args, kwargs, 0, "x")
         shape, dtype = tuple(x.shape), check.dtype_name(x.dtype)
-    peer = call.peer
+    peer = hooks.op_peer(name, args, kwargs)
     if peer is None and name in ("send", "recv", "recv_like"):
         needs = "dst" if name == "send" else "src"
         raise TypeError(f"{name}() needs a {needs} rank")
-    return shape, dtype, peer
+    return x, shape, dtype, peer
 
 
 def _site() -> str:

@@ -1,14 +1,17 @@
 """The recorder: what every ``mx.distributed`` op of a cell saw on this rank.
 
-It is an observer on :mod:`mxnb.rank.hooks`.  At call time it records only
-metadata (op, group, peer, shapes, dtypes, cell line, time) and keeps a
-*handle* (``copy.copy``: the same lazy graph node, no copy of data and no
-evaluation) to the op's input and output.  It never evaluates anything.
+The op log (:mod:`mxnb.rank.oplog`) hands it each op's record while it is
+recording.  At call time it notes on that record two clock readings and a
+*handle* on the op's input and output: a weak reference, or with ``--viz``
+``copy.copy`` (the same lazy graph node, no copy of data and no evaluation).
+What is shipped to the kernel (:class:`~mxnb.protocol.messages.OpTrace`) is
+written once, when the cell ends: an op in a timed loop costs the trace no
+object of its own (issue 18).  It never evaluates anything.
 
 Timing.  The call of an op only builds a graph node (``call_s``); its data
 moves when the result is evaluated.  While recording, an
-:class:`~mxnb.rank.evaltime.EvalTimer` listens to the rank's evaluations and
-gives each op ``eval_s``, the wall time of the evaluation that ran it, or
+:class:`~mxnb.rank.evaltime.EvalTimer` hears of the rank's evaluations from
+the op log and gives each op ``eval_s``, the wall time of the evaluation that ran it, or
 says why it has none (see :mod:`mxnb.rank.evaltime`).
 
 The laziness rule, applied when the cell ends:
@@ -33,9 +36,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxnb.protocol import snapshot
 from mxnb.protocol.messages import OpTrace, TraceReport
@@ -44,7 +46,9 @@ from mxnb.rank import check, hooks
 from mxnb.rank.evaltime import EvalTimer
 from mxnb.rank.graph import has_pending_graph
 from mxnb.rank.groups import Groups
-from mxnb.rank.pairing import stream_name
+
+if TYPE_CHECKING:
+    from mxnb.rank.oplog import OpRecord
 
 __all__ = ["Recorder", "is_evaluated"]
 
@@ -94,11 +98,11 @@ class Record:
 
 
 class Recorder:
-    """Observer that records every op of the current cell; see the module doc."""
+    """Records every op of the current cell, from the op log; see the module doc."""
 
     def __init__(self, groups: Groups) -> None:
         self.groups = groups
-        self.records: list[Record] = []
+        self.ops: list[OpRecord] = []
         self.dropped = 0
         self.held = 0
         self.kept_ops = 0
@@ -114,7 +118,7 @@ class Recorder:
 
     def start_cell(self, *_: Any) -> None:
         held = any(rec.handles for rec in (self.finished or {}).get("records", ()))
-        self.records, self.dropped, self.held, self.kept_ops = [], 0, 0, 0
+        self.ops, self.dropped, self.held, self.kept_ops = [], 0, 0, 0
         self.cell_t0 = time.perf_counter()
         self.finished = None
         self.timer = EvalTimer(is_evaluated)
@@ -129,7 +133,9 @@ class Recorder:
     def end_cell(self, *_: Any) -> None:
         """Decide, now, what the user's code evaluated; drop handles to the rest."""
         self.timer.end_cell()  # before handles to unevaluated arrays are dropped
-        for rec in self.records:
+        sites: dict[Any, Any] = {}
+        records = [self._record(op, sites) for op in self.ops]
+        for rec in records:
             for side, h in list(rec.handles.items()):
                 if isinstance(h, weakref.ref):
                     h = h()
@@ -143,84 +149,96 @@ class Recorder:
                     stuck = rec.meta.get("eval_note") == "interrupted" and side == "after"
                     rec.states[side] = "in_flight" if stuck else "lazy"
                     del rec.handles[side]
-        self.finished = {"enabled": self.enabled, "kept": self.keep, "records": self.records,
+        self.finished = {"enabled": self.enabled, "kept": self.keep, "records": records,
                          "dropped": self.dropped}  # fmt: skip
-        self.records = []
+        self.ops = []
         self.held = 0
 
-    # hooks.Observer
+    # from the op log
 
-    def before(self, call: hooks.OpCall) -> None:
-        call.extra["trace.t0"] = time.perf_counter()
+    def before(self, rec: OpRecord, x: Any) -> None:
+        """An op is called with input ``x`` (None for recv): note it, and the time.
 
-    def after(self, call: hooks.OpCall) -> None:
-        t1 = time.perf_counter()
-        if len(self.records) >= MAX_RECORDS:
+        What is kept is written on the op's own record: an op costs the trace
+        no object of its own.  Only a weak reference to ``x`` is taken (unless
+        ``keep``), so a call that fails holds nothing alive.
+        """
+        if len(self.ops) >= MAX_RECORDS:
             self.dropped += 1
             return
-        t0 = call.extra.get("trace.t0", t1)
-        try:
-            self.records.append(self._record(call, t0, t1))
-        except Exception:  # recording must never break the user's op: count it instead
-            self.dropped += 1
+        if rec.called == "recv_like":
+            rec.before = "template"  # only its shape and dtype matter
+        elif x is not None:
+            rec.before = self._hold(x, None) if self.kept_ops < MAX_VALUE_OPS else "limit"
+        rec.t = time.perf_counter()  # last: after() runs only for ops noted here
 
-    def _record(self, call: hooks.OpCall, t0: float, t1: float) -> Record:
-        array = _mx_array()
-        op = call.op
-        info = self.groups.of(call.kwargs.get("group"))
-        grank = info.ranks.index(self.groups.rank)
-        peer, x = call.peer, call.x
-        out = call.result
-        site = call.site
-        meta: OpTrace = {
-            "seq": call.seq,
-            "op": op,
-            "group": info.label,
-            "group_rank": grank,
-            "group_size": len(info.ranks),
-            "peer": peer,
-            "stream": stream_name(call.kwargs["stream"]) if call.kwargs.get("stream") else None,
-            "site": None
-            if site is None
-            else {"file": site.filename, "line": site.line, "code": site.code.rstrip()},
-            "t": t0 - self.cell_t0,
-            "call_s": t1 - t0,  # building the graph node: no data moves here
-        }
-        if op == "recv":
-            meta["in"] = None
-        elif isinstance(x, array):
-            meta["in"] = {"shape": list(x.shape), "dtype": check.dtype_name(x.dtype)}
-        rec = Record(meta)
-        if isinstance(out, array):
-            meta["out"] = {"shape": list(out.shape), "dtype": check.dtype_name(out.dtype)}
-        sides = {"after": out}
-        if op == "recv":
-            rec.states["before"] = "none"
-        elif op == "recv_like":
-            rec.states["before"] = "template"  # only its shape and dtype matter
-        else:
-            sides["before"] = x
-        keep = self.kept_ops < MAX_VALUE_OPS
-        for side, a in sides.items():
-            if not isinstance(a, array):
-                rec.states[side] = "none"
-            elif not keep or self.held + a.nbytes > MAX_HELD_BYTES:
-                rec.states[side] = "limit"
-            elif self.keep:
-                rec.handles[side] = copy.copy(a)  # our own handle: no data copy, no eval
-                self.held += a.nbytes
-            else:
-                rec.handles[side] = weakref.ref(a)
-        if rec.handles:
+    def after(self, rec: OpRecord, out: Any, ref: Any) -> None:
+        """The op returned its lazy result ``out`` (``ref``: a weak reference to it,
+        None if it is not an MLX array)."""
+        t1 = time.perf_counter()
+        rec.t, rec.call_s, rec.ref = rec.t - self.cell_t0, t1 - rec.t, ref
+        if ref is not None:
+            rec.out = tuple(out.shape)
+            if self.kept_ops < MAX_VALUE_OPS:
+                rec.after = self._hold(out, ref)
+            else:  # past the ops whose values are kept: the common case of a long loop
+                rec.after = "limit"
+        if not (isinstance(rec.before, str) and isinstance(rec.after, str)):
             self.kept_ops += 1
-        self.timer.follow(meta, out, rec.handles.get("after") if self.keep else None)
-        return rec
+        self.ops.append(rec)
+        self.timer.follow(rec)
 
-    def on_eval(
-        self, arrays: Sequence[Any], seconds: float | None, entry: str, check_s: float | None = None
-    ) -> None:
-        """Evaluation listener (:mod:`mxnb.rank.entries`): time the ops it ran."""
-        self.timer.on_eval(arrays, seconds, entry, check_s)
+    def _hold(self, a: Any, ref: Any) -> Any:
+        """A handle on ``a``: a weak reference, or our own (``keep``); else why not."""
+        if type(a) is not _mx_array():
+            return "none"
+        if self.held + a.nbytes > MAX_HELD_BYTES:
+            return "limit"
+        if self.keep:
+            self.held += a.nbytes
+            return copy.copy(a)  # our own handle: no data copy, no eval
+        return ref if ref is not None else weakref.ref(a)
+
+    def _record(self, rec: OpRecord, sites: dict[Any, Any]) -> Record:
+        """What the kernel gets for one op (values are read later, if asked for)."""
+        mirror = rec.mirror
+        where = rec.where
+        site = None
+        if where is not None:
+            site = sites.get(where)
+            if site is None:
+                at = hooks.resolve(where)
+                site = sites[where] = {"file": at.filename, "line": at.line,
+                                       "code": at.code.rstrip()}  # fmt: skip
+        eval_s, eval_by, eval_ops, eval_arrays, check_s = rec.timing or (None, None, 0, 0, None)
+        meta: OpTrace = {
+            "seq": rec.seq,
+            "op": rec.called,
+            "group": mirror.label,
+            "group_rank": mirror.ranks.index(self.groups.rank),
+            "group_size": len(mirror.ranks),
+            "peer": None if rec.peer is None else mirror.ranks.index(rec.peer),
+            "stream": rec.stream,
+            "site": site,
+            "t": rec.t,
+            "call_s": rec.call_s,  # building the graph node: no data moves here
+            "eval_s": eval_s, "eval_by": eval_by, "eval_ops": eval_ops,
+            "eval_arrays": eval_arrays, "eval_note": rec.eval_note, "check_s": check_s,
+        }  # fmt: skip
+        if rec.unordered:
+            meta["unordered"] = rec.unordered
+        typed = {"shape": list(rec.shape), "dtype": rec.dtype}
+        meta["in"] = None if rec.called == "recv" else typed  # type: ignore[typeddict-unknown-key]
+        if rec.out is not None:
+            meta["out"] = {"shape": list(rec.out), "dtype": rec.dtype}  # type: ignore[typeddict-unknown-key]
+        out = Record(meta)
+        for side, h in (("before", rec.before), ("after", rec.after)):
+            if isinstance(h, str):
+                out.states[side] = h
+            else:
+                out.handles[side] = h
+        rec.before = rec.after = "none"  # the Record holds them now, until read
+        return out
 
 
 def _read(handles: list[Any], deadline: float) -> dict[int, Any]:

@@ -99,24 +99,24 @@ class Runtime:
             self.probe.stop()
             self.probe = None
         # recording stays switched as the kernel set it: install() restores it
-        self.hooks.remove_observer(self.recorder)
-        self.entries.remove_listener(self.recorder.on_eval)
+        self.oplog.recorder = None
         self.hooks.set_logger(None)
         self.entries.uninstall()
         self.hooks.uninstall()
         self.groups.uninstall()
 
     def set_recording(self, on: bool, keep: bool = False) -> bool:
-        """Turn trace recording on or off; ``keep``: hold values (see Recorder.keep)."""
+        """Turn trace recording on or off; ``keep``: hold values (see Recorder.keep).
+
+        The op log hands ops to the recorder, so nothing is recorded in bare mode.
+        """
         rec = self.recorder
         rec.enabled = bool(on)
         rec.keep = bool(keep)
         if rec.enabled:
-            self.hooks.add_observer(rec)
-            self.entries.add_listener(rec.on_eval)
+            self.oplog.recorder = rec
         else:
-            self.hooks.remove_observer(rec)
-            self.entries.remove_listener(rec.on_eval)
+            self.oplog.recorder = None
         return rec.enabled
 
 

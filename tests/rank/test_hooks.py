@@ -1,4 +1,4 @@
-"""The observation seam: the logger and observers see every op, results are unchanged."""
+"""The observation seam: the logger sees every op, results are unchanged."""
 
 from __future__ import annotations
 
@@ -8,41 +8,52 @@ import pytest
 from mxnb.rank import hooks
 
 
-class Recorder:
+class Log:
+    """A logger that refuses ops on float16 arrays, as the monitor refuses bool ones."""
+
     def __init__(self) -> None:
-        self.seen: list[tuple[str, str, int]] = []
+        self.seen: list[tuple[str, int]] = []
+        self.tokens: list[tuple[object, object]] = []
 
-    def before(self, call: hooks.OpCall) -> None:
-        self.seen.append(("before", call.op, call.seq))
+    def log(self, op, args, kwargs, seq, site):
+        if args[0].dtype == mx.float16:
+            raise ValueError("refused")
+        self.seen.append((op, seq))
+        return ("token", seq, site)
 
-    def after(self, call: hooks.OpCall) -> None:
-        self.seen.append(("after", call.op, call.seq))
+    def logged(self, token, result):
+        self.tokens.append((token, result))
 
 
 @pytest.fixture
-def recorder(ophooks):
-    rec = Recorder()
-    ophooks.add_observer(rec)
-    yield rec
-    ophooks.remove_observer(rec)
+def log(ophooks):
+    log = Log()
+    ophooks.set_logger(log)
+    yield log
+    ophooks.set_logger(None)
 
 
-def test_observer_sees_ops_in_order_and_results_unchanged(recorder):
+def test_logger_sees_ops_in_order_and_results_unchanged(log):
     group = mx.distributed.init()  # a single-process group of size 1
     x = mx.arange(3, dtype=mx.float32)
     y = mx.distributed.all_sum(x, group=group)
     z = mx.distributed.all_gather(x, group=group)
     assert y.tolist() == [0.0, 1.0, 2.0]
     assert z.tolist() == [0.0, 1.0, 2.0]
-    ops = [(k, op) for k, op, _ in recorder.seen]
-    assert ops == [
-        ("before", "all_sum"),
-        ("after", "all_sum"),
-        ("before", "all_gather"),
-        ("after", "all_gather"),
-    ]
-    seqs = [s for _, _, s in recorder.seen]
-    assert seqs[0] == seqs[1] and seqs[2] == seqs[1] + 1
+    assert [op for op, _ in log.seen] == ["all_sum", "all_gather"]
+    (_, sa), (_, sb) = log.seen
+    assert sb == sa + 1
+    # the token from log() comes back to logged() with the very result
+    assert [t[:2] for t, _ in log.tokens] == [("token", sa), ("token", sb)]
+    assert log.tokens[0][1] is y and log.tokens[1][1] is z
+
+
+def test_without_a_logger_ops_go_straight_to_mlx(ophooks):
+    log = Log()
+    ophooks.set_logger(log)
+    ophooks.set_logger(None)
+    y = mx.distributed.all_sum(mx.arange(3, dtype=mx.float32))
+    assert y.tolist() == [0.0, 1.0, 2.0] and log.seen == [] and ophooks.seq == 0
 
 
 def test_install_is_idempotent_and_uninstall_restores():
@@ -57,75 +68,26 @@ def test_install_is_idempotent_and_uninstall_restores():
     assert mx.distributed.all_sum is real
 
 
-def test_call_site_names_the_calling_line(ophooks, recorder):
-    sites = []
-
-    class Sites:
-        def before(self, call):
-            sites.append(call.site)
-
-        def after(self, call):
-            pass
-
-    obs = Sites()
-    ophooks.add_observer(obs)
-    try:
-        mx.distributed.all_sum(mx.ones(2))  # the line under test
-    finally:
-        ophooks.remove_observer(obs)
-    assert sites[0] is not None
-    assert sites[0].filename == __file__
-    assert "the line under test" in sites[0].code
+def test_call_site_names_the_calling_line(log):
+    mx.distributed.all_sum(mx.ones(2))  # the line under test
+    site = hooks.resolve(log.tokens[0][0][2])
+    assert site.filename == __file__
+    assert "the line under test" in site.code
 
 
-class Log:
-    """A logger that refuses ops on float16 arrays, as the monitor refuses bool ones."""
-
-    def __init__(self, seen: list[tuple[str, str, int]]) -> None:
-        self.seen = seen
-        self.tokens: list[tuple[object, object]] = []
-
-    def log(self, op, args, kwargs, seq, site):
-        if args[0].dtype == mx.float16:
-            raise ValueError("refused")
-        self.seen.append(("log", op, seq))
-        return ("token", seq, site)
-
-    def logged(self, token, result):
-        self.tokens.append((token, result))
+def test_a_refused_op_never_reaches_mlx(log):
+    with pytest.raises(ValueError, match="refused"):
+        mx.distributed.all_sum(mx.ones(2, dtype=mx.float16))
+    assert log.seen == [] and log.tokens == []
 
 
-def test_logger_sees_each_op_first_and_may_refuse_it(ophooks, recorder):
-    log = Log(recorder.seen)
-    ophooks.set_logger(log)
-    try:
-        y = mx.distributed.all_sum(mx.ones(2))  # logged line
-        with pytest.raises(ValueError, match="refused"):
-            mx.distributed.all_sum(mx.ones(2, dtype=mx.float16))
-    finally:
-        ophooks.set_logger(None)
-    assert [(k, op) for k, op, _ in recorder.seen] == [
-        ("log", "all_sum"),
-        ("before", "all_sum"),
-        ("after", "all_sum"),
-    ]
-    # the token from log() comes back to logged() with the very result
-    ((token, result),) = log.tokens
-    assert result is y and token[1] == recorder.seen[0][2]
-    assert "logged line" in hooks.resolve(token[2]).code
-
-
-def test_logger_alone_takes_the_short_path_with_the_same_result(ophooks):
-    seen: list[tuple[str, str, int]] = []
-    log = Log(seen)
-    ophooks.set_logger(log)
-    try:
-        y = mx.distributed.all_sum(mx.arange(3, dtype=mx.float32))
-    finally:
-        ophooks.set_logger(None)
-    assert y.tolist() == [0.0, 1.0, 2.0]
-    assert [op for _, op, _ in seen] == ["all_sum"]
-    assert log.tokens[0][1] is y
+def test_an_argument_is_read_by_position_or_by_name():
+    x = mx.ones(2)
+    assert hooks.op_arg((x,), {}, 0, "x") is x and hooks.op_arg((), {"x": x}, 0, "x") is x
+    assert (
+        hooks.op_peer("send", (x, 3), {}) == 3 and hooks.op_peer("recv_like", (x,), {"src": 1}) == 1
+    )
+    assert hooks.op_peer("all_sum", (x,), {}) is None
 
 
 def test_a_raw_site_resolves_to_the_line_the_frame_was_on():

@@ -1,7 +1,11 @@
-"""The recorder inside one process (a group of size 1): the laziness rule and the limits."""
+"""The recorder inside one process (a group of size 1): the laziness rule and the limits.
+
+The op log hands the recorder its ops, as on a rank (checks off: a group of one).
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import mlx.core as mx
@@ -11,15 +15,31 @@ import pytest
 from mxnb.rank import entries, evaltime, hooks
 from mxnb.rank import recorder as rec_mod
 from mxnb.rank.groups import Groups
+from mxnb.rank.oplog import OpLog
 
 
 @pytest.fixture
-def recorder(ophooks):
-    rec = rec_mod.Recorder(Groups(mx.distributed.init()))
-    ophooks.add_observer(rec)
-    rec.start_cell()
-    yield rec
-    ophooks.remove_observer(rec)
+def oplog(ophooks):
+    groups = Groups(mx.distributed.init())
+    log = OpLog(ophooks, groups, checked=False)
+    log.recorder = rec_mod.Recorder(groups)
+    ophooks.set_logger(log)
+    log.pre_cell()
+    log.recorder.start_cell()
+    yield log
+    ophooks.set_logger(None)
+
+
+@pytest.fixture
+def recorder(oplog):
+    return oplog.recorder
+
+
+def evaluated(log, arrays, seconds, entry):
+    """What an entry point tells the op log around an evaluation, with a chosen time."""
+    log.before_eval(arrays, entry)
+    log.after_eval(arrays, seconds, entry, None)
+    log.in_eval = None
 
 
 def finish(rec: rec_mod.Recorder) -> list[rec_mod.Record]:
@@ -83,18 +103,19 @@ def test_unevaluated_arrays_are_left_alone(recorder):
         assert not rec_mod.is_evaluated(y)
 
 
-def test_recv_has_no_input_and_recv_like_only_a_template(recorder):
-    call = hooks.OpCall("recv", ((2,), mx.float32, 0), {}, seq=1)
-    call.result = mx.zeros((2,))
-    recorder.before(call)
-    recorder.after(call)
-    like = hooks.OpCall("recv_like", (mx.zeros((3,)), 0), {}, seq=2)
-    like.result = mx.zeros((3,))
-    recorder.before(like)
-    recorder.after(like)
-    a, b = finish(recorder)
+def test_recv_has_no_input_and_recv_like_only_a_template(oplog):
+    """Logged by hand: a group of one has no peer to receive from."""
+    site = hooks.raw_site(sys._getframe())
+    for seq, (name, args, out) in enumerate(
+        [("recv", ((2,), mx.float32, 0), mx.zeros((2,))),
+         ("recv_like", (mx.zeros((3,)), 0), mx.zeros((3,)))], start=1,
+    ):  # fmt: skip
+        oplog.logged(oplog.log(name, args, {}, seq, site), out)
+    a, b = finish(oplog.recorder)
     assert a.meta["in"] is None and a.states["before"] == "none" and a.meta["peer"] == 0
+    assert a.meta["out"] == {"shape": [2], "dtype": "float32"} and a.meta["op"] == "recv"
     assert b.meta["in"] == {"shape": [3], "dtype": "float32"} and b.states["before"] == "template"
+    assert b.meta["op"] == "recv_like"
 
 
 def test_value_limit_keeps_metadata(recorder, monkeypatch):
@@ -147,7 +168,7 @@ def test_new_cell_forgets_the_last(recorder):
     mx.distributed.all_sum(mx.ones(1))
     recorder.end_cell()
     recorder.start_cell()
-    assert recorder.finished is None and recorder.records == []
+    assert recorder.finished is None and recorder.ops == []
 
 
 def test_unknown_graph_format_means_no_values(monkeypatch):
@@ -166,15 +187,15 @@ def meta_of(recs: list[rec_mod.Record], op: str) -> dict:
     return m
 
 
-def test_evaluation_time_goes_to_the_ops_whose_results_were_evaluated(recorder):
+def test_evaluation_time_goes_to_the_ops_whose_results_were_evaluated(recorder, oplog):
     x = mx.ones(3) * 2
     a = mx.distributed.all_sum(x)
     b = mx.distributed.all_max(x)
     other = mx.ones(2) + 1
     mx.eval(a, b, other)
-    recorder.on_eval([a, b, other], 0.25, "mx.eval")
+    evaluated(oplog, [a, b, other], 0.25, "mx.eval")
     print(a)  # already computed: must not be timed again
-    recorder.on_eval([a], 0.001, "__repr__")
+    evaluated(oplog, [a], 0.001, "__repr__")
     recs = finish(recorder)
     for op in ("all_sum", "all_max"):
         m = meta_of(recs, op)
@@ -183,24 +204,24 @@ def test_evaluation_time_goes_to_the_ops_whose_results_were_evaluated(recorder):
         assert 0 <= m["call_s"] < 0.25 and "duration" not in m
 
 
-def test_an_op_evaluated_inside_a_larger_expression_is_not_timed(recorder):
+def test_an_op_evaluated_inside_a_larger_expression_is_not_timed(recorder, oplog):
     y = mx.distributed.all_sum(mx.ones(3) * 2)
     z = y * 2 + 1
     mx.eval(z)
-    recorder.on_eval([z], 0.3, "mx.eval")
+    evaluated(oplog, [z], 0.3, "mx.eval")
     # a later, cheap evaluation of y itself is not credited with the transfer
     mx.eval(y)
-    recorder.on_eval([y], 0.0001, "mx.eval")
+    evaluated(oplog, [y], 0.0001, "mx.eval")
     m = meta_of(finish(recorder), "all_sum")
     assert m["eval_s"] is None and m["eval_note"] == "indirect"
 
 
-def test_async_and_never_evaluated_ops_say_so(recorder):
+def test_async_and_never_evaluated_ops_say_so(recorder, oplog):
     started = mx.distributed.all_sum(mx.ones(2) * 3)
     mx.async_eval(started)
-    recorder.on_eval([started], 0.00001, "mx.async_eval")
+    evaluated(oplog, [started], 0.00001, "mx.async_eval")
     mx.eval(started)
-    recorder.on_eval([started], 0.001, "mx.eval")
+    evaluated(oplog, [started], 0.001, "mx.eval")
     lazy = mx.distributed.all_max(mx.ones(2) * 4)
     recs = finish(recorder)
     assert meta_of(recs, "all_sum")["eval_note"] == "async"
@@ -209,61 +230,65 @@ def test_async_and_never_evaluated_ops_say_so(recorder):
     assert not rec_mod.is_evaluated(lazy)  # timing did not evaluate it
 
 
-def test_a_recycled_id_is_never_taken_for_a_dead_result(recorder, monkeypatch):
+def test_a_recycled_id_is_never_taken_for_a_dead_result(recorder, oplog, monkeypatch):
     """The result dies unevaluated; a new array at the same address is evaluated."""
     monkeypatch.setattr(rec_mod, "MAX_VALUE_OPS", 0)  # no handle keeps it alive
     mx.distributed.all_sum(mx.ones(2) * 5)  # result dropped at once
-    (rec,) = recorder.records
-    (entry,) = recorder.timer.pending.values()
+    (op,) = recorder.ops
+    assert list(recorder.timer.pending.values()) == [op]
+    (dead,) = oplog.live  # the id the result had
     other = None
     for _ in range(1000):
         candidate = mx.ones(2) * 6
-        if id(candidate) == entry.key:
+        if id(candidate) == dead:
             other = candidate
             break
         del candidate
     if other is None:
         pytest.skip("CPython did not reuse the address in 1000 tries")
     mx.eval(other)
-    recorder.on_eval([other], 0.5, "mx.eval")
-    assert rec.meta["eval_s"] is None and rec.meta["eval_note"] == "unknown"
+    evaluated(oplog, [other], 0.5, "mx.eval")
+    assert op.timing is None and op.eval_note == "unknown"
 
 
-def test_only_the_most_recent_untimed_ops_are_followed(recorder, monkeypatch):
+def test_only_the_most_recent_untimed_ops_are_followed(recorder, oplog, monkeypatch):
     monkeypatch.setattr(evaltime, "MAX_FOLLOW", 2)
     ys = [mx.distributed.all_sum(mx.ones(1) * i) for i in range(4)]
     w = mx.ones(1) + 1
     mx.eval(w)
-    recorder.on_eval([w], 0.1, "mx.eval")  # evaluates none of ys
+    evaluated(oplog, [w], 0.1, "mx.eval")  # evaluates none of ys
     mx.eval(ys)
-    recorder.on_eval(ys, 0.2, "mx.eval")
+    evaluated(oplog, ys, 0.2, "mx.eval")
     recs = finish(recorder)
     assert [r.meta["eval_note"] for r in recs] == ["unknown", "unknown", None, None]
     assert [r.meta["eval_s"] for r in recs] == [None, None, 0.2, 0.2]
 
 
-# -- the seam in mxnb.rank.entries that the recorder listens on --
+# -- the seam in mxnb.rank.entries that times evaluations for the recorder --
 
 
 class Watcher:
-    """What an entry point tells first, without an op log behind it."""
+    """What an entry point tells, without an op log behind it."""
 
     in_eval = None
     bare = False
     checked = False
 
+    def __init__(self, timed: bool) -> None:
+        self.timed = timed
+        self.heard: list[tuple] = []
+
     def before_eval(self, arrays, entry):
         self.in_eval = (entry, arrays)
 
-
-def test_eval_listener_hears_the_outermost_evaluation_once():
-    watcher = Watcher()
-    seam = entries.EvalEntries(watcher)
-    heard = []
-
-    def listener(arrays, seconds, entry, check_s):
+    def after_eval(self, arrays, seconds, entry, check_s):
         assert check_s is None  # checks are off: no wait to show apart
-        heard.append((arrays, seconds, entry))
+        self.heard.append((arrays, seconds, entry))
+
+
+def test_the_watcher_hears_the_outermost_evaluation_once():
+    watcher = Watcher(timed=True)
+    seam = entries.EvalEntries(watcher)
 
     def flat(*a, **k):
         return entries._flatten(a, [])
@@ -271,30 +296,38 @@ def test_eval_listener_hears_the_outermost_evaluation_once():
     inner = seam._entry("item", lambda a: mx.eval(a) or a.item(), lambda a: [a])
     outer = seam._entry("mx.eval", lambda *a: [inner(v) for v in flat(*a)], flat)
     x, y = mx.ones(1) * 3, mx.ones(1) * 4
-    seam.add_listener(listener)
-    seam.add_listener(listener)  # once is enough
-    try:
-        outer(x, [y])
-    finally:
-        seam.remove_listener(listener)
-    ((arrays, seconds, entry),) = heard
+    outer(x, [y])
+    ((arrays, seconds, entry),) = watcher.heard
     assert entry == "mx.eval" and arrays[0] is x and arrays[1] is y and seconds >= 0
     assert watcher.in_eval is None
+    watcher.timed = False
     outer(x)
-    assert len(heard) == 1  # removed: not called
+    assert len(watcher.heard) == 1  # not timed: not told after
 
 
-def test_no_listener_means_no_clock_reads(monkeypatch):
-    """The entry points are on every evaluation: without listeners, nothing extra runs."""
-    seam = entries.EvalEntries(Watcher())
-    assert seam.listeners == []
-    wrapped = seam._entry("mx.eval", mx.eval, lambda *a, **k: list(a))
+def test_untimed_evaluations_read_no_clock(monkeypatch):
+    """The entry points are on every evaluation: untimed, nothing extra runs."""
     x = mx.ones(2) * 2
 
     def boom() -> float:
-        raise AssertionError("perf_counter read with no listener")
+        raise AssertionError("perf_counter read for an untimed evaluation")
 
     with monkeypatch.context() as m:
         m.setattr(entries.time, "perf_counter", boom)
+        seam = entries.EvalEntries(Watcher(timed=False))
+        wrapped = seam._entry("mx.eval", mx.eval, lambda *a, **k: list(a))
         wrapped(x)
     assert rec_mod.is_evaluated(x)
+
+
+def test_a_call_mlx_refuses_is_not_recorded_and_holds_nothing(recorder):
+    """The recorder notes the call before MLX runs it; if MLX raises, nothing stays."""
+    import weakref
+
+    x = mx.ones(3) * 2
+    gone = weakref.ref(x)
+    with pytest.raises(TypeError):
+        mx.distributed.all_sum(x, no_such_argument=1)
+    del x
+    assert gone() is None  # no reference of mxnb's own kept the input alive
+    assert recorder.ops == [] and recorder.timer.pending == {}
