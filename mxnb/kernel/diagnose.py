@@ -15,7 +15,7 @@ from typing import Any
 from mxnb.kernel.waitfor import wait_cycle
 from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import COLLECTIVES, POINT_TO_POINT
-from mxnb.protocol.wording import op_text
+from mxnb.protocol.wording import op_text, rank_on
 
 __all__ = ["Diagnosis", "diagnose", "waiting_op"]
 
@@ -195,7 +195,7 @@ def diagnose(
     for rank in sorted(status):
         line = _describe_rank(rank, states.get(rank), status[rank])
         if hosts and rank in hosts:  # "rank 3 on node2: finished the cell"
-            line = line.replace(f"rank {rank}:", f"rank {rank} on {hosts[rank]}:", 1)
+            line = line.replace(f"rank {rank}:", f"{rank_on(rank, hosts[rank])}:", 1)
         d.lines.append(line)
     running = [r for r in status if status[r] == "running"]
     checks: dict[int, dict[str, Any]] = {}

@@ -32,6 +32,9 @@ def _html(graph: WaitGraph, elapsed: float) -> str:
             f'<span style="background:{hex_color(c)};color:{ink};border-radius:9px;'
             f'padding:0 7px;font-weight:bold">rank {r.rank}</span>'
         )
+        if r.host:  # the ranks span hosts: say where this one runs
+            chip += f' <span class="mxnb-host" style="color:#666">{html.escape(r.host)}</span>'
+
         words = html.escape(r.text().split(": ", 1)[1])
         waiting = bool(r.waits_on)
         colour = "#b26a00" if waiting else "inherit"

@@ -54,7 +54,7 @@ class HangWatch:
         # one round of probes feeds both the live strip and the hang rules
         states, status = self.cluster.ask_probes(), _status(result)
         if self.live is not None:
-            self.live.update(wait_graph(states, status), elapsed)
+            self.live.update(wait_graph(states, status, hosts=self.cluster.spread()), elapsed)
         if elapsed < self.grace:
             return None
         d = diagnose(states, status, grace=self.grace, hosts=self.cluster.spread())

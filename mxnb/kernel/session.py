@@ -245,7 +245,7 @@ class MxdistSession(Configurable):
         settled = settle(cluster, run, why, watch.diagnosis)
         d = settled.diagnosis
         if d is not None and d.states:  # who waited for whom: a picture that stays
-            live.hang(wait_graph(d.states, d.status, d.now), d.cause or "")
+            live.hang(wait_graph(d.states, d.status, d.now, cluster.spread()), d.cause or "")
         result = self.last_result = run.finish()
         result.timed_out = why == "timeout"
         result.interrupted = why == "interrupt"

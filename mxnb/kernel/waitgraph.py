@@ -17,7 +17,7 @@ from typing import Any
 from mxnb.kernel.diagnose import waiting_op
 from mxnb.kernel.waitfor import cycles
 from mxnb.protocol.ops import COLLECTIVES
-from mxnb.protocol.wording import op_text, ranks_text
+from mxnb.protocol.wording import op_text, rank_on, ranks_text
 
 __all__ = ["RankNow", "WaitGraph", "wait_graph"]
 
@@ -30,22 +30,25 @@ class RankNow:
     site: str  # where in the cell
     waits_on: tuple[int, ...]  # world ranks
     seconds: float  # in its current wait or evaluation
+    host: str = ""  # where it runs, when the ranks span hosts
 
     def text(self) -> str:
-        """``rank 2: waits on rank 1 in recv #2 from rank 1 of float32[4] (3.1 s), at ...``."""
+        """``rank 2: waits on rank 1 in recv #2 from rank 1 of float32[4] (3.1 s), at ...``
+        (``rank 2 on node2: ...`` when the ranks span hosts)."""
+        me = rank_on(self.rank, self.host)
         if self.status == "done":
-            return f"rank {self.rank}: finished the cell"
+            return f"{me}: finished the cell"
         if self.status == "failed":
-            return f"rank {self.rank}: raised an exception"
+            return f"{me}: raised an exception"
         if self.status == "silent":
-            return f"rank {self.rank}: not answering"
+            return f"{me}: not answering"
         at = f", at {self.site}" if self.site else ""
         if self.waits_on:
             who = ranks_text(self.waits_on)
-            return f"rank {self.rank}: waits on {who} in {self.op} ({self.seconds:.1f} s){at}"
+            return f"{me}: waits on {who} in {self.op} ({self.seconds:.1f} s){at}"
         if self.op:
-            return f"rank {self.rank}: computing {self.op} ({self.seconds:.1f} s){at}"
-        return f"rank {self.rank}: computing{at}"
+            return f"{me}: computing {self.op} ({self.seconds:.1f} s){at}"
+        return f"{me}: computing{at}"
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,10 @@ def _peers(state: Mapping[str, Any], op: Mapping[str, Any], states: Mapping[int,
     return set(op["group_ranks"]) - here - {rank}
 
 
-def wait_graph(states: Mapping[int, Any], status: Mapping[int, str],
-               now: float | None = None) -> WaitGraph:  # fmt: skip
-    """``status`` per rank: running, done or failed (as :func:`~.diagnose.diagnose` takes)."""
+def wait_graph(states: Mapping[int, Any], status: Mapping[int, str], now: float | None = None,
+               hosts: Mapping[int, str] | None = None) -> WaitGraph:  # fmt: skip
+    """``status`` per rank: running, done or failed; ``hosts``: rank -> host when the
+    ranks span hosts (as :func:`~.diagnose.diagnose` takes them)."""
     now = time.time() if now is None else now
     out, edges = [], {}
     for rank in sorted(status):
@@ -98,7 +102,8 @@ def wait_graph(states: Mapping[int, Any], status: Mapping[int, str],
         text = op_text(op["op"], op["seq"], op["peer"], op["dtype"], op["shape"]) if op else ""
         site = (op or {}).get("site") or (state or {}).get("line") or ""
         secs = max(0.0, now - since) if since else 0.0
-        out.append(RankNow(rank, st, text, site, tuple(sorted(waits)), secs))
+        host = (hosts or {}).get(rank, "")
+        out.append(RankNow(rank, st, text, site, tuple(sorted(waits)), secs, host))
     gone = {r for r, s in status.items() if s in ("done", "failed")}
     missing = sorted({p for w in edges.values() for p in w} & gone)
     running = {r: {p for p in w if p in edges} for r, w in edges.items()}

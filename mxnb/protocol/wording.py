@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["group_text", "hosts_text", "op_text", "ranks_text", "shape_text", "typed_text"]
+__all__ = [
+    "group_text",
+    "hosts_text",
+    "op_text",
+    "rank_on",
+    "ranks_text",
+    "shape_text",
+    "typed_text",
+]
 
 
 def ranks_text(ranks: Iterable[int]) -> str:
@@ -60,6 +68,11 @@ def group_text(label: str, ranks: Sequence[int]) -> str:
     if label == "world":
         return f"world ({ranks_text(ranks)})"
     return f"{label} (world {ranks_text(ranks)})"
+
+
+def rank_on(rank: int, host: str = "") -> str:
+    """``rank 3``, or ``rank 3 on node2`` when the ranks span hosts (``host`` given)."""
+    return f"rank {rank} on {host}" if host else f"rank {rank}"
 
 
 def hosts_text(hosts: dict[int, str]) -> str:

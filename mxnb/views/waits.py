@@ -71,7 +71,8 @@ def render_waits(graph: WaitGraph, cause: str = "") -> Image.Image:
         for line in lines
         for w in wrap(line, 13, WIDTH - 2 * MARGIN)
     ]
-    height = int(cy + radius + NODE + 40 + 18 * len(wrapped) + MARGIN)
+    under = 14 if any(r.host for r in graph.ranks) else 0  # a host line under the nodes
+    height = int(cy + radius + NODE + 40 + under + 18 * len(wrapped) + MARGIN)
     img = Image.new("RGB", (WIDTH, height), (255, 255, 255))
     d = ImageDraw.Draw(img)
     d.text((MARGIN, MARGIN), "who waits for whom (an arrow from A to B: A waits on B)",
@@ -96,10 +97,14 @@ def render_waits(graph: WaitGraph, cause: str = "") -> Image.Image:
         light = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 145
         d.text((x, y), f"rank {r.rank}", font=font(12), fill=INK if light else (255, 255, 255),
                anchor="mm")  # fmt: skip
+        below = y + NODE + 4
+        if r.host:  # the ranks span hosts: where this one runs, under its node
+            d.text((x, below), r.host, font=font(11), fill=GREY, anchor="ma")
+            below += 14
         tag = {"done": "finished", "failed": "raised", "silent": "silent"}.get(r.status, "")
         if tag:
-            d.text((x, y + NODE + 4), tag, font=font(12), fill=RED, anchor="ma")
-    y = int(cy + radius + NODE + 30)
+            d.text((x, below), tag, font=font(12), fill=RED, anchor="ma")
+    y = int(cy + radius + NODE + 30 + under)
     for line, is_cause in wrapped:
         d.text((MARGIN, y), line, font=font(13), fill=RED if is_cause else INK)
         y += 18

@@ -154,10 +154,17 @@ def test_a_checked_mismatch_names_ranks_on_both_hosts(ip: Any, spread: str) -> N
 
 def test_a_checked_hang_is_diagnosed_and_the_ranks_kept(ip: Any, magics: Any, spread: str):
     """The probes on both hosts answer; the waiting ranks are interrupted through them."""
+    from IPython.utils.capture import capture_output
+
     profile = magics.cluster.profile_dir
     t0 = time.monotonic()
-    text = failure(ip, "x = 7\nif rank != 3:\n    print(mx.distributed.all_sum(mx.ones(2)))")
+    with capture_output() as cap:
+        text = failure(ip, "x = 7\nif rank != 3:\n    print(mx.distributed.all_sum(mx.ones(2)))")
     assert time.monotonic() - t0 < 15
+    # the who-waits-for-whom picture says where each rank runs, as the report does
+    (picture,) = [o.data for o in cap.outputs if "image/png" in o.data]
+    assert "rank 3 on node2: finished the cell" in picture["text/plain"]
+    assert "rank 0 on node1: waits on rank 3 in all_sum #1" in picture["text/plain"]
     assert "Likely cause: rank 3 finished the cell without calling all_sum" in text
     assert "rank 3 on node2: finished the cell" in text  # each rank's line says where
     assert "rank 0 on node1: waiting for the other ranks" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mxnb.kernel import live
 from mxnb.kernel.waitgraph import wait_graph
 from mxnb.views.palette import STATES, rank_color
 from mxnb.views.waits import render_waits
@@ -76,3 +77,21 @@ def test_the_hang_picture_marks_the_cycle_and_the_missing_peer():
     lone = {0: {"ops": [op(1, "recv", 1)], "waiting": waiting, "in_eval": None}, 1: None}
     img = render_waits(wait_graph(lone, {0: "running", 1: "done"}, NOW), "rank 1 finished")
     assert img.width == 760 and 250 < img.height < 600
+
+
+def test_ranks_on_several_hosts_say_where_they_run_in_words_and_pictures():
+    """Given rank -> host (ranks spanning hosts), every line and node names the host."""
+    waiting = {"seq": 1, "op": "recv", "waits_for": "", "since": NOW - 2.5, "site": ""}
+    lone = {0: {"ops": [op(1, "recv", 1)], "waiting": waiting, "in_eval": None}, 1: None}
+    status = {0: "running", 1: "done"}
+    here = wait_graph(lone, status, NOW)
+    spread = wait_graph(lone, status, NOW, {0: "node1", 1: "node2"})
+    assert spread.text().splitlines()[:2] == [
+        "rank 0 on node1: waits on rank 1 in recv #1 from rank 1 of float32[4] (2.5 s), at line 2",
+        "rank 1 on node2: finished the cell",
+    ]
+    assert "node" not in here.text()
+    assert 'class="mxnb-host"' in live._html(spread, 3.0) and "node2" in live._html(spread, 3.0)
+    assert "mxnb-host" not in live._html(here, 3.0)
+    plain, placed = render_waits(here, "x"), render_waits(spread, "x")
+    assert placed.height == plain.height + 14  # a host line under the nodes
