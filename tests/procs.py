@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import psutil
 
@@ -57,3 +60,22 @@ def wait_gone(profile: str, timeout: float) -> list[psutil.Process]:
         time.sleep(0.2)
         left = processes_with(profile)
     return left
+
+
+@contextmanager
+def jupyter_kernel(name: str) -> Iterator[tuple[Any, Any]]:
+    """A real Jupyter kernel and its client, ready; shut down as Jupyter does it
+    (``now=False``: the kernel's own shutdown runs) unless the test already did."""
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=name)
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        if km.is_alive():
+            km.shutdown_kernel(now=False)

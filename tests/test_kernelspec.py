@@ -9,9 +9,8 @@ from typing import Any
 
 import psutil
 import pytest
-from jupyter_client.manager import KernelManager
 
-from procs import cluster_processes, wait_gone
+from procs import cluster_processes, jupyter_kernel, wait_gone
 
 pytestmark = pytest.mark.cluster
 
@@ -38,15 +37,8 @@ def execute(kc: Any, code: str, timeout: float = 120) -> tuple[str, list[dict[st
 
 @pytest.fixture
 def kernel(request: pytest.FixtureRequest):
-    km = KernelManager(kernel_name=getattr(request, "param", "mxnb"))
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    yield km, kc
-    kc.stop_channels()
-    if km.is_alive():
-        km.shutdown_kernel(now=False)
+    with jupyter_kernel(getattr(request, "param", "mxnb")) as started:
+        yield started
 
 
 def _start_ranks(kc: Any) -> str:
@@ -153,15 +145,8 @@ def test_mxnb_kernel_starts_ranks_before_the_first_cell(kernel):
 
 def test_shutdown_during_the_background_start_leaves_nothing():
     before = {p.pid for p in cluster_processes()}
-    km = KernelManager(kernel_name="mxnb")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=60)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)  # most likely while the ranks still start
+    with jupyter_kernel("mxnb"):
+        pass  # shut down on leaving: most likely while the ranks still start
     deadline = time.monotonic() + 20
     left = [p for p in cluster_processes() if p.pid not in before]
     while left and time.monotonic() < deadline:

@@ -74,32 +74,34 @@ def _needed_text(state: dict[str, Any], first: OpState) -> str:
     return f"on {first['group']}:" + "".join(lines)
 
 
-def _describe_rank(rank: int, state: dict[str, Any] | None, status: str) -> str:
+def _describe_rank(rank: int, state: dict[str, Any] | None, status: str, host: str = "") -> str:
+    """One rank's line; ``host`` given when the ranks span hosts ("rank 3 on node2: ...")."""
+    me = rank_on(rank, host)
     if status == "failed":
-        return f"rank {rank}: raised an exception (traceback above)"
+        return f"{me}: raised an exception (traceback above)"
     if state is None:
-        return f"rank {rank}: not answering (its process may be gone)"
+        return f"{me}: not answering (its process may be gone)"
     ops = state.get("ops") or []
     if status == "done":
         unevaluated = [op for op in ops if op["op"] == "send" and not op["evaluated"]]
         extra = ""
         if unevaluated:
             extra = "; never evaluated: " + ", ".join(_op_text(op) for op in unevaluated)
-        return f"rank {rank}: finished the cell{extra}"
+        return f"{me}: finished the cell{extra}"
     waiting = state.get("waiting")
     op = waiting_op(state)
     if waiting and op:
         return (
-            f"rank {rank}: waiting for {waiting['waits_for']} in {_op_text(op)} on {op['group']}, "
+            f"{me}: waiting for {waiting['waits_for']} in {_op_text(op)} on {op['group']}, "
             f"at {op['site'] or waiting['site']}"
         )
     if state.get("in_eval") and op:
         where = state["in_eval"].get("site") or state.get("line") or "?"
         return (
-            f"rank {rank}: blocked in {state['in_eval']['entry']} at {where}, "
+            f"{me}: blocked in {state['in_eval']['entry']} at {where}, "
             f"which needs {_needed_text(state, op)}"
         )
-    return f"rank {rank}: running {state.get('line') or 'Python code'}"
+    return f"{me}: running {state.get('line') or 'Python code'}"
 
 
 def _collective_count(ops: list[dict[str, Any]], group: str, upto_seq: int | None = None) -> int:
@@ -193,10 +195,9 @@ def diagnose(
     now = time.time() if now is None else now
     d = Diagnosis(states=dict(states), status=dict(status), now=now)
     for rank in sorted(status):
-        line = _describe_rank(rank, states.get(rank), status[rank])
-        if hosts and rank in hosts:  # "rank 3 on node2: finished the cell"
-            line = line.replace(f"rank {rank}:", f"{rank_on(rank, hosts[rank])}:", 1)
-        d.lines.append(line)
+        d.lines.append(
+            _describe_rank(rank, states.get(rank), status[rank], (hosts or {}).get(rank, ""))
+        )
     running = [r for r in status if status[r] == "running"]
     checks: dict[int, dict[str, Any]] = {}
     for rank in running:

@@ -100,10 +100,7 @@ class EvalTimer:
             for rec in given:
                 if pending.pop(id(rec), None) is not None:
                     hits.append(rec)
-            if len(hits) == 1 == len(arrays) and seconds is not None and entry != "mx.async_eval":
-                # mx.eval(all_sum(x)): the common case, told without _time's cases
-                hits[0].timing = (seconds, ENTRY_NAMES.get(entry, entry), 1, 1, check_s)
-            elif hits:
+            if hits:
                 self._time(hits, arrays, seconds, entry, check_s)
             if pending:
                 self._follow_up()

@@ -125,9 +125,9 @@ class OpLog:
     pending: dict[int, tuple[OpRecord, weakref.ref[Any]]] = field(default_factory=dict)
     pairing: Pairing = field(default_factory=Pairing)
     waiting: WaitState | None = None
-    # (entry, caller frame, since, records it evaluates): the report is
-    # worked out from this only when a probe asks (see _eval_state)
-    in_eval: tuple[str, Any, float, list[OpRecord]] | None = None
+    # (entry, caller frame, since) of the running evaluation, whose records are
+    # ``given``: the report is worked out only when a probe asks (see _eval_state)
+    in_eval: tuple[str, Any, float] | None = None
     #: records of the arrays the running (or last) evaluation was handed
     given: list[OpRecord] = field(default_factory=list)
     running_cell: bool = False
@@ -233,7 +233,7 @@ class OpLog:
                 if rec.posted is not None and check.done(rec.posted):
                     self._finish(key, rec, wait=False)
         # Only a report reads this; it is worked out then (see _eval_state).
-        self.in_eval = (entry, sys._getframe(2), time.time(), direct)
+        self.in_eval = (entry, sys._getframe(2), time.time())
 
     @property
     def timed(self) -> bool:
@@ -286,6 +286,7 @@ class OpLog:
             self.cell_ops = deque(maxlen=MAX_OPS)
             self.live = {}
             self.live_limit = LIVE_SWEEP
+            self.given = []
         self.wrapped.reset_seq()
         self.running_cell = True
 
@@ -305,7 +306,8 @@ class OpLog:
         ev = self.in_eval
         if ev is None:
             return None
-        entry, frame, since, direct = ev
+        entry, frame, since = ev
+        direct = self.given
         site = hooks.call_site(frame=frame)
         if direct:
             needs = sorted(r.seq for r in direct)

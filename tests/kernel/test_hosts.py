@@ -25,6 +25,7 @@ from collective_cases import EXPECTED, SETUP, inputs
 from mxnb.errors import ClusterError, RankError
 from mxnb.kernel.cluster import MxCluster
 from mxnb.views.outcome import strip_ansi
+from procs import jupyter_kernel
 
 pytestmark = [
     pytest.mark.cluster,
@@ -335,20 +336,10 @@ def test_a_killed_kernel_leaves_nothing_on_any_host(hosts: Hosts, idle: None, si
 
 def test_a_kernel_shut_down_leaves_nothing_on_any_host(hosts: Hosts, idle: None) -> None:
     """A real Jupyter kernel, its ranks on both hosts, shut down as Jupyter does it."""
-    from jupyter_client.manager import KernelManager
-
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=60)
+    with jupyter_kernel("python3") as (_, kc):
         quiet = {"timeout": 120, "output_hook": lambda m: None}
         kc.execute_interactive("%load_ext mxnb", **quiet)
         reply = kc.execute_interactive(f"%mxdist -n 4 --hostfile {hosts.hostfile(2)}", **quiet)
         assert reply["content"]["status"] == "ok", reply["content"]
         assert all(len(p) >= 3 for p in hosts.processes().values()), hosts.processes()
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
     assert hosts.wait_empty() == {}
