@@ -27,10 +27,12 @@ from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.launch import LaunchPlan, ipp_cluster
 from mxnb.kernel.placement import Placement, plan
 from mxnb.kernel.processes import alive, kill_pids, led_groups, live_groups
+from mxnb.kernel.ringwait import ring_waits
 from mxnb.kernel.startfail import start_failure
 from mxnb.kernel.status import ClusterStatus
 from mxnb.protocol.messages import ProbeReply, RankInfo
 from mxnb.protocol.ops import BACKENDS
+from mxnb.protocol.wording import RING_NEEDS
 
 __all__ = ["DEFAULT_NP", "ClusterError", "ClusterStatus", "MxCluster"]
 
@@ -316,19 +318,26 @@ class MxCluster(HasTraits):
             if (es is not None and es.state == "after") or (
                 es is not None and es.pid and not alive(es.pid)
             ):
-                output = self.mpiexec_output()
-                why = start_failure(output)
-                raise ClusterError(
-                    (f"{why}\n" if why else "")
-                    + f"mpiexec exited before all {self.n} ranks started.\nIts output:\n{output}"
-                )
+                raise self._start_error(f"mpiexec exited before all {self.n} ranks started.")
             if time.monotonic() > deadline:
-                raise ClusterError(
-                    f"only {len(self._client.ids)} of {self.n} ranks registered "
-                    f"within {self.start_timeout:.0f} s.\n"
-                    f"mpiexec output:\n{self.mpiexec_output()}"
-                )
+                raise self._start_error(self._not_registered())
             time.sleep(0.01)
+
+    def _not_registered(self) -> str:
+        said = (
+            f"only {len(self._client.ids)} of {self.n} ranks registered "
+            f"within {self.start_timeout:.0f} s."
+        )
+        waits = ring_waits(self.pids()) if self.backend == "ring" else []
+        if waits:
+            said = f"MLX's ring did not form; {RING_NEEDS}:\n  " + "\n  ".join(waits) + "\n" + said
+        return said
+
+    def _start_error(self, what: str) -> ClusterError:
+        """``what`` went wrong, after the sentence a rank or Open MPI said about it."""
+        output = self.mpiexec_output()
+        why = start_failure(output)
+        return ClusterError((f"{why}\n" if why else "") + f"{what}\nmpiexec output:\n{output}")
 
     def _controller_failure(self) -> ClusterError | None:
         """The error to raise if the controller died while ranks were starting."""

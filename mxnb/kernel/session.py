@@ -156,7 +156,12 @@ class MxdistSession(Configurable):
         print(f"mxdist: starting {want} {on} ...", flush=True)
         t0 = time.monotonic()
         self.cluster = self._new_cluster(want)
-        self.cluster.start()
+        try:
+            self.cluster.start()
+        except BaseException:
+            self._lost_n = want  # the next cell tries the size asked for, not the default
+            raise
+        self._lost_n = None
         self._fresh_ranks()
         print(
             f"mxdist: {want} ranks ready in {time.monotonic() - t0:.1f} s "

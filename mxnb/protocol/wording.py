@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+#: What MLX's ring needs to form, said when it did not (by a rank or the kernel).
+RING_NEEDS = (
+    "every rank must reach its neighbours at the addresses in MLX_HOSTFILE, "
+    "and no other program may answer there"
+)
+
 __all__ = [
+    "RING_NEEDS",
     "group_text",
     "hosts_text",
     "op_text",

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from mxnb.protocol.wording import RING_NEEDS
+
 #: Seconds a rank waits for the controller's connection file.
 CONNECTION_WAIT = float(os.environ.get("MXNB_START_TIMEOUT", "60"))
 
@@ -97,7 +99,7 @@ NAMES = {"mpi": "MPI", "ring": "ring"}
 #: What each backend needs, said when MLX cannot start it.
 NEEDS = {
     "mpi": "MLX supports Open MPI only; MLX_MPI_LIBNAME must name its real libmpi shared library.",
-    "ring": "every rank must reach its neighbours at the addresses in MLX_HOSTFILE.",
+    "ring": f"{RING_NEEDS}.",
 }
 
 

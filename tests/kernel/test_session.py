@@ -39,3 +39,19 @@ def test_config_and_line_magic_change_the_same_setting(ip: Any, magics: Any, cap
 def test_a_bad_setting_is_refused():
     with pytest.raises(TraitError):
         MxdistSession(ranks="four")
+
+
+@pytest.mark.cluster
+def test_a_start_that_fails_leaves_the_size_asked_for(capsys):
+    """A real mpiexec refusing its arguments: the next cell tries 2 ranks again, not the default."""
+    from mxnb.errors import ClusterError
+
+    s = MxdistSession(mpi_args=["--no-such-mpiexec-option"])
+    try:
+        with pytest.raises(ClusterError, match="mpiexec exited before all 2 ranks started"):
+            s.ensure_cluster(2)
+        assert s.cell_size(None) == 2 and s.ranks == 4
+        assert s.cluster is not None and s.cluster.pids() == []
+    finally:
+        s.stop()
+    assert "mxdist: starting 2 MPI ranks ..." in capsys.readouterr().out
