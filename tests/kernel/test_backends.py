@@ -175,3 +175,25 @@ def test_changing_the_backend_restarts_and_says_so(
     assert magics.cluster.backend == "mpi" and mxnb.pull("on_mpi") == [ring] * ring
     ip.run_line_magic("mxdist", f"-n {ring} --backend ring")  # back, for the next tests
     assert magics.cluster.backend == "ring"
+
+
+def test_the_ring_s_ports_come_from_below_the_system_s_own_range() -> None:
+    """No port the system hands out meanwhile (the controller's, a connection's) can be one."""
+    from mxnb.kernel.backends import _ephemeral_low, _free_ports
+
+    ports = _free_ports(8)
+    assert len(set(ports)) == 8 and all(1024 < p < _ephemeral_low() for p in ports)
+
+
+def test_a_port_in_use_is_passed_over() -> None:
+    import socket
+
+    from mxnb.kernel.backends import _ephemeral_low, _free_ports
+
+    (port,) = _free_ports(1, span=(20000, 32766))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        assert _free_ports(1, span=(port, port + 2)) == [port + 1]
+        # nothing left below the system's range: the system picks
+        (picked,) = _free_ports(1, span=(port, port + 1))
+        assert picked != port and picked >= _ephemeral_low()
