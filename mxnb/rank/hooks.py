@@ -146,6 +146,8 @@ class Logger(Protocol):
 
     def logged(self, token: Any, result: Any) -> None: ...
 
+    def failed(self, token: Any) -> None: ...
+
 
 class Hooks:
     """The wrapped ops of one rank: who logs them, and how to undo it.
@@ -168,7 +170,11 @@ class Hooks:
                 return real(*args, **kwargs)
             hooks.seq += 1
             token = logger.log(name, args, kwargs, hooks.seq, raw_site(sys._getframe(1)))
-            result = real(*args, **kwargs)
+            try:
+                result = real(*args, **kwargs)
+            except BaseException:
+                logger.failed(token)
+                raise
             logger.logged(token, result)
             return result
 

@@ -193,6 +193,11 @@ class OpLog:
         elif rec.peer is not None and rec.check == "pending":
             self.pairing.follow(rec, result)
 
+    def failed(self, rec: OpRecord) -> None:
+        """MLX refused the call: the trace lets go of what it held for it."""
+        if self.recorder is not None:
+            self.recorder.forget(rec)
+
     def _sweep(self) -> None:
         """Forget results that died; the limit grows if the cell keeps many alive."""
         live = self.live

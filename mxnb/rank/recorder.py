@@ -188,6 +188,13 @@ class Recorder:
         self.ops.append(rec)
         self.timer.follow(rec)
 
+    def forget(self, rec: OpRecord) -> None:
+        """MLX refused the call noted by ``before``: drop our own handle on its input."""
+        held = rec.before
+        if type(held) is _mx_array():  # a handle of our own (keep), not a word or a weak ref
+            self.held -= held.nbytes
+            rec.before = "none"
+
     def _hold(self, a: Any, ref: Any) -> Any:
         """A handle on ``a``: a weak reference, or our own (``keep``); else why not."""
         if type(a) is not _mx_array():

@@ -14,6 +14,7 @@ class Log:
     def __init__(self) -> None:
         self.seen: list[tuple[str, int]] = []
         self.tokens: list[tuple[object, object]] = []
+        self.failed_tokens: list[object] = []
 
     def log(self, op, args, kwargs, seq, site):
         if args[0].dtype == mx.float16:
@@ -23,6 +24,9 @@ class Log:
 
     def logged(self, token, result):
         self.tokens.append((token, result))
+
+    def failed(self, token):
+        self.failed_tokens.append(token)
 
 
 @pytest.fixture
@@ -79,6 +83,13 @@ def test_a_refused_op_never_reaches_mlx(log):
     with pytest.raises(ValueError, match="refused"):
         mx.distributed.all_sum(mx.ones(2, dtype=mx.float16))
     assert log.seen == [] and log.tokens == []
+
+
+def test_a_call_mlx_refuses_hands_its_token_back_as_failed(log):
+    with pytest.raises(TypeError):
+        mx.distributed.all_sum(mx.ones(2), no_such_argument=1)
+    (seq,) = [s for _, s in log.seen]
+    assert log.tokens == [] and [t[:2] for t in log.failed_tokens] == [("token", seq)]
 
 
 def test_an_argument_is_read_by_position_or_by_name():

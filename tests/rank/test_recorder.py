@@ -320,14 +320,17 @@ def test_untimed_evaluations_read_no_clock(monkeypatch):
     assert rec_mod.is_evaluated(x)
 
 
-def test_a_call_mlx_refuses_is_not_recorded_and_holds_nothing(recorder):
-    """The recorder notes the call before MLX runs it; if MLX raises, nothing stays."""
+@pytest.mark.parametrize("keep", [False, True], ids=["default", "viz"])
+def test_a_call_mlx_refuses_is_not_recorded_and_holds_nothing(recorder, keep):
+    """The recorder notes the call before MLX runs it (with --viz, taking a handle of
+    its own on the input); if MLX raises, nothing stays."""
     import weakref
 
+    recorder.keep = keep
     x = mx.ones(3) * 2
     gone = weakref.ref(x)
     with pytest.raises(TypeError):
         mx.distributed.all_sum(x, no_such_argument=1)
     del x
     assert gone() is None  # no reference of mxnb's own kept the input alive
-    assert recorder.ops == [] and recorder.timer.pending == {}
+    assert recorder.ops == [] and recorder.timer.pending == {} and recorder.held == 0
