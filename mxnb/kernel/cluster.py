@@ -27,11 +27,12 @@ from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.launch import LaunchPlan, ipp_cluster
 from mxnb.kernel.placement import Placement, plan
 from mxnb.kernel.processes import alive, kill_pids, led_groups, live_groups
-from mxnb.kernel.ringwait import ring_waits
+from mxnb.kernel.ringwait import likely_cause, ring_waits
 from mxnb.kernel.startfail import start_failure
 from mxnb.kernel.status import ClusterStatus
 from mxnb.protocol.messages import ProbeReply, RankInfo
 from mxnb.protocol.ops import BACKENDS
+from mxnb.protocol.startup import STEPS, steps_of
 from mxnb.protocol.wording import RING_NEEDS
 
 __all__ = ["DEFAULT_NP", "ClusterError", "ClusterStatus", "MxCluster"]
@@ -324,20 +325,30 @@ class MxCluster(HasTraits):
             time.sleep(0.01)
 
     def _not_registered(self) -> str:
+        """Which ranks did not register in time, and where each of them is."""
+        assert self._client is not None and self._profile_dir is not None
+        missing = [r for r in range(self.n) if r not in set(self._client.ids)]
         said = (
-            f"only {len(self._client.ids)} of {self.n} ranks registered "
-            f"within {self.start_timeout:.0f} s."
+            f"only {self.n - len(missing)} of {self.n} ranks registered within "
+            f"{self.start_timeout:.0f} s. Where the others are:"
         )
-        waits = ring_waits(self.pids()) if self.backend == "ring" else []
-        if waits:
-            said = f"MLX's ring did not form; {RING_NEEDS}:\n  " + "\n  ".join(waits) + "\n" + said
-        return said
+        steps = steps_of(self._profile_dir, missing)
+        ring = ring_waits(self.pids()) if self.backend == "ring" else {}
+        if ring:
+            said = f"MLX's ring did not form; {RING_NEEDS}.\n{said}"
+        for r in missing:
+            step = steps.get(r)
+            where = STEPS[step].format(backend=self.backend) if step else "no word from it yet"
+            said += f"\n  rank {r}: {where}" + (f": {ring[r].text}" if r in ring else "")
+        cause = likely_cause(ring)
+        return said + (f"\nLikely cause: {cause}" if cause else "")
 
     def _start_error(self, what: str) -> ClusterError:
         """``what`` went wrong, after the sentence a rank or Open MPI said about it."""
         output = self.mpiexec_output()
         why = start_failure(output)
-        return ClusterError((f"{why}\n" if why else "") + f"{what}\nmpiexec output:\n{output}")
+        told = f"mpiexec output:\n{output}" if output.strip() else "mpiexec printed nothing."
+        return ClusterError((f"{why}\n" if why else "") + f"{what}\n{told}")
 
     def _controller_failure(self) -> ClusterError | None:
         """The error to raise if the controller died while ranks were starting."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import psutil
 
-__all__ = ["links", "ring_waits"]
+__all__ = ["Links", "likely_cause", "links", "ring_waits"]
 
 
 def _address(entry: list[str] | str) -> tuple[str, int]:
@@ -26,10 +27,24 @@ def _address(entry: list[str] | str) -> tuple[str, int]:
     return host, int(port)
 
 
-def links(rank: int, nodes: list[list[str]], tcp: Sequence[object]) -> tuple[bool, str]:
-    """Whether rank ``rank``'s two links of the ring (MLX's hostfile ``nodes``) are up,
-    from its sockets ``tcp`` (psutil's connections), and how they stand: a clause
-    after "rank N"."""
+class Links(NamedTuple):
+    """One rank's two links of the ring, as its sockets show them."""
+
+    rank: int
+    right: int  # the neighbour it connects to
+    right_at: str  # the address it connects to: the right neighbour's, per the hostfile
+    to_right: bool  # connected there
+    from_left: bool  # its left neighbour has connected to it
+    text: str  # ``connected to rank 0 at ...; waits for rank 1 to connect at ...``
+
+    @property
+    def up(self) -> bool:
+        return self.to_right and self.from_left
+
+
+def links(rank: int, nodes: list[list[str]], tcp: Sequence[object]) -> Links:
+    """Rank ``rank``'s two links of the ring (MLX's hostfile ``nodes``), from its
+    sockets ``tcp`` (psutil's connections)."""
     size = len(nodes)
     left, right = (rank - 1) % size, (rank + 1) % size
     mine, theirs = _address(nodes[rank]), _address(nodes[right])
@@ -39,25 +54,21 @@ def links(rank: int, nodes: list[list[str]], tcp: Sequence[object]) -> tuple[boo
     to_right = any((c.raddr.ip, c.raddr.port) == theirs for c in est)
     from_left = any(c.laddr.port == mine[1] for c in est)
     where = f"{theirs[0]}:{theirs[1]}"
-    out = (
-        f"is connected to rank {right} at {where}"
-        if to_right
-        else f"is not connected to rank {right} at {where}"
-    )
+    out = f"{'' if to_right else 'not '}connected to rank {right} at {where}"
     at = f"{mine[0]}:{mine[1]}"
     if from_left:
         into = f"rank {left} has connected to it at {at}"
     elif listening:
-        into = f"it waits for rank {left} to connect at {at}"
+        into = f"waits for rank {left} to connect at {at}"
     else:
-        into = f"it does not listen at {at} for rank {left}"
-    return to_right and from_left, f"{out}, and {into}"
+        into = f"does not listen at {at} for rank {left}"
+    return Links(rank, right, where, to_right, from_left, f"{out}; {into}")
 
 
-def ring_waits(pids: Sequence[int]) -> list[str]:
-    """``rank 1 is connected to rank 0 at ..., and ...`` for each rank among ``pids``
-    whose ring links are not both up; none when the ring formed (or is not MLX's)."""
-    found: dict[int, str] = {}
+def ring_waits(pids: Sequence[int]) -> dict[int, Links]:
+    """The links of each rank among ``pids`` whose two links are not both up;
+    none when the ring formed (or the ranks are not on MLX's ring)."""
+    found: dict[int, Links] = {}
     for pid in pids:
         try:
             proc = psutil.Process(pid)
@@ -67,9 +78,24 @@ def ring_waits(pids: Sequence[int]) -> list[str]:
             rank = int(env["OMPI_COMM_WORLD_RANK"])
             with open(env["MLX_HOSTFILE"]) as f:
                 nodes = json.load(f)
-            up, state = links(rank, nodes, proc.net_connections(kind="tcp"))
-            if not up:
-                found[rank] = f"rank {rank} {state}"
+            state = links(rank, nodes, proc.net_connections(kind="tcp"))
+            if not state.up:
+                found[rank] = state
         except (psutil.Error, OSError, ValueError):
             continue  # gone, or not ours to read: said by what is missing
-    return [found[r] for r in sorted(found)]
+    return found
+
+
+def likely_cause(waits: dict[int, Links]) -> str | None:
+    """A rank connected to its neighbour's address while that neighbour still waits
+    for it: the connection went to another program listening there."""
+    for r in sorted(waits):
+        mine = waits[r]
+        theirs = waits.get(mine.right)
+        if mine.to_right and theirs is not None and not theirs.from_left:
+            return (
+                f"rank {r} connected to {mine.right_at}, rank {mine.right}'s address, but "
+                f"rank {mine.right} never got the connection: another program answers "
+                "there. Start the ranks again (%mxdist restart): mxnb picks new ports."
+            )
+    return None

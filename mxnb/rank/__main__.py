@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+from mxnb.protocol.startup import enter
 from mxnb.protocol.wording import RING_NEEDS
 
 #: Seconds a rank waits for the controller's connection file.
@@ -104,7 +105,10 @@ NEEDS = {
 
 
 def main() -> None:
+    # the kernel's own profile directory, where a rank on its host notes each step
+    here, rank = os.environ.get("IPP_PROFILE_DIR"), os.environ.get("OMPI_COMM_WORLD_RANK", "0")
     check_kernel_reachable()
+    enter("mlx", here, rank)
     import mlx.core as mx
 
     backend = os.environ.get("MXNB_BACKEND", "mpi")
@@ -126,13 +130,16 @@ def main() -> None:
         sys.exit(3)
 
     # the heaviest import of a rank, and the op hooks, while the controller starts
+    enter("import", here, rank)
     import ipyparallel.engine.app  # noqa: F401
 
     from mxnb.rank import runtime
 
     runtime.start(world, runtime.probe_ip())
     local_profile_dir()
+    enter("connect", here, rank)
     await_connection_info()
+    enter("engine", here, rank)
 
     from ipyparallel.engine.app import main as ipengine_main
 

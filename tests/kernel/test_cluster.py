@@ -123,6 +123,35 @@ def test_controller_dying_during_start_is_reported_and_cleaned_up(monkeypatch, w
     assert {p.pid for p in cluster_processes()} <= before
 
 
+def test_ranks_that_do_not_register_in_time_are_each_said_where_they_are(monkeypatch):
+    """A controller frozen once it has written its connection file (SIGSTOP): every rank
+    reaches the last step, registering, and waits there; the error says so per rank."""
+    real = MxCluster._wait_for_engines
+
+    def freeze_controller(self):
+        security = Path(self.profile_dir) / "security"
+        deadline = time.monotonic() + 20
+        while not list(security.glob("ipcontroller-*-engine.json")):
+            assert time.monotonic() < deadline, "the controller wrote no connection file"
+            time.sleep(0.01)
+        os.kill(self._ipp.controller.pid, signal.SIGSTOP)
+        return real(self)
+
+    monkeypatch.setattr(MxCluster, "_wait_for_engines", freeze_controller)
+    before = {p.pid for p in cluster_processes()}
+    c = MxCluster(n=2, start_timeout=10)
+    with pytest.raises(ClusterError) as err:
+        c.start()
+    assert str(err.value).startswith(
+        "only 0 of 2 ranks registered within 10 s. Where the others are:\n"
+        "  rank 0: registering with the controller\n"
+        "  rank 1: registering with the controller\n"
+    )
+    assert not c.running and c.profile_dir is None
+    time.sleep(0.5)
+    assert {p.pid for p in cluster_processes()} <= before
+
+
 def test_only_groups_still_holding_our_processes_are_signalled(tmp_path):
     """A group id is a pid and can be reused: a group of strangers is left alone."""
     from mxnb.kernel.cluster import live_groups

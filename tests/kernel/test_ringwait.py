@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mxnb.kernel.ringwait import links, ring_waits
+from mxnb.kernel.ringwait import Links, likely_cause, links, ring_waits
 
 STUCK_RANK = 'import mlx.core as mx\nmx.distributed.init(strict=True, backend="ring")\n'
 
@@ -71,10 +71,10 @@ def test_a_rank_answered_by_another_program_is_seen_waiting(
     finally:
         proc.kill()
         proc.wait(10)
-    assert said == [
-        f"rank 1 is connected to rank 0 at 127.0.0.1:{p0}, "
-        f"and it waits for rank 0 to connect at 127.0.0.1:{p1}"
-    ]
+    assert {r: w.text for r, w in said.items()} == {
+        1: f"connected to rank 0 at 127.0.0.1:{p0}; waits for rank 0 to connect at 127.0.0.1:{p1}"
+    }
+    assert likely_cause(said) is None  # rank 0 is no rank here: nothing says it waits
 
 
 @pytest.mark.parametrize("listening", [False, True])
@@ -86,16 +86,16 @@ def test_links_before_any_connection(listening: bool) -> None:
     p0, p1 = mine.getsockname()[1], _free_port()
     try:
         tcp = psutil.Process().net_connections(kind="tcp")
-        up, said = links(0, [[f"127.0.0.1:{p0}"], [f"127.0.0.1:{p1}"]], tcp)
+        state = links(0, [[f"127.0.0.1:{p0}"], [f"127.0.0.1:{p1}"]], tcp)
     finally:
         mine.close()
     into = (
-        f"it waits for rank 1 to connect at 127.0.0.1:{p0}"
+        f"waits for rank 1 to connect at 127.0.0.1:{p0}"
         if listening
-        else f"it does not listen at 127.0.0.1:{p0} for rank 1"
+        else f"does not listen at 127.0.0.1:{p0} for rank 1"
     )
-    assert not up
-    assert said == f"is not connected to rank 1 at 127.0.0.1:{p1}, and {into}"
+    assert not state.up
+    assert state.text == f"not connected to rank 1 at 127.0.0.1:{p1}; {into}"
 
 
 def test_a_formed_ring_is_not_reported(impostor: socket.socket) -> None:
@@ -106,8 +106,24 @@ def test_a_formed_ring_is_not_reported(impostor: socket.socket) -> None:
     try:
         tcp = psutil.Process().net_connections(kind="tcp")
         # one process as both ranks of a 1-link ring: rank 0's right is rank 0
-        up, said = links(0, [[f"127.0.0.1:{p0}"]], tcp)
+        state = links(0, [[f"127.0.0.1:{p0}"]], tcp)
     finally:
         out.close()
         back.close()
-    assert up, said
+    assert state.up, state.text
+
+
+def test_a_connection_its_neighbour_never_got_is_named_as_the_likely_cause() -> None:
+    """The two ranks' links as the real stuck ring of a 2-rank start showed them."""
+    a, b = "127.0.0.1:26961", "127.0.0.1:46125"
+    waits = {
+        0: Links(0, 1, a, False, False, f"not connected to rank 1 at {a}; waits ..."),
+        1: Links(1, 0, b, True, False, f"connected to rank 0 at {b}; waits ..."),
+    }
+    assert likely_cause(waits) == (
+        f"rank 1 connected to {b}, rank 0's address, but rank 0 never got the connection: "
+        "another program answers there. Start the ranks again (%mxdist restart): mxnb "
+        "picks new ports."
+    )
+    waits[0] = waits[0]._replace(from_left=True)  # rank 0 did get it: no such cause
+    assert likely_cause(waits) is None
