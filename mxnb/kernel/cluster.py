@@ -329,13 +329,13 @@ class MxCluster(HasTraits):
         assert self._client is not None and self._profile_dir is not None
         missing = [r for r in range(self.n) if r not in set(self._client.ids)]
         said = (
-            f"only {self.n - len(missing)} of {self.n} ranks registered within "
+            f"Only {self.n - len(missing)} of {self.n} ranks registered within "
             f"{self.start_timeout:.0f} s. Where the others are:"
         )
         steps = steps_of(self._profile_dir, missing)
         ring = ring_waits(self.pids()) if self.backend == "ring" else {}
         if ring:
-            said = f"MLX's ring did not form; {RING_NEEDS}.\n{said}"
+            said = f"MLX's ring did not form: {RING_NEEDS}.\n{said}"
         for r in missing:
             step = steps.get(r)
             where = STEPS[step].format(backend=self.backend) if step else "no word from it yet"

@@ -143,7 +143,7 @@ def test_ranks_that_do_not_register_in_time_are_each_said_where_they_are(monkeyp
     with pytest.raises(ClusterError) as err:
         c.start()
     assert str(err.value).startswith(
-        "only 0 of 2 ranks registered within 10 s. Where the others are:\n"
+        "Only 0 of 2 ranks registered within 10 s. Where the others are:\n"
         "  rank 0: registering with the controller\n"
         "  rank 1: registering with the controller\n"
     )
