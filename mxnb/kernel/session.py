@@ -170,7 +170,7 @@ class MxdistSession(Configurable):
         return self.cluster
 
     def restart(self, n: int | None) -> MxCluster:
-        n = n or self.running_n or self.ranks
+        n = self.cell_size(n)  # the size running, or the one a failed start asked for
         self.stop()
         return self.ensure_cluster(n)
 

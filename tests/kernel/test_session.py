@@ -52,6 +52,8 @@ def test_a_start_that_fails_leaves_the_size_asked_for(capsys):
             s.ensure_cluster(2)
         assert s.cell_size(None) == 2 and s.ranks == 4
         assert s.cluster is not None and s.cluster.pids() == []
+        with pytest.raises(ClusterError, match="mpiexec exited before all 2 ranks started"):
+            s.restart(None)  # what the ring's start error tells the user to do
     finally:
         s.stop()
     assert "mxdist: starting 2 MPI ranks ..." in capsys.readouterr().out
