@@ -181,6 +181,9 @@ class Shell:
     def start(self, n: int, backend: str = "mpi") -> None:
         self.ip.run_line_magic("mxdist", f"-n {n} --backend {backend}")
 
+    def restart(self) -> None:
+        self.ip.run_line_magic("mxdist", "restart")
+
     def stop(self) -> None:
         self.ip.run_line_magic("mxdist", "stop")
 
