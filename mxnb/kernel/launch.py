@@ -81,7 +81,13 @@ def _config(plan: LaunchPlan) -> Any:
     es.mpi_cmd = [str(plan.mpi.mpiexec)]
     # The nanny is a second Python process per rank that relays signals;
     # mxnb signals ranks by pid, and its start-up cost ~0.25 s of CPU per rank.
-    es.engine_args = ["--IPEngine.enable_nanny=False"]
+    # An engine gives up its registration after 5 s by default, sooner than
+    # the kernel's start timeout: the kernel, which can say where each rank
+    # is, should be the one to end a start that hangs.
+    es.engine_args = [
+        "--IPEngine.enable_nanny=False",
+        f"--IPEngine.timeout={plan.start_timeout + 5:g}",
+    ]
     es.environment = plan.environment()
     es.mpi_args = plan.mpiexec_args(es.environment)
     es.stop_seconds_until_kill = 2
