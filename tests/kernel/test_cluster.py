@@ -163,12 +163,24 @@ def test_only_groups_still_holding_our_processes_are_signalled(tmp_path):
     ]
     try:
         mine, stranger = (p.pid for p in procs)
+        # Popen returns at exec's point of no return, before the kernel has
+        # set the new environment: /proc/<pid>/environ can read empty then.
+        for pid in (mine, stranger):
+            _wait_for_exec(pid, "sleep")
         assert live_groups([mine, stranger], ours) == [mine]
     finally:
         for p in procs:
             p.kill()
             p.wait()
     assert live_groups([mine], ours) == []
+
+
+def _wait_for_exec(pid: int, name: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    proc = psutil.Process(pid)
+    while not (proc.cmdline()[:1] == [name] and proc.environ()):
+        assert time.monotonic() < deadline, f"pid {pid} did not finish exec within {within} s"
+        time.sleep(0.001)
 
 
 START = (
