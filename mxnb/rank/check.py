@@ -108,22 +108,28 @@ def _mpi() -> Any:
 def wait(check: PendingCheck, on_wait: Any = None) -> None:
     """Block (interruptibly) until the exchange completes, then verify it."""
     __tracebackhide__ = True
-    spins = 0
-    clock = time.perf_counter
-    spin_until = clock() + SPIN_S
     try:
-        while not done(check):
-            if clock() < spin_until:
-                continue
-            if spins == 200 and on_wait is not None:
-                on_wait(check)
-            spins += 1
-            time.sleep(0 if spins < 200 else 0.0005)
+        # the peers' half usually landed while the graph was built: no clock then
+        if not done(check):
+            _spin_then_sleep(check, on_wait)
     except KeyboardInterrupt:
         raise CommInterrupted(
             f"stopped waiting for {check.describe()} ({check.op_text()})"
         ) from None
     verify(check)
+
+
+def _spin_then_sleep(check: PendingCheck, on_wait: Any) -> None:
+    spins = 0
+    clock = time.perf_counter
+    spin_until = clock() + SPIN_S
+    while not done(check):
+        if clock() < spin_until:
+            continue
+        if spins == 200 and on_wait is not None:
+            on_wait(check)
+        spins += 1
+        time.sleep(0 if spins < 200 else 0.0005)
 
 
 def verify(check: PendingCheck) -> None:

@@ -162,6 +162,7 @@ class Hooks:
 
     def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         hooks = self
+        getframe = sys._getframe
 
         @functools.wraps(real)
         def op(*args: Any, **kwargs: Any) -> Any:
@@ -169,7 +170,12 @@ class Hooks:
             if logger is None:
                 return real(*args, **kwargs)
             hooks.seq += 1
-            token = logger.log(name, args, kwargs, hooks.seq, raw_site(sys._getframe(1)))
+            # the common case inline: called straight from a cell (see raw_site)
+            frame = getframe(1)
+            code = frame.f_code
+            cell = _cells.found.get(code.co_filename) if _cells.found is not None else None
+            site = (code, frame.f_lasti, cell) if cell is not None else raw_site(frame)
+            token = logger.log(name, args, kwargs, hooks.seq, site)
             try:
                 result = real(*args, **kwargs)
             except BaseException:

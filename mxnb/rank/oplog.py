@@ -188,8 +188,9 @@ class OpLog:
         if len(live) > self.live_limit:
             self._sweep()
         if rec.posted is not None:
-            with self.lock:  # a weak reference: MLX may reuse the result's buffer
-                self.pending[id(result)] = (rec, ref)
+            # a weak reference: MLX may reuse the result's buffer.  No lock: the
+            # probe copies the dict in one C-level step (see state)
+            self.pending[id(result)] = (rec, ref)
         elif rec.peer is not None and rec.check == "pending":
             self.pairing.follow(rec, result)
 
