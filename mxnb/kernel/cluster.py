@@ -200,11 +200,6 @@ class MxCluster(HasTraits):
             return self
         if self.n < 1:
             raise ClusterError(f"n must be at least 1, got {self.n}")
-        if self.hostfile and self.backend != "mpi":
-            raise ClusterError(
-                f"--hostfile starts ranks on MLX's MPI backend only; mxnb's {self.backend} "
-                "backend runs on one host (drop --backend, or --hostfile)"
-            )
         self._placement = plan(self.n, self.hostfile, self.ip)
         self._mpi = mpi.find_openmpi()
         self._profile_dir = tempfile.mkdtemp(prefix="mxnb-")

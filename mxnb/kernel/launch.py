@@ -52,7 +52,7 @@ class LaunchPlan:
                 where.subnet if where.spans_hosts else "",
                 hostfile=bool(where.hostfile),
             ),
-            **backend_env(self.backend, self.n, self.profile_dir),
+            **backend_env(self.backend, self.n, self.profile_dir, where.spans_hosts),
             "MXNB_START_TIMEOUT": str(self.start_timeout),
             "MXNB_KERNEL_IP": where.ip,
         }

@@ -6,8 +6,11 @@ connection is retried for about 30 s and then raised, but an accept waits
 without limit, and MLX holds the rank's interpreter while it waits, so the
 rank itself cannot say anything.  A ring that cannot close (a peer that never
 came, a port some other program answered on) would leave the kernel knowing
-only that no rank registered.  The ring runs on one host, the kernel's, so
-the kernel reads each rank's sockets from outside when the start times out.
+only that no rank registered.  So when the start times out, the kernel reads
+the sockets of each rank on its own host from outside, with the hostfile it
+wrote.  Ranks spread over several hosts wrote their hostfile themselves
+(:mod:`mxnb.rank.ringhosts`): their links are not read, and the steps the
+ranks noted say where they are.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ __all__ = ["STEPS", "enter", "steps_of"]
 
 #: Each step a rank enters while it starts, and how the kernel says it.
 STEPS = {
+    "addresses": "telling the other ranks where it listens for MLX's ring",
     "mlx": "in MLX's {backend} init",
     "import": "importing ipyparallel's engine",
     "connect": "waiting for the controller's connection file",

@@ -16,6 +16,7 @@ import time
 
 from mxnb.protocol.startup import enter
 from mxnb.protocol.wording import RING_NEEDS
+from mxnb.rank import ringhosts
 
 #: Seconds a rank waits for the controller's connection file.
 CONNECTION_WAIT = float(os.environ.get("MXNB_START_TIMEOUT", "60"))
@@ -112,10 +113,17 @@ def main() -> None:
     import mlx.core as mx
 
     backend = os.environ.get("MXNB_BACKEND", "mpi")
-    if backend == "ring":  # the ring learns its rank from MLX_RANK; mpiexec numbers the ranks
-        os.environ["MLX_RANK"] = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
+    alone = os.environ.get("OMPI_COMM_WORLD_SIZE") == "1"
+    shared = None  # a ring hostfile the ranks wrote (ranks on several hosts)
     try:
-        if os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
+        if backend == "ring" and not alone:
+            # the ring learns its rank from MLX_RANK; mpiexec numbers the ranks
+            os.environ["MLX_RANK"] = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
+            if not os.environ.get("MLX_HOSTFILE"):  # see mxnb.rank.ringhosts
+                enter("addresses", here, rank)
+                shared = os.environ["MLX_HOSTFILE"] = ringhosts.write_hostfile()
+                enter("mlx", here, rank)
+        if alone:
             # MLX's backends refuse a world of one process; its default
             # group of size 1 behaves the same for every collective
             world = mx.distributed.init()
@@ -128,6 +136,9 @@ def main() -> None:
         )
         sys.stderr.flush()
         sys.exit(3)
+    finally:
+        if shared:
+            ringhosts.remove(shared)
 
     # the heaviest import of a rank, and the op hooks, while the controller starts
     enter("import", here, rank)

@@ -7,7 +7,9 @@ still exchanges its metadata over MPI; only MLX's world group is the ring
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,23 +179,13 @@ def test_changing_the_backend_restarts_and_says_so(
     assert magics.cluster.backend == "ring"
 
 
-def test_the_ring_s_ports_come_from_below_the_system_s_own_range() -> None:
-    """No port the system hands out meanwhile (the controller's, a connection's) can be one."""
-    from mxnb.kernel.backends import _ephemeral_low, _free_ports
+def test_the_kernel_writes_the_ring_s_hostfile_on_one_host_only(tmp_path: Path) -> None:
+    """Across hosts only a rank knows its free ports: the ranks write it (mxnb.rank.ringhosts)."""
+    from mxnb.kernel.backends import backend_env
 
-    ports = _free_ports(8)
-    assert len(set(ports)) == 8 and all(1024 < p < _ephemeral_low() for p in ports)
-
-
-def test_a_port_in_use_is_passed_over() -> None:
-    import socket
-
-    from mxnb.kernel.backends import _ephemeral_low, _free_ports
-
-    (port,) = _free_ports(1, span=(20000, 32766))
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", port))
-        assert _free_ports(1, span=(port, port + 2)) == [port + 1]
-        # nothing left below the system's range: the system picks
-        (picked,) = _free_ports(1, span=(port, port + 1))
-        assert picked != port and picked >= _ephemeral_low()
+    env = backend_env("ring", 3, str(tmp_path))
+    nodes = json.loads(Path(env["MLX_HOSTFILE"]).read_text())
+    assert env["MXNB_BACKEND"] == "ring" and len({n[0] for n in nodes}) == 3
+    assert all(len(n) == 1 and n[0].startswith("127.0.0.1:") for n in nodes)
+    assert backend_env("ring", 3, str(tmp_path), spans_hosts=True) == {"MXNB_BACKEND": "ring"}
+    assert backend_env("mpi", 3, None) == {"MXNB_BACKEND": "mpi"}

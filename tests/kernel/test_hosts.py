@@ -226,6 +226,40 @@ def test_a_rank_dying_on_another_host_is_named(
     assert hosts.wait_empty() == {}
 
 
+RING_LINKS = (
+    "import psutil\n"
+    "from mxnb.protocol.net import RING_PORTS, ephemeral_low\n"
+    "_ring = range(RING_PORTS[0], ephemeral_low())\n"
+    "links = sorted({(c.laddr.ip, c.raddr.ip) for c in psutil.Process().net_connections('tcp')\n"
+    "                if c.raddr and (c.raddr.port in _ring or c.laddr.port in _ring)})\n"
+)
+
+
+def test_mlx_s_ring_spans_the_hosts(ip: Any, magics: Any, spread: str, hosts: Hosts) -> None:
+    """Each rank listens for the ring on its own host's address, told to the others
+    over MPI; MLX's hostfile is gone once MLX has read it."""
+    a, b = (h.ip for h in hosts.hosts)
+    try:
+        cell(ip, "import os\n"
+                 "y = mx.distributed.all_sum(mx.ones(3) * (rank + 1)).tolist()\n"
+                 "g = mx.distributed.all_gather(mx.array([rank])).tolist()\n"
+                 "kept = os.path.exists(os.environ['MLX_HOSTFILE'])\n" + RING_LINKS,
+             "--backend ring")  # fmt: skip
+        assert magics.cluster.backend == "ring"
+        assert mxnb.pull("y") == [[10.0] * 3] * 4
+        assert mxnb.pull("g") == [[0, 1, 2, 3]] * 4
+        assert mxnb.pull("kept") == [False] * 4
+        links = mxnb.pull("links")
+        assert (a, b) in links[1] and (b, a) in links[3]  # 1 -> 2 and 3 -> 0 cross hosts
+        assert all(ip in (a, b) for rank in links for pair in rank for ip in pair), links
+        # checked mode and its errors work over MPI beside the ring
+        said = failure(ip, "mx.eval(mx.distributed.all_sum(mx.ones(3 if rank == 2 else 2)))")
+        assert "rank 2" in said and "shape" in said
+    finally:
+        ip.run_line_magic("mxdist", "--backend mpi")
+    assert magics.cluster.backend == "mpi"
+
+
 def test_restart_and_stop_leave_nothing_on_any_host(
     ip: Any, magics: Any, spread: str, hosts: Hosts, capsys
 ) -> None:

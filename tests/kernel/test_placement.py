@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from mxnb.errors import ClusterError
-from mxnb.kernel.cluster import MxCluster
 from mxnb.kernel.placement import plan, read_hostfile
 from mxnb.protocol.net import LOOPBACK, address_towards, subnet_of
 
@@ -91,13 +90,6 @@ def test_a_slurm_allocation_s_size_is_read(monkeypatch: pytest.MonkeyPatch, env,
     assert plan(slots).slots == slots
     with pytest.raises(ClusterError, match=f"do not fit Slurm job 77, which has {slots} tasks"):
         plan(slots + 1)
-
-
-def test_the_ring_backend_is_refused_with_a_hostfile(tmp_path: Path) -> None:
-    c = MxCluster(n=2, backend="ring", hostfile=_hostfile(tmp_path, "localhost slots=2\n"))
-    with pytest.raises(ClusterError, match="--hostfile starts ranks on MLX's MPI backend only"):
-        c.start()
-    assert c.profile_dir is None
 
 
 def test_the_route_and_its_subnet() -> None:

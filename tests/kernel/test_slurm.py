@@ -60,6 +60,10 @@ out["blocked"] = failing(
 out["lost"] = session.cluster is None
 shell.run_cell_magic("mxdist", "", "import socket\nagain = socket.gethostname()")
 out["again"] = mxnb.pull("again")
+shell.run_cell_magic("mxdist", "--backend ring", "import socket\nring_host = socket.gethostname()\n"
+                     "ring_y = mx.distributed.all_sum(mx.ones(2) * rank).tolist()")
+out["ring_host"], out["ring_y"] = mxnb.pull("ring_host"), mxnb.pull("ring_y")
+out["ring"] = session.cluster.backend
 shell.run_line_magic("mxdist", "stop")
 print("RESULT " + json.dumps(out), flush=True)
 """
@@ -106,6 +110,9 @@ def test_a_notebook_in_an_allocation_runs_where_slurm_says(slurm: tuple[Hosts, S
     # blocked inside MPI: the job is stopped, and the next cell starts on the nodes again
     assert "the MPI job was stopped" in got["blocked"] and got["lost"]
     assert got["again"] == ["node1", "node1", "node2", "node2"]
+    # MLX's ring over the same nodes: each rank tells the others its own address
+    assert got["ring_host"] == ["node1", "node1", "node2", "node2"]
+    assert got["ring_y"] == [[6.0, 6.0]] * 4 and got["ring"] == "ring"
     assert hosts.wait_empty(keep=s.daemons) == {}
 
 

@@ -13,6 +13,9 @@ def test_the_last_step_entered_is_read_back(tmp_path: Path) -> None:
     enter("connect", str(tmp_path), "2")
     assert steps_of(str(tmp_path), range(4)) == {0: "import", 2: "connect"}
     assert STEPS["mlx"].format(backend="ring") == "in MLX's ring init"
+    assert STEPS["addresses"].format(backend="ring") == (
+        "telling the other ranks where it listens for MLX's ring"
+    )
 
 
 def test_a_rank_away_from_the_kernel_s_host_writes_nothing(tmp_path: Path) -> None:
