@@ -26,6 +26,10 @@ import views
 SIZES = {"1KB": 1024, "1MB": 2**20, "64MB": 64 * 2**20}
 #: Rounds of each bandwidth measurement (medians of their medians).
 ROUNDS = 5
+#: Rounds of the 2-rank rows that start fresh ranks each round: a set of ranks
+#: keeps one of a few speeds for its life, so their median needs more draws
+#: (bench/README, issue 18).
+FRESH_ROUNDS = 9
 MODES = {"bare": "--bare", "off": "--no-check --no-trace", "record": "--no-check", "on": ""}
 #: Issue 18's targets for the default mode (checks and recording), 2 ranks: at most
 #: this ratio to the standalone loop; and for recording alone (``--no-check``) at 1 KB.
@@ -133,10 +137,11 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
                 # rounds interleave the four ways, so that a drift of the
                 # machine (4 spinning ranks on 2 cores) hits all of them alike
                 runs: dict[str, list[float]] = {"base": [], **{way: [] for way in MODES}}
-                for i in range(1 if quick else ROUNDS):
+                fresh = n == 2 and nbytes < 2**26
+                for i in range(1 if quick else FRESH_ROUNDS if fresh else ROUNDS):
                     runs["base"].append(cases.raw_allsum(n, nbytes, reps))
                     with contextlib.redirect_stdout(io.StringIO()):
-                        if i and n == 2 and nbytes < 2**26:
+                        if i and fresh:
                             # fresh ranks each round, as the baseline is a fresh job:
                             # small ops inside one set of ranks keep one of a few
                             # speeds for its life (bench/README, issue 18)
