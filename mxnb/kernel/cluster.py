@@ -322,7 +322,8 @@ class MxCluster(HasTraits):
     def _not_registered(self) -> str:
         """Which ranks did not register in time, and where each of them is."""
         assert self._client is not None and self._profile_dir is not None
-        missing = [r for r in range(self.n) if r not in set(self._client.ids)]
+        came = set(self._client.ids)
+        missing = [r for r in range(self.n) if r not in came]
         said = (
             f"Only {self.n - len(missing)} of {self.n} ranks registered within "
             f"{self.start_timeout:.0f} s. Where the others are:"
