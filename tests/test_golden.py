@@ -264,7 +264,8 @@ def waiting_in(rank: int, o: dict[str, Any], since: float) -> dict[str, Any]:
     """A rank blocked in the check of its one op ``o``, saying what it waits for."""
     m = mirror(tuple(o["group_ranks"]))
     peer = None if o["peer"] is None else m.ranks.index(o["peer"])
-    check = PendingCheck(o["seq"], o["op"], Meta(o["op"], 1, (4,), "float32"), m, peer, [], [])
+    said = Meta(o["op"], 1, (4,), "float32").encode()
+    check = PendingCheck(o["seq"], o["op"], m, peer, [], [said, b""])
     waiting = {"seq": o["seq"], "op": o["op"], "waits_for": check.describe(), "since": since,
                "site": EVAL_SITE}  # fmt: skip
     return probe_state(rank, [o], EVAL_SITE, waiting=waiting)

@@ -51,11 +51,15 @@ class PendingCheck:
 
     seq: int  # the op's sequence number on this rank (Hooks.seq)
     op: str
-    mine: Meta
     mirror: GroupInfo
     peer: int | None  # group rank of the peer, point to point only
     requests: list[Any]
     buffers: list[Any]  # what this rank sent (bytes) and what it receives (bytearray)
+
+    @property
+    def mine(self) -> Meta:
+        """What this rank said, decoded only when a report needs it."""
+        return Meta.decode(self.buffers[0])
 
     def op_text(self) -> str:
         peer = None if self.peer is None else self.mirror.ranks[self.peer]
@@ -69,10 +73,9 @@ class PendingCheck:
         return f"rank {peer} to {verb}" + ("" if self.op == "send" else " to this rank")
 
 
-def post(op: str, call_seq: int, mine: Meta, mirror: GroupInfo, peer: int | None) -> PendingCheck:
-    """Start the exchange for one op; returns at once."""
+def post(op: str, call_seq: int, out: bytes, mirror: GroupInfo, peer: int | None) -> PendingCheck:
+    """Start the exchange for one op (``out``: what this rank says, encoded); returns at once."""
     comm = mirror.comm
-    out = mine.encode()
     if peer is None:
         recv = bytearray(META_BYTES * len(mirror.ranks))
         reqs = [comm.Iallgather(out, recv)]
@@ -82,7 +85,7 @@ def post(op: str, call_seq: int, mine: Meta, mirror: GroupInfo, peer: int | None
             reqs = [comm.Isend(out, dest=peer, tag=TAG_SEND), comm.Irecv(recv, peer, TAG_ACK)]
         else:
             reqs = [comm.Irecv(recv, peer, TAG_SEND), comm.Isend(out, dest=peer, tag=TAG_ACK)]
-    return PendingCheck(call_seq, op, mine, mirror, peer, reqs, [out, recv])
+    return PendingCheck(call_seq, op, mirror, peer, reqs, [out, recv])
 
 
 #: Seconds a wait spins on MPI before it starts to yield the core.  The peer's

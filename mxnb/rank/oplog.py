@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mxnb.errors import CommInterrupted, CommMismatch
 from mxnb.protocol.messages import EvalState, OpLogState, OpState, WaitState
-from mxnb.protocol.ops import COLLECTIVES, Meta
+from mxnb.protocol.ops import COLLECTIVES, encode
 from mxnb.protocol.wording import op_text
 from mxnb.rank import backend, check, entries, hooks
 from mxnb.rank.groups import GroupInfo, Groups
@@ -164,7 +164,7 @@ class OpLog:
             rec.check = "pending"
             if peer is None:  # a collective: every member calls it, in order
                 n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
-                rec.posted = check.post(op, seq, Meta(op, n, shape, dtype), mirror, None)
+                rec.posted = check.post(op, seq, encode(op, n, shape, dtype), mirror, None)
             # point to point: posted when evaluated (see mxnb.rank.pairing)
         if self.recorder is not None:
             self.recorder.before(rec, x)

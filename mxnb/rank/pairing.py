@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mxnb.errors import CommMismatch, UndefinedOrder
-from mxnb.protocol.ops import Meta
+from mxnb.protocol.ops import encode
 from mxnb.rank import check, graph, hooks
 
 if TYPE_CHECKING:
@@ -147,8 +147,8 @@ class Pairing:
             key = (rec.mirror.label, rec.op, rec.peer)
             n = self.posted[key] = self.posted.get(key, 0) + 1
             peer = rec.mirror.ranks.index(rec.peer)
-            meta = Meta(rec.op, n, rec.shape, rec.dtype)
-            rec.posted = check.post(rec.op, rec.seq, meta, rec.mirror, peer)
+            said = encode(rec.op, n, rec.shape, rec.dtype)
+            rec.posted = check.post(rec.op, rec.seq, said, rec.mirror, peer)
         for i, rec in enumerate(recs):
             pc = rec.posted
             assert pc is not None
