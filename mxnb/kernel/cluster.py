@@ -54,7 +54,8 @@ class MxCluster(HasTraits):
         list(BACKENDS),
         "mpi",
         help="MLX's backend for the world group: mpi (Open MPI) or ring (TCP sockets "
-        "between neighbouring ranks, on the loopback). mpiexec starts the ranks either way.",
+        "between neighbouring ranks: on the loopback, or across hosts on the address that "
+        "reaches them). mpiexec starts the ranks either way.",
     )
     mpi_args = List(Unicode(), help="Extra options passed to mpiexec, after mxnb's own.")
     hostfile = Unicode(
