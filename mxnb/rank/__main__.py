@@ -16,7 +16,6 @@ import time
 
 from mxnb.protocol.startup import enter
 from mxnb.protocol.wording import RING_NEEDS
-from mxnb.rank import ringhosts
 
 #: Seconds a rank waits for the controller's connection file.
 CONNECTION_WAIT = float(os.environ.get("MXNB_START_TIMEOUT", "60"))
@@ -120,6 +119,8 @@ def main() -> None:
             # the ring learns its rank from MLX_RANK; mpiexec numbers the ranks
             os.environ["MLX_RANK"] = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
             if not os.environ.get("MLX_HOSTFILE"):  # see mxnb.rank.ringhosts
+                from mxnb.rank import ringhosts
+
                 enter("addresses", here, rank)
                 shared = os.environ["MLX_HOSTFILE"] = ringhosts.write_hostfile()
                 enter("mlx", here, rank)
@@ -138,6 +139,8 @@ def main() -> None:
         sys.exit(3)
     finally:
         if shared:
+            from mxnb.rank import ringhosts
+
             ringhosts.remove(shared)
 
     # the heaviest import of a rank, and the op hooks, while the controller starts
