@@ -43,3 +43,11 @@ def test_uninstall_restores_mlx_and_install_puts_everything_back(run, nranks, ma
         "ops = [(r.op, r.check) for r in _rt().oplog.cell_ops]\n"
     )
     assert mxnb.pull("ops") == [[("all_sum", "ok")]] * nranks
+
+
+def test_a_full_collection_leaves_out_the_engine_s_own_objects(run, nranks):
+    # the user's cells make few objects; the engine's tens of thousands are frozen
+    run("import gc\nfrozen, scanned = gc.get_freeze_count(), len(gc.get_objects())\n")
+    frozen, scanned = mxnb.pull("frozen"), mxnb.pull("scanned")
+    assert all(f > 20_000 for f in frozen), frozen
+    assert all(s < f for s, f in zip(scanned, frozen, strict=True)), (scanned, frozen)
