@@ -18,7 +18,7 @@ from mxnb.views.palette import STATES, rank_color
 
 __all__ = ["draw_strips", "legend_items"]
 
-COL_W, LANE_H, HEAD_H, FOOT_H, LABEL_W = 34, 22, 18, 34, 70
+MIN_COL_W, LANE_H, HEAD_H, FOOT_H, LABEL_W = 34, 22, 18, 34, 70
 MAX_STRIPS = 4
 GREY, INK, SPAN = (120, 120, 120), (30, 30, 30), (150, 150, 150)
 
@@ -65,8 +65,20 @@ def _step(d: ImageDraw.ImageDraw, s: StepView, lane: dict[int, int], cx: float, 
         d.polygon([(ax - 4, tip - up * 6), (ax + 4, tip - up * 6), (ax, tip)], fill=ink)
 
 
+def _col_name(view: TraceView, c: int) -> str:
+    op = view.steps[view.timeline.columns[c].steps[0]].op
+    return SHORT.get(op, op)
+
+
+def _col_width(view: TraceView, cols: list[tuple[int, Fold | None]], font: Any) -> int:
+    """One width for every column, wide enough for the longest op name among them
+    ("gather" must not run into the name beside it)."""
+    widest = max((font(10).getlength(_col_name(view, c)) for c, _ in cols), default=0)
+    return max(MIN_COL_W, int(widest) + 8)
+
+
 def _brackets(d: ImageDraw.ImageDraw, cols: list[tuple[int, Fold | None]], y: int,
-              font: Any) -> None:  # fmt: skip
+              font: Any, col_w: int) -> None:  # fmt: skip
     """A fold: a bracket under one iteration's columns, with its count."""
     k = 0
     while k < len(cols):
@@ -77,14 +89,14 @@ def _brackets(d: ImageDraw.ImageDraw, cols: list[tuple[int, Fold | None]], y: in
         e = k
         while e + 1 < len(cols) and cols[e + 1][1] is fold:
             e += 1
-        x0, x1 = LABEL_W + k * COL_W + 3, LABEL_W + (e + 1) * COL_W - 3
+        x0, x1 = LABEL_W + k * col_w + 3, LABEL_W + (e + 1) * col_w - 3
         d.line((x0, y - 4, x0, y, x1, y, x1, y - 4), fill=INK, width=1)
         d.text(((x0 + x1) / 2, y + 2), f"x{fold.times}", font=font(11), fill=INK, anchor="ma")
         k = e + 1
 
 
 def _strip(view: TraceView, cols: list[tuple[int, Fold | None]], width: int,
-           font: Any) -> Image.Image:  # fmt: skip
+           font: Any, col_w: int) -> Image.Image:  # fmt: skip
     ranks = view.ranks
     bottom = HEAD_H + len(ranks) * LANE_H
     img = Image.new("RGB", (width, bottom + FOOT_H), (255, 255, 255))
@@ -92,25 +104,25 @@ def _strip(view: TraceView, cols: list[tuple[int, Fold | None]], width: int,
     lane = {r: HEAD_H + i * LANE_H for i, r in enumerate(ranks)}
     _lanes(d, lane, width, font)
     for k, (c, _) in enumerate(cols):
-        x = LABEL_W + k * COL_W
+        x = LABEL_W + k * col_w
         steps = [view.steps[i] for i in view.timeline.columns[c].steps]
-        name = SHORT.get(steps[0].op, steps[0].op)
-        d.text((x + COL_W / 2, 2), name, font=font(10), fill=GREY, anchor="ma")
-        w = (COL_W - 6) / len(steps)
+        d.text((x + col_w / 2, 2), _col_name(view, c), font=font(10), fill=GREY, anchor="ma")
+        w = (col_w - 6) / len(steps)
         for j, s in enumerate(steps):
             _step(d, s, lane, x + 3 + j * w, w, font)
-        d.text((x + COL_W / 2, bottom + 2), f"#{steps[0].index}", font=font(10), fill=GREY,
+        d.text((x + col_w / 2, bottom + 2), f"#{steps[0].index}", font=font(10), fill=GREY,
                anchor="ma")  # fmt: skip
-    _brackets(d, cols, bottom + 16, font)
+    _brackets(d, cols, bottom + 16, font, col_w)
     return img
 
 
 def draw_strips(view: TraceView, width: int, font: Any) -> tuple[list[Image.Image], str]:
     """The timeline as strips ``width`` px wide, and a note if it was cut short."""
     shown = view.timeline.shown()
-    per = max(1, (width - LABEL_W) // COL_W)
+    col_w = _col_width(view, shown, font)
+    per = max(1, (width - LABEL_W) // col_w)
     chunks = [shown[i : i + per] for i in range(0, len(shown), per)]
-    strips = [_strip(view, c, width, font) for c in chunks[:MAX_STRIPS]]
+    strips = [_strip(view, c, width, font, col_w) for c in chunks[:MAX_STRIPS]]
     left = len(shown) - per * MAX_STRIPS
     note = f"... the timeline goes on for {count(left, 'more column')}" if left > 0 else ""
     return strips, note

@@ -8,6 +8,7 @@ with real ranks, is tested in ``tests/test_browser.py``.  Screenshots go to
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,20 @@ def test_a_200_op_loop_is_one_folded_column_with_its_repeats(show):
     assert page.locator(".mxnb-iter").inner_text() == "repeat 3 of 200 (a loop, folded)"
     assert "#6 all_sum" in page.locator(".mxnb-op-title").inner_text()
     assert cells(side(page, 0, "after")) == numbers(SUM)
+
+
+def test_op_names_over_the_timeline_do_not_run_into_each_other(show):
+    reps = [
+        report(r, [op(1, "all_gather", r, GIN[r], GATHER, n=N, line=2),
+                   op(2, "all_gather", r, GIN[r], GATHER, n=N, line=3),
+                   op(3, "all_sum", r, X[r], SUM, n=N, line=4)], n=N)
+        for r in range(N)
+    ]  # fmt: skip
+    names = show(Trace(reps)).locator("svg .mxnb-colname")
+    assert names.all_text_contents() == ["gather", "gather", "sum"]
+    boxes = [b.bounding_box() for b in names.all()]
+    for left, right in itertools.pairwise(boxes):
+        assert left["x"] + left["width"] + 2 <= right["x"], (left, right)
 
 
 def test_the_front_ends_rank_ranges_are_worded_as_everywhere_else(show):

@@ -309,3 +309,22 @@ def test_the_picture_starts_with_the_timeline_and_draws_the_wrong_op_in_full():
 def test_a_thousand_op_cell_gives_a_picture_of_bounded_size():
     img, _ = render(_loop(1000, bad_at=None, distinct=True))
     assert img.width == WIDTH and img.height < 4000, img.size
+
+
+def test_op_names_over_the_picture_s_timeline_stand_apart():
+    """Each column's name is its own run of ink in the head band, apart from
+    its neighbours by a space wider than any between a name's letters."""
+    from mxnb.views.pen import font
+    from mxnb.views.strip import HEAD_H, draw_strips
+
+    gin = [np.arange(6, dtype=np.float32) + 10 * r for r in range(2)]
+    gathered = [np.concatenate(gin)] * 2
+    halves = [SUM[:2], SUM[2:]]
+    t = trace_of(*[collective("all_gather", gin, gathered, line=k) for k in range(2)],
+                 collective("sum_scatter", X, halves, line=3),
+                 collective("all_sum", X, [SUM, SUM], line=4))  # fmt: skip
+    strips, _ = draw_strips(trace_view(t), WIDTH - 2 * MARGIN, font)
+    head = pixels(strips[0])[: HEAD_H - 4]
+    xs = np.flatnonzero((head < 200).any(axis=(0, 2)))  # columns of pixels with ink
+    words = 1 + int((np.diff(xs) > 5).sum())
+    assert words == 4, xs  # gather, gather, scatter, sum

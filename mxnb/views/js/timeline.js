@@ -3,7 +3,8 @@
 // highlight.
 
 const LANE_H = 24;
-const COL_W = 30;
+const MIN_COL_W = 30; // wider when an op's name needs it (see colWidth)
+const CHAR_W = 6.2; // px per character of a 10 px column name, rounded up
 const LABEL_W = 64;
 const TOP = 22;
 const FOOT = 22;
@@ -12,15 +13,28 @@ function esc(s) {
   return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
+// One width for every column of a trace, wide enough for its longest op name:
+// "gather" must not run into the name beside it.
+function colWidth(names) {
+  let most = 0;
+  for (const n of names) most = Math.max(most, n.length);
+  return Math.max(MIN_COL_W, Math.ceil(most * CHAR_W) + 6);
+}
+
 // data.timeline.shown: [[column, fold or -1]]; returns {node, select(k), width}
 function timeline(data, ctx, onPick) {
   const tl = data.timeline;
+  const nameOf = (c) => {
+    const op = data.steps[tl.columns[c].steps[0]].op;
+    return data.words.short[op] || op;
+  };
+  const colW = colWidth(tl.shown.map(([c]) => nameOf(c)));
   const ranks = data.ranks;
   const lane = new Map(ranks.map((r, i) => [r, TOP + i * LANE_H]));
-  const width = LABEL_W + tl.shown.length * COL_W + 8;
+  const width = LABEL_W + tl.shown.length * colW + 8;
   const height = TOP + ranks.length * LANE_H + FOOT;
   const out = [];
-  out.push(`<rect class="mxnb-sel" x="-100" y="2" width="${COL_W}" height="${height - 4}" rx="4"/>`);
+  out.push(`<rect class="mxnb-sel" x="-100" y="2" width="${colW}" height="${height - 4}" rx="4"/>`);
   ranks.forEach((r) => {
     const y = lane.get(r);
     out.push(`<line x1="${LABEL_W - 4}" x2="${width}" y1="${y + LANE_H / 2}" y2="${y + LANE_H / 2}" stroke="${ctx.rankColor(r)}" stroke-opacity="0.35"/>`);
@@ -29,10 +43,10 @@ function timeline(data, ctx, onPick) {
   });
   tl.shown.forEach(([c, f], k) => {
     const col = tl.columns[c];
-    const x = LABEL_W + k * COL_W;
+    const x = LABEL_W + k * colW;
     const steps = col.steps.map((i) => data.steps[i]);
     const parts = [];
-    const w = (COL_W - 6) / steps.length;
+    const w = (colW - 6) / steps.length;
     steps.forEach((s, j) => {
       const cx = x + 3 + j * w;
       const lanes = Object.entries(s.lanes).map(([r, st]) => [Number(r), st]);
@@ -68,8 +82,8 @@ function timeline(data, ctx, onPick) {
     const times = fold ? ` \u2014 ran ${fold[2]} times (a loop, folded)` : "";
     const title = `#${steps.map((s) => s.index).join(", #")} ${col.name}, ${col.site}: ${ctx.laneWords[col.state]}${times}`;
     out.push(`<g class="mxnb-col mxnb-col-${col.state}" data-k="${k}" data-col="${c}"><title>${esc(title)}</title>`);
-    out.push(`<rect x="${x}" y="0" width="${COL_W}" height="${height}" fill="transparent"/>`);
-    out.push(`<text class="mxnb-colname" x="${x + COL_W / 2}" y="14">${esc(data.words.short[steps[0].op] || steps[0].op)}</text>`);
+    out.push(`<rect x="${x}" y="0" width="${colW}" height="${height}" fill="transparent"/>`);
+    out.push(`<text class="mxnb-colname" x="${x + colW / 2}" y="14">${esc(nameOf(c))}</text>`);
     out.push(parts.join(""), "</g>");
   });
   // folds: a bracket under the columns of one iteration, with the count
@@ -79,8 +93,8 @@ function timeline(data, ctx, onPick) {
     if (f < 0) { k++; continue; }
     let e = k;
     while (e + 1 < tl.shown.length && tl.shown[e + 1][1] === f) e++;
-    const x0 = LABEL_W + k * COL_W + 2;
-    const x1 = LABEL_W + (e + 1) * COL_W - 2;
+    const x0 = LABEL_W + k * colW + 2;
+    const x1 = LABEL_W + (e + 1) * colW - 2;
     const y = TOP + ranks.length * LANE_H + 4;
     out.push(`<path class="mxnb-bracket" d="M${x0},${y} v5 H${x1} v-5"/>`);
     out.push(`<text class="mxnb-fold" data-fold="${f}" x="${(x0 + x1) / 2}" y="${y + 16}">\u00d7${tl.folds[f][2]}</text>`);
@@ -98,9 +112,9 @@ function timeline(data, ctx, onPick) {
   return {
     node: box,
     select(k) {
-      sel.setAttribute("x", LABEL_W + k * COL_W);
-      const left = LABEL_W + k * COL_W;
-      if (left < box.scrollLeft + LABEL_W || left + COL_W > box.scrollLeft + box.clientWidth) {
+      sel.setAttribute("x", LABEL_W + k * colW);
+      const left = LABEL_W + k * colW;
+      if (left < box.scrollLeft + LABEL_W || left + colW > box.scrollLeft + box.clientWidth) {
         box.scrollLeft = Math.max(0, left - box.clientWidth / 2);
       }
       for (const g of svg.querySelectorAll(".mxnb-col.mxnb-on")) g.classList.remove("mxnb-on");
