@@ -22,7 +22,10 @@ many arrays that evaluation was handed.  An op that is not timed says why
 * ``async``: ``mx.async_eval`` returns before the transfer ends;
 * ``lazy``: never evaluated in the cell;
 * ``unknown``: the result could no longer be looked at, or too many ops were
-  waiting to be followed (:data:`MAX_FOLLOW`).
+  waiting to be followed (:data:`MAX_FOLLOW`);
+* ``refused``: mxnb's check found that the ranks disagree on the op (a
+  :class:`~mxnb.errors.CommMismatch`), so MLX never ran it;
+* ``interrupted``: the evaluation was stopped while mxnb's check waited.
 
 After each evaluation, untimed ops are checked for having been run by it
 indirectly; otherwise a later, cheap ``print(y)`` of an already computed
@@ -47,7 +50,7 @@ __all__ = ["MAX_FOLLOW", "NOTES", "EvalTimer", "output"]
 #: recent); older ones are given up as "unknown" rather than mistimed later.
 MAX_FOLLOW = 32
 #: What an untimed op's ``eval_note`` means.
-NOTES = ("indirect", "async", "lazy", "unknown", "interrupted")
+NOTES = ("indirect", "async", "lazy", "unknown", "interrupted", "refused")
 
 
 def output(rec: OpRecord) -> Any:
@@ -116,9 +119,10 @@ class EvalTimer:
         check_s: float | None,
     ) -> None:
         by = ENTRY_NAMES.get(entry, entry)
-        if seconds is None:  # the evaluation never started: its check was interrupted
+        if seconds is None:  # the evaluation never started: a check refused or was interrupted
             for rec in hits:
-                self._settle(rec, "interrupted", by, check_s)
+                note = "refused" if rec.check == "mismatch" else "interrupted"
+                self._settle(rec, note, by, check_s)
         elif entry == "mx.async_eval":
             for rec in hits:
                 self._settle(rec, "async", by)

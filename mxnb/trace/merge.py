@@ -332,10 +332,13 @@ class Trace:
         elif t.send is None:
             note = f"no matching send from rank {t.src} in this cell"
         elif sent and got and (sent["dtype"], sent["shape"]) != (got["dtype"], got["shape"]):
-            note = (
-                f"sent {sent['dtype']} {shape_text(sent['shape'])} but received "
-                f"{got['dtype']} {shape_text(got['shape'])}"
-            )
+            a = f"{sent['dtype']} {shape_text(sent['shape'])}"
+            b = f"{got['dtype']} {shape_text(got['shape'])}"
+            ends = [step.ranks[r] for step, r in [send, rs[i]]]
+            if any(m.get("eval_note") == "refused" for m in ends):  # nothing moved
+                note = f"sends {a}, the recv expects {b}: mxnb's check stopped both"
+            else:
+                note = f"sent {a} but received {b}"
         else:
             sides = [send] if send else []
             sides += [rs[i]] if i < len(rs) else []

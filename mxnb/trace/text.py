@@ -27,6 +27,7 @@ __all__ = [
 STATE_TEXT = {
     "lazy": "(not evaluated by the cell)",
     "in_flight": "(still in flight when read)",
+    "refused": "(never ran: the ranks disagree on this op, and mxnb's check stopped it)",
     "traced": "(traced by mx.compile/vmap: no value)",
     "limit": "(not kept: trace limit reached)",
     "released": "(not kept: the cell let go of it, so MLX could reuse its memory; --viz keeps it)",
@@ -44,6 +45,7 @@ UNTIMED_TEXT = {
     "lazy": "not evaluated",
     "stopped": "not timed: the ranks were stopped",
     "interrupted": "interrupted while mxnb's check waited for the other ranks; MLX never ran it",
+    "refused": "refused by mxnb's check, which found the ranks disagree; MLX never ran it",
     "unknown": "not timed",
 }
 

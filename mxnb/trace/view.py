@@ -39,7 +39,8 @@ SIDES = ("before", "after")
 class SideView:
     """One side (the input before, the result after) of one rank's op."""
 
-    state: str  # ok | lazy | in_flight | traced | limit | none | template | error | absent
+    #: ok | lazy | in_flight | refused | traced | limit | none | template | error | absent
+    state: str
     snap: Snapshot | None  # the values, only when state is "ok"
     text: str  # the values in words, or why there are none
 
@@ -257,6 +258,8 @@ def _lanes(step: Step) -> dict[int, str]:
             out[r] = "missing"
         elif after == "in_flight":
             out[r] = "in_flight"
+        elif after == "refused":  # mxnb's check found the ranks disagree: nothing ran
+            out[r] = "mismatched"
         elif r in step.mismatch:
             out[r] = "wrong" if step.expected is not None else "disagree"
         elif step.inputs_note or r in bad:

@@ -490,3 +490,32 @@ def test_the_next_cell_gets_the_memory_a_trace_kept_back(run, nranks):
     run("for _ in range(40):\n    mx.eval(mx.distributed.all_sum(mx.ones(2**18)))")
     run("cached_mb = mx.get_cache_memory() / 2**20", "--bare")
     assert max(mxnb.pull("cached_mb")) < 4, mxnb.pull("cached_mb")
+
+
+@pytest.mark.parametrize("viz", ["", "--viz"])
+def test_ops_the_check_refused_are_mismatched_not_in_flight(run, nranks, viz):
+    """Nothing moved: the timeline marks the disagreeing ranks, and the words
+    say that mxnb's check stopped the op before MLX ran it."""
+    from mxnb.trace.view import trace_view
+
+    p2p = (
+        "if rank == 0:\n    mx.eval(mx.distributed.send(mx.ones(4), dst=1))\n"
+        "elif rank == 1:\n    print(mx.distributed.recv((4,), mx.int32, src=0))\n"
+    )
+    with pytest.raises(MxnbError):
+        run(p2p, line=viz)
+    t = mxnb.last_trace()
+    (step,) = t.steps
+    assert [step.ranks[r]["eval_note"] for r in (0, 1)] == ["refused", "refused"]
+    assert trace_view(t).steps[0].lanes == {0: "mismatched", 1: "mismatched"}
+    assert step.transfers[0].note == (
+        "sends float32 (4,), the recv expects int32 (4,): mxnb's check stopped both"
+    )
+    text = t.text()
+    assert "refused by mxnb's check, which found the ranks disagree" in text
+    assert "in flight" not in text and "interrupted" not in text
+    with pytest.raises(MxnbError):
+        run("mx.eval(mx.distributed.all_sum(mx.ones(rank + 1)))", line=viz)
+    t = mxnb.last_trace()
+    assert trace_view(t).steps[0].lanes == dict.fromkeys(range(nranks), "mismatched")
+    assert {m["eval_note"] for m in t.steps[0].ranks.values()} == {"refused"}
