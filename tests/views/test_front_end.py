@@ -218,6 +218,21 @@ def test_op_names_over_the_timeline_do_not_run_into_each_other(show):
         assert left["x"] + left["width"] + 2 <= right["x"], (left, right)
 
 
+def test_a_send_the_check_refused_says_nothing_was_sent(show):
+    a = np.ones(4, np.float32)
+    refused = {"states": {"after": "refused"}, "eval_s": None, "note": "refused"}
+    reps = [
+        report(0, [op(1, "send", 0, a, a, peer=1, **refused)]),
+        report(1, [op(1, "recv", 1, None, a.astype(np.int32), peer=0, **refused)]),
+    ]
+    page = show(Trace(reps))
+    assert page.locator("svg .mxnb-mark").all_text_contents() == ["!", "!"]
+    for r in (0, 1):
+        said = side(page, r, "after").inner_text()
+        assert "never ran" in said and "sent" not in said, said
+    assert "mxnb's check stopped both" in page.locator(".mxnb-trace").inner_text()
+
+
 def test_the_front_ends_rank_ranges_are_worded_as_everywhere_else(show):
     from mxnb.protocol.wording import ranks_text
 
