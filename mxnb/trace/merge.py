@@ -162,7 +162,14 @@ def _close(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _inputs_note(step: Step) -> str:
-    """Which ranks passed which dtype and shape, when they did not all pass the same."""
+    """Which ranks called which collective, or passed which dtype and shape, when
+    they did not all do the same (the step is named after one of them)."""
+    called: dict[str, list[int]] = defaultdict(list)
+    for r in sorted(step.ranks):
+        called[step.ranks[r]["op"]].append(r)
+    if len(called) > 1:
+        sides = (f"{ranks_text(rs)} called {op}" for op, rs in called.items())
+        return "ops differ: " + "; ".join(sides)
     kinds: dict[str, list[int]] = defaultdict(list)
     for r in sorted(step.ranks):
         d = step.ranks[r].get("in")

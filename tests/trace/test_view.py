@@ -87,3 +87,20 @@ def test_ranks_on_several_hosts_are_placed_in_every_view():
     one = trace_view(Trace([{**rep, "host": "vm"} for rep in reports]))
     assert one.headline == "mxnb trace: 1 op on ranks 0-2" and one.hosts == {}
     assert widget_state(one)["hosts"] == ["", "", ""]
+
+
+def test_a_step_whose_ranks_called_different_collectives_names_them():
+    """Ranks 0, 2 call all_sum where ranks 1, 3 call all_gather; mxnb's check
+    refused it everywhere.  The step is named after one op: the note names both."""
+    x = np.ones(4, np.float32)
+    refused = {"states": {"after": "refused"}, "eval_s": None, "note": "refused"}
+    reps = [
+        report(r, [op(1, "all_sum" if r % 2 == 0 else "all_gather", r, x, x, n=4, **refused)], n=4)
+        for r in range(4)
+    ]
+    view = trace_view(Trace(reps))
+    (step,) = view.steps
+    note = "ops differ: ranks 0, 2 called all_sum; ranks 1, 3 called all_gather"
+    assert step.inputs_note == note
+    assert f"!! {note}" in view.text()
+    assert step.lanes == dict.fromkeys(range(4), "mismatched")
