@@ -321,6 +321,20 @@ def test_hang_everyone_waits_in_checks() -> None:
     check_golden("hang-all-wait-in-checks", d.text())
 
 
+def test_hang_unchecked_ranks_call_different_collectives() -> None:
+    """``--no-check``: ranks 0, 2 call all_sum where ranks 1, 3 call all_gather;
+    every rank is blocked inside MPI.  Named after a timeout, not before."""
+    code = "y = mx.distributed.all_sum(x) if rank % 2 == 0 else mx.distributed.all_gather(x)"
+    states = {
+        r: blocked_in(r, [probe_op(1, "all_sum" if r % 2 == 0 else "all_gather", code,
+                                   ranks=(0, 1, 2, 3), check="off")], [1])
+        for r in range(4)
+    }  # fmt: skip
+    assert diagnose(states, running([0, 1, 2, 3]), now=100.0, grace=1.5).cause is None
+    d = diagnose(states, running([0, 1, 2, 3]), now=100.0, grace=0.0, hints=True)
+    check_golden("hang-collectives-differ", d.text())
+
+
 def test_hang_pairwise_exchange_cycle() -> None:
     """Both ranks evaluate a send to and a recv from each other in one mx.eval."""
     states: dict[int, dict[str, Any] | None] = {}

@@ -308,6 +308,19 @@ FIRST_ATTEMPTS = {
 }  # fmt: skip
 
 
+def test_an_unchecked_collective_mismatch_is_named_when_it_times_out() -> None:
+    """Lesson 07 runs half the ranks in all_sum and half in all_gather with
+    ``--no-check``: the report after the timeout says so, not only rank by rank."""
+    nb, _ = execute(NOTEBOOKS_DIR / "07-debugging.ipynb")
+    (cell,) = [c for c in nb.cells if c.cell_type == "code" and "--no-check --timeout" in c.source
+               and "all_gather" in c.source]  # fmt: skip
+    said = _text(cell) + "".join(o.get("evalue", "") for o in cell.outputs)
+    assert (
+        "Likely cause: the ranks of world (ranks 0-3) wait in different calls of collective #1: "
+        "ranks 0, 2 in all_sum of float32[4]; ranks 1, 3 in all_gather of float32[4]."
+    ) in said, said
+
+
 @pytest.mark.parametrize("lesson", sorted(FIRST_ATTEMPTS))
 def test_a_first_attempt_is_told_what_is_wrong(lesson: str) -> None:
     """The exercises start wrong on purpose; their checks say why, in words."""

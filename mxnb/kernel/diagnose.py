@@ -15,7 +15,7 @@ from typing import Any
 from mxnb.kernel.waitfor import wait_cycle
 from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import COLLECTIVES, POINT_TO_POINT
-from mxnb.protocol.wording import op_text, rank_on
+from mxnb.protocol.wording import op_text, rank_on, ranks_text, typed_text
 
 __all__ = ["Diagnosis", "diagnose", "waiting_op"]
 
@@ -177,6 +177,37 @@ def _cause(
     )
 
 
+def _collectives_differ(states: dict[int, dict[str, Any] | None], running: list[int]) -> str | None:
+    """Every member of a group waits in its k-th collective on it, not all in the same one.
+
+    Unchecked (``--no-check``) this is what an op or shape mismatch looks like:
+    MPI cannot pair the calls, so every rank waits.  Said only as a hint
+    (after a timeout or an interrupt): which op a rank waits in is read from
+    the first op its evaluation needs.
+    """
+    at: dict[tuple[str, int], dict[str, list[int]]] = {}
+    members: dict[str, list[int]] = {}
+    for rank in sorted(running):
+        state = states.get(rank) or {}
+        op = waiting_op(state)
+        if op is None or op["op"] not in COLLECTIVES:
+            continue
+        k = _collective_count(state.get("ops") or [], op["group"], op["seq"])
+        kind = f"{op['op']} of {typed_text(op['dtype'], op['shape'])}"
+        at.setdefault((op["group"], k), {}).setdefault(kind, []).append(rank)
+        members[op["group"]] = sorted(op["group_ranks"])
+    for (group, k), kinds in at.items():
+        if len(kinds) > 1 and sorted(r for rs in kinds.values() for r in rs) == members[group]:
+            sides = "; ".join(f"{ranks_text(rs)} in {kind}" for kind, rs in kinds.items())
+            return (
+                f"the ranks of {group} wait in different calls of collective #{k}: {sides}. "
+                "Every rank of a group must call the same collectives, with the same shape "
+                "and dtype, in the same order (checked mode, the default, stops this "
+                "before MLX runs it)."
+            )
+    return None
+
+
 def diagnose(
     states: dict[int, dict[str, Any] | None],
     status: dict[int, str],
@@ -223,6 +254,8 @@ def diagnose(
             + ". Every rank of a group must call the same collectives, and each "
             "recv needs a matching send, in the same order."
         )
+    if d.cause is None and hints:
+        d.cause = _collectives_differ(states, running)
     if d.cause is None:
         d.cause = wait_cycle(states, running, now, 0.0 if hints else grace)
     return d
