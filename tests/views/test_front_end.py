@@ -233,6 +233,16 @@ def test_a_send_the_check_refused_says_nothing_was_sent(show):
     assert "mxnb's check stopped both" in page.locator(".mxnb-trace").inner_text()
 
 
+def test_a_refused_all_sum_offers_no_terms_to_point_at(show):
+    refused = {"states": {"after": "refused"}, "eval_s": None, "note": "refused"}
+    x = [np.ones(r + 1, np.float32) for r in range(N)]  # a different size on every rank
+    page = show(Trace([report(r, [op(1, "all_sum", r, x[r], x[r], n=N, **refused)], n=N)
+                       for r in range(N)]))  # fmt: skip
+    assert page.locator(".mxnb-mark").all_text_contents() == ["!"] * N
+    assert page.locator(".mxnb-terms").count() == 0
+    assert "inputs differ" in page.locator(".mxnb-inputs").inner_text()
+
+
 def test_the_front_ends_rank_ranges_are_worded_as_everywhere_else(show):
     from mxnb.protocol.wording import ranks_text
 

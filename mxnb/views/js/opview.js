@@ -122,7 +122,8 @@ function opView(data, steps, ctx, view, onPoint) {
     if (s.inputs_note) root.appendChild(el("div", "mxnb-bad mxnb-inputs", s.inputs_note));
     if (s.mismatch.length) root.appendChild(el("div", "mxnb-bad mxnb-mismatch", s.mismatch_text));
   }
-  const reduce = steps.every((s) => REDUCE[s.op]);
+  // a result to point at: none where the op never ran (refused, or not evaluated)
+  const reduce = steps.every((s) => REDUCE[s.op]) && steps.some((s) => s.panels.some((p) => p && p.after));
   const terms = el("div", "mxnb-terms", "");
   if (reduce) root.appendChild(terms);
 
