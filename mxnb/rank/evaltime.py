@@ -25,6 +25,8 @@ many arrays that evaluation was handed.  An op that is not timed says why
   waiting to be followed (:data:`MAX_FOLLOW`);
 * ``refused``: mxnb's check found that the ranks disagree on the op (a
   :class:`~mxnb.errors.CommMismatch`), so MLX never ran it;
+* ``held_back``: its ranks agree, but it was evaluated together with an op
+  the check refused, so MLX never ran it either;
 * ``interrupted``: the evaluation was stopped while mxnb's check waited.
 
 After each evaluation, untimed ops are checked for having been run by it
@@ -50,7 +52,7 @@ __all__ = ["MAX_FOLLOW", "NOTES", "EvalTimer", "output"]
 #: recent); older ones are given up as "unknown" rather than mistimed later.
 MAX_FOLLOW = 32
 #: What an untimed op's ``eval_note`` means.
-NOTES = ("indirect", "async", "lazy", "unknown", "interrupted", "refused")
+NOTES = ("indirect", "async", "lazy", "unknown", "interrupted", "refused", "held_back")
 
 
 def output(rec: OpRecord) -> Any:
@@ -120,8 +122,12 @@ class EvalTimer:
     ) -> None:
         by = ENTRY_NAMES.get(entry, entry)
         if seconds is None:  # the evaluation never started: a check refused or was interrupted
+            refused = any(rec.check == "mismatch" for rec in hits)
             for rec in hits:
-                note = "refused" if rec.check == "mismatch" else "interrupted"
+                if rec.check == "mismatch":
+                    note = "refused"
+                else:  # its ranks agree, but the evaluation it was in did not run
+                    note = "held_back" if refused else "interrupted"
                 self._settle(rec, note, by, check_s)
         elif entry == "mx.async_eval":
             for rec in hits:

@@ -519,3 +519,26 @@ def test_ops_the_check_refused_are_mismatched_not_in_flight(run, nranks, viz):
     t = mxnb.last_trace()
     assert trace_view(t).steps[0].lanes == dict.fromkeys(range(nranks), "mismatched")
     assert {m["eval_note"] for m in t.steps[0].ranks.values()} == {"refused"}
+
+
+def test_an_op_evaluated_with_a_refused_one_is_held_back_not_interrupted(run, nranks):
+    """``a``'s ranks agree, ``b``'s do not; one mx.eval of both runs neither."""
+    from mxnb.trace.view import trace_view
+
+    code = (
+        "a = mx.distributed.all_sum(mx.ones(2))\n"
+        "b = mx.distributed.all_sum(mx.ones(rank + 1))\n"
+        "mx.eval(a, b)\n"
+    )
+    with pytest.raises(MxnbError):
+        run(code)
+    t = mxnb.last_trace()
+    first, second = t.steps
+    assert {m["eval_note"] for m in first.ranks.values()} == {"held_back"}
+    assert {m["eval_note"] for m in second.ranks.values()} == {"refused"}
+    lanes = [s.lanes for s in trace_view(t).steps]
+    every = range(nranks)
+    assert lanes == [dict.fromkeys(every, "lazy"), dict.fromkeys(every, "mismatched")]
+    text = t.text()
+    assert "not run: it was evaluated together with an op mxnb's check refused" in text
+    assert "interrupted" not in text
