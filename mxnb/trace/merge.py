@@ -31,7 +31,8 @@ from mxnb.protocol.messages import OpTrace, TraceReport
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import group_text, ranks_text, shape_text
-from mxnb.trace.expect import RTOL, Expected, expected
+from mxnb.trace.agree import disagreeing, inputs_note
+from mxnb.trace.expect import Expected, expected
 
 if TYPE_CHECKING:
     from mxnb.trace.ring import RingReplay
@@ -140,59 +141,6 @@ def _exchange(send: OpTrace, recv: OpTrace) -> OpTrace:
     return m  # type: ignore[return-value]
 
 
-def _close(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two ranks hold the same result (bitwise, or within rounding)."""
-    if a["shape"] != b["shape"] or a["dtype"] != b["dtype"]:
-        return False
-    if a.get("digest") and a["digest"] == b.get("digest"):
-        return True
-    rtol = RTOL.get(a["dtype"], 0.0)
-    va, vb = decode(a), decode(b)
-    if a["exact"] and b["exact"]:
-        return bool(np.allclose(va, vb, rtol=rtol, atol=0.0, equal_nan=True))
-    sa, sb = a["stats"], b["stats"]
-    span = max(a.get("hi", 0) - a.get("lo", 0), b.get("hi", 0) - b.get("lo", 0), 1e-300)
-    step = span / 65534 * 2
-    for k in ("min", "max", "mean"):
-        if (sa[k] is None) != (sb[k] is None):
-            return False
-        if sa[k] is not None and not np.isclose(sa[k], sb[k], rtol=max(rtol, 1e-12), atol=step):
-            return False
-    return va.shape == vb.shape and bool(np.allclose(va, vb, rtol=rtol, atol=step, equal_nan=True))
-
-
-def _inputs_note(step: Step) -> str:
-    """Which ranks called which collective, or passed which dtype and shape, when
-    they did not all do the same (the step is named after one of them)."""
-    called: dict[str, list[int]] = defaultdict(list)
-    for r in sorted(step.ranks):
-        called[step.ranks[r]["op"]].append(r)
-    if len(called) > 1:
-        sides = (f"{ranks_text(rs)} called {op}" for op, rs in called.items())
-        return "ops differ: " + "; ".join(sides)
-    kinds: dict[str, list[int]] = defaultdict(list)
-    for r in sorted(step.ranks):
-        d = step.ranks[r].get("in")
-        if d:
-            kinds[f"{d['dtype']} {shape_text(d['shape'])}"].append(r)
-    if len(kinds) < 2:
-        return ""
-    parts = sorted(kinds.items(), key=lambda kv: (len(kv[1]), kv[1]))
-    return "inputs differ: " + "; ".join(f"{ranks_text(rs)} passed {k}" for k, rs in parts)
-
-
-def _disagreeing(step: Step) -> list[int]:
-    """Every rank whose result was read, if they are not all the same.
-
-    No majority is taken to be right: three ranks can agree on a wrong sum.
-    """
-    read = [r for r in step.members if step.snap(r, "after")[1] == "ok"]
-    first = step.ranks[read[0]]["after"] if read else None
-    if first is None or all(_close(first, step.ranks[r]["after"]) for r in read[1:]):
-        return []
-    return read
-
-
 class Trace:
     """The ops of one cell on every rank that ran it, merged into ordered steps."""
 
@@ -212,11 +160,11 @@ class Trace:
         for s in self.steps:
             if s.op in COLLECTIVES:
                 s.expected = expected(s)
-                s.inputs_note = _inputs_note(s)
+                s.inputs_note = inputs_note(s)
             if s.expected is not None:
                 s.mismatch = s.expected.wrong
             elif s.op in AGREEING:
-                s.mismatch = _disagreeing(s)
+                s.mismatch = disagreeing(s)
 
     # -- merging --------------------------------------------------------------
 
