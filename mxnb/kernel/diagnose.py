@@ -177,22 +177,23 @@ def _cause(
     )
 
 
-def _collectives_differ(states: dict[int, dict[str, Any] | None], running: list[int]) -> str | None:
+def _collectives_differ(
+    waits: dict[int, dict[str, Any]], states: dict[int, dict[str, Any] | None]
+) -> str | None:
     """Every member of a group waits in its k-th collective on it, not all in the same one.
 
+    ``waits``: the op each running rank waits in, as :func:`diagnose` found it.
     Unchecked (``--no-check``) this is what an op or shape mismatch looks like:
-    MPI cannot pair the calls, so every rank waits.  Said only as a hint
-    (after a timeout or an interrupt): which op a rank waits in is read from
-    the first op its evaluation needs.
+    MPI cannot pair the calls, so every rank waits.  Said only as a hint (after
+    a timeout or an interrupt): which op a rank waits in is read from the first
+    op its evaluation needs.
     """
     at: dict[tuple[str, int], dict[str, list[int]]] = {}
     members: dict[str, list[int]] = {}
-    for rank in sorted(running):
-        state = states.get(rank) or {}
-        op = waiting_op(state)
-        if op is None or op["op"] not in COLLECTIVES:
+    for rank, op in sorted(waits.items()):
+        if op["op"] not in COLLECTIVES:
             continue
-        k = _collective_count(state.get("ops") or [], op["group"], op["seq"])
+        k = _collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
         kind = f"{op['op']} of {typed_text(op['dtype'], op['shape'])}"
         at.setdefault((op["group"], k), {}).setdefault(kind, []).append(rank)
         members[op["group"]] = sorted(op["group_ranks"])
@@ -231,6 +232,7 @@ def diagnose(
         )
     running = [r for r in status if status[r] == "running"]
     checks: dict[int, dict[str, Any]] = {}
+    waits: dict[int, dict[str, Any]] = {}
     for rank in running:
         state = states.get(rank)
         if not state:
@@ -239,6 +241,7 @@ def diagnose(
         if op is None:
             continue
         d.stuck.append(rank)
+        waits[rank] = op
         waiting = state.get("waiting")
         if waiting and now - waiting["since"] >= grace:
             checks[rank] = op
@@ -255,7 +258,7 @@ def diagnose(
             "recv needs a matching send, in the same order."
         )
     if d.cause is None and hints:
-        d.cause = _collectives_differ(states, running)
+        d.cause = _collectives_differ(waits, states)
     if d.cause is None:
         d.cause = wait_cycle(states, running, now, 0.0 if hints else grace)
     return d

@@ -14,7 +14,15 @@ import socket
 
 import psutil
 
-__all__ = ["LOOPBACK", "RING_PORTS", "address_towards", "free_ports", "is_loopback", "subnet_of"]
+__all__ = [
+    "LOOPBACK",
+    "RING_PORTS",
+    "address_towards",
+    "ephemeral_low",
+    "free_ports",
+    "is_loopback",
+    "subnet_of",
+]
 
 LOOPBACK = "127.0.0.1"
 

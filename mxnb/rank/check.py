@@ -63,7 +63,8 @@ class PendingCheck:
 
     def op_text(self) -> str:
         peer = None if self.peer is None else self.mirror.ranks[self.peer]
-        return op_text(self.op, self.seq, peer, self.mine.dtype, self.mine.shape)
+        mine = self.mine
+        return op_text(self.op, self.seq, peer, mine.dtype, mine.shape)
 
     def describe(self) -> str:
         if self.peer is None:
