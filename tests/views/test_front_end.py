@@ -265,3 +265,19 @@ def test_ranks_on_several_hosts_carry_their_host_under_the_chip(show):
     chip = page.locator(".mxnb-rankchip.mxnb-row-3")
     assert chip.inner_text().split() == ["rank", "3", "node2"]
     assert "on 2 hosts: node1 (ranks 0, 1), node2 (ranks 2, 3)" in page.content()
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (40,)])
+def test_every_part_of_a_plotted_gather_names_its_rank_in_full(show, shape):
+    # too many values for numbered cells: a heatmap (2-D) or bars (1-D) with a
+    # stripe of rank colours; each part's words are whole, never cut mid-word
+    xs = [np.arange(np.prod(shape), dtype=np.float32).reshape(shape) + 100 * r for r in range(N)]
+    page = show(Trace([report(r, [op(1, "all_gather", r, xs[r], np.concatenate(xs), n=N)], n=N)
+                       for r in range(N)]))  # fmt: skip
+    parts = side(page, 0, "after").locator(".mxnb-stripe-part")
+    assert parts.count() == N
+    for k in range(N):
+        part = parts.nth(k)
+        assert part.inner_text() in (f"from rank {k}", f"rank {k}")
+        whole = "e => e.scrollWidth <= e.clientWidth && e.scrollHeight <= e.clientHeight"
+        assert part.evaluate(whole)

@@ -126,6 +126,16 @@ function grid(snap, ctx, blocks, opts) {
   return wrap;
 }
 
+// A provenance part's words in `px` of stripe: never cut, shortened, or left to
+// its tooltip.  Beside a heatmap (`tall`) the stripe is as wide as its words,
+// so only the part's height limits them.
+function stripeLabel(b, px, tall) {
+  if (tall) return px >= 11 ? b.tag : "";
+  const words = [b.tag, `rank ${b.rank}`, `${b.rank}`];
+  const fits = words.find((w) => w.length * 5.5 + 6 <= px);
+  return fits === undefined ? "" : fits;
+}
+
 // A heatmap (>= 2-D: its first 2-D slice) or bars (1-D), with a readout on hover
 // and a stripe of rank colours beside it for provenance blocks.
 function plot(snap, ctx, blocks) {
@@ -173,8 +183,9 @@ function plot(snap, ctx, blocks) {
   if (blocks.length) {
     const stripe = el("div", two ? "mxnb-stripe" : "mxnb-stripe mxnb-stripe-h");
     const total = rowsOf(snap.shape);
+    const along = parseInt(two ? canvas.style.height : canvas.style.width, 10);
     for (const b of blocks) {
-      const s = el("div", "mxnb-stripe-part", b.tag);
+      const s = el("div", "mxnb-stripe-part", stripeLabel(b, (along * (b.end - b.start)) / total, two));
       s.style.flex = `${b.end - b.start} 0 0`;
       s.style.background = ctx.rankColor(b.rank);
       s.title = `${b.tag}: rows ${b.start}-${b.end - 1} of ${total}`;
