@@ -34,6 +34,19 @@ SHORT = {
     "sum_scatter": "scatter", "send": "send", "recv": "recv", "recv_like": "recv",
     "send/recv": "s->r", "send/recv_like": "s->r",
 }  # fmt: skip
+
+
+def op_name(called: list[str]) -> str:
+    """An op as a title names it: ``all_sum``, or ``all_sum / all_gather`` when
+    ranks called different collectives at the same point."""
+    return " / ".join(called)
+
+
+def column_head(called: list[str]) -> str:
+    """An op as a timeline column names it: ``sum``, or ``sum/gather``."""
+    return "/".join(SHORT.get(op, op) for op in called)
+
+
 #: Longest repeating run looked for, in columns (a loop body of up to this many ops).
 MAX_PERIOD = 8
 #: Fewest repeats folded: two identical ops in a row are shown as they are.

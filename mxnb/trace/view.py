@@ -19,7 +19,15 @@ from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.wording import hosts_text, ranks_text, shape_text
 from mxnb.trace.provenance import Provenance, provenance
 from mxnb.trace.text import count, describe_value, timing_text
-from mxnb.trace.timeline import LANE_STATES, Fold, Timeline, timeline, worst
+from mxnb.trace.timeline import (
+    LANE_STATES,
+    Fold,
+    Timeline,
+    column_head,
+    op_name,
+    timeline,
+    worst,
+)
 
 if TYPE_CHECKING:
     from mxnb.protocol.messages import Snapshot
@@ -104,10 +112,22 @@ class StepView:
     lanes: dict[int, str] = field(default_factory=dict)  # rank -> lane state (timeline)
     provenance: Provenance | None = None
     ring: RingReplay | None = None  # for small exact all_sum / all_gather inputs
+    #: the collectives the ranks called here, in rank order (more than one: a mistake)
+    called: list[str] = field(default_factory=list)
 
     @property
     def state(self) -> str:
         return worst(list(self.lanes.values()))
+
+    @property
+    def name(self) -> str:
+        """The op as titles name it: both ops where the ranks called different ones."""
+        return op_name(self.called or [self.op])
+
+    @property
+    def head(self) -> str:
+        """The op as its timeline column names it."""
+        return column_head(self.called or [self.op])
 
     def snap(self, rank: int, side: str) -> tuple[Snapshot | None, str]:
         """(values, state) of one side of one rank; ``absent`` if it took no part."""
@@ -164,7 +184,7 @@ class TraceView:
         )
 
     def _step_lines(self, s: StepView) -> list[str]:
-        lines = [f"#{s.index} {s.op} on {s.group_text}, {s.site_text}"]
+        lines = [f"#{s.index} {s.name} on {s.group_text}, {s.site_text}"]
         for t in s.transfers:
             arrow = f"  rank {t.src} -> rank {t.dst}: {t.what}"
             lines.append(arrow + (f"  !! {t.note}" if t.note else ""))
@@ -231,7 +251,16 @@ def _step(step: Step) -> StepView:
         lanes=_lanes(step),
         provenance=provenance(step),
         ring=_ring(step),
+        called=_called(step),
     )
+
+
+def _called(step: Step) -> list[str]:
+    """The collectives the ranks called at this step, first caller's first; a
+    transfer's sides (send, recv) are one op and not listed."""
+    if step.op not in COLLECTIVES:
+        return []
+    return list(dict.fromkeys(step.ranks[r]["op"] for r in sorted(step.ranks)))
 
 
 def _received_here(step: Step, t: Transfer) -> bool:

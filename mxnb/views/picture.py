@@ -153,7 +153,7 @@ def _op_block(step: StepView, ranks: list[int]) -> tuple[Image.Image, dict[Any, 
     scale.label_w = _label_w(step)
     pen.draw.line((MARGIN, 0, WIDTH - MARGIN, 0), fill=LINE)
     head_w = width - 230  # room for the colour scale on the right
-    right = pen.text(x, 8, f"#{step.index} {step.op} on {step.group_text}", HEAD, width=head_w)
+    right = pen.text(x, 8, f"#{step.index} {step.name} on {step.group_text}", HEAD, width=head_w)
     pen.draw.line((right + 5, 17, right + 15, 17), fill=INK)  # the font has no em dash
     pen.text(right + 20, 8, step.site_text, HEAD, width=head_w - (right + 20 - x))
     if any(step.snap(r, s)[1] == "ok" for r in step.panels for s in ("before", "after")):

@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from mxnb.trace.text import count
-from mxnb.trace.timeline import LANE_STATES, SHORT, Fold
+from mxnb.trace.timeline import LANE_STATES, Fold
 from mxnb.trace.view import StepView, TraceView
 from mxnb.views.palette import STATES, rank_color
 
@@ -66,8 +66,7 @@ def _step(d: ImageDraw.ImageDraw, s: StepView, lane: dict[int, int], cx: float, 
 
 
 def _col_name(view: TraceView, c: int) -> str:
-    op = view.steps[view.timeline.columns[c].steps[0]].op
-    return SHORT.get(op, op)
+    return view.steps[view.timeline.columns[c].steps[0]].head
 
 
 def _col_width(view: TraceView, cols: list[tuple[int, Fold | None]], font: Any) -> int:

@@ -34,7 +34,7 @@ import traitlets
 from mxnb.trace import Trace
 from mxnb.trace.ring import HONESTY, KEY, RingReplay
 from mxnb.trace.text import STATE_TEXT, count
-from mxnb.trace.timeline import LANE_STATES, SHORT
+from mxnb.trace.timeline import LANE_STATES
 from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, hex_color
 from mxnb.views.scale import op_scale
@@ -122,6 +122,8 @@ def _step_state(step: StepView, ranks: list[int]) -> dict[str, Any]:
     return {
         "index": step.index,
         "op": step.op,
+        "name": step.name,
+        "head": step.head,
         "group_text": step.group_text,
         "members": step.members,
         "site": step.site_text,
@@ -182,7 +184,7 @@ def widget_state(view: TraceView) -> dict[str, Any]:
             "states": {k: [hex_color(f), hex_color(i), m] for k, (f, i, m) in STATES.items()},
         },
         # lane states as a list: their order (worst first) is the legend's
-        "words": {"states": STATE_TEXT, "lanes": list(LANE_STATES.items()), "short": SHORT},
+        "words": {"states": STATE_TEXT, "lanes": list(LANE_STATES.items())},
         "timeline": _timeline(view),
         "steps": [_step_state(s, view.ranks) for s in view.steps],
         "notes": view.notes,

@@ -91,7 +91,7 @@ def test_ranks_on_several_hosts_are_placed_in_every_view():
 
 def test_a_step_whose_ranks_called_different_collectives_names_them():
     """Ranks 0, 2 call all_sum where ranks 1, 3 call all_gather; mxnb's check
-    refused it everywhere.  The step is named after one op: the note names both."""
+    refused it everywhere.  The title, the column and the note name both ops."""
     x = np.ones(4, np.float32)
     refused = {"states": {"after": "refused"}, "eval_s": None, "note": "refused"}
     reps = [
@@ -104,3 +104,9 @@ def test_a_step_whose_ranks_called_different_collectives_names_them():
     assert step.inputs_note == note
     assert f"!! {note}" in view.text()
     assert step.lanes == dict.fromkeys(range(4), "mismatched")
+    assert (step.name, step.head) == ("all_sum / all_gather", "sum/gather")
+    assert view.text().splitlines()[1].startswith("#1 all_sum / all_gather on world")
+    shown = widget_state(view)["steps"][0]
+    assert (shown["name"], shown["head"]) == ("all_sum / all_gather", "sum/gather")
+    one = trace_view(Trace([report(r, [op(1, "all_sum", r, x, 4 * x, n=4)], n=4) for r in range(4)]))
+    assert (one.steps[0].name, one.steps[0].head) == ("all_sum", "sum")

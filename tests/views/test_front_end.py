@@ -281,3 +281,19 @@ def test_every_part_of_a_plotted_gather_names_its_rank_in_full(show, shape):
         assert part.inner_text() in (f"from rank {k}", f"rank {k}")
         whole = "e => e.scrollWidth <= e.clientWidth && e.scrollHeight <= e.clientHeight"
         assert part.evaluate(whole)
+
+
+def test_a_step_of_two_different_collectives_is_named_after_both(show):
+    refused = {"states": {"after": "refused"}, "eval_s": None, "note": "refused"}
+    called = ["all_sum" if r % 2 == 0 else "all_gather" for r in range(N)]
+    reps = [
+        report(r, [op(1, called[r], r, X[r], X[r], n=N, **refused),
+                   op(2, "all_max", r, MIN[r], MAX, n=N, line=3)], n=N)
+        for r in range(N)
+    ]  # fmt: skip
+    page = show(Trace(reps))
+    names = page.locator("svg .mxnb-colname")
+    assert names.all_text_contents() == ["sum/gather", "max"]
+    left, right = (b.bounding_box() for b in names.all())
+    assert left["x"] + left["width"] + 2 <= right["x"], (left, right)
+    assert page.locator(".mxnb-opname").inner_text() == "#1 all_sum / all_gather"

@@ -100,7 +100,7 @@ function opView(data, steps, ctx, view, onPoint) {
   const root = el("div", "mxnb-op");
   const head = steps[0];
   const title = el("div", "mxnb-op-title");
-  title.appendChild(el("span", "mxnb-opname", `#${steps.map((s) => s.index).join(", #")} ${head.op}`));
+  title.appendChild(el("span", "mxnb-opname", `#${steps.map((s) => s.index).join(", #")} ${head.name}`));
   title.appendChild(el("span", "mxnb-group", ` on ${steps.map((s) => s.group_text).join(" and ")}`));
   title.appendChild(el("div", "mxnb-site", head.site));
   root.appendChild(title);

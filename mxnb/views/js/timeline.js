@@ -24,10 +24,7 @@ function colWidth(names) {
 // data.timeline.shown: [[column, fold or -1]]; returns {node, select(k), width}
 function timeline(data, ctx, onPick) {
   const tl = data.timeline;
-  const nameOf = (c) => {
-    const op = data.steps[tl.columns[c].steps[0]].op;
-    return data.words.short[op] || op;
-  };
+  const nameOf = (c) => data.steps[tl.columns[c].steps[0]].head;
   const colW = colWidth(tl.shown.map(([c]) => nameOf(c)));
   const ranks = data.ranks;
   const lane = new Map(ranks.map((r, i) => [r, TOP + i * LANE_H]));
