@@ -25,8 +25,9 @@ many arrays that evaluation was handed.  An op that is not timed says why
   waiting to be followed (:data:`MAX_FOLLOW`);
 * ``refused``: mxnb's check found that the ranks disagree on the op (a
   :class:`~mxnb.errors.CommMismatch`), so MLX never ran it;
-* ``held_back``: its ranks agree, but it was evaluated together with an op
-  the check refused, so MLX never ran it either;
+* ``held_back``: its ranks agree, but the check refused another op while
+  completing the checks of its evaluation (one handed to it, or an earlier
+  op whose check had landed), so MLX never ran it either;
 * ``interrupted``: the evaluation was stopped while mxnb's check waited.
 
 After each evaluation, untimed ops are checked for having been run by it
@@ -105,6 +106,10 @@ class EvalTimer:
             for rec in given:
                 if pending.pop(id(rec), None) is not None:
                     hits.append(rec)
+            if seconds is None:  # the checks stopped it: also those of ops not handed here
+                hits += [r for r in list(pending.values()) if r.check == "mismatch"]
+                for rec in hits:
+                    pending.pop(id(rec), None)
             if hits:
                 self._time(hits, arrays, seconds, entry, check_s)
             if pending:
@@ -137,7 +142,7 @@ class EvalTimer:
             timing = (seconds, by, len(hits), n, check_s)
             for rec in hits:
                 rec.timing = timing
-        if len(hits) > 1:
+        if len(hits) > 1 and seconds is not None:  # nothing ran: no order to speak of
             _mark_unordered(hits)
 
     def _follow_up(self) -> None:

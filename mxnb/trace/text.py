@@ -46,7 +46,7 @@ UNTIMED_TEXT = {
     "stopped": "not timed: the ranks were stopped",
     "interrupted": "interrupted while mxnb's check waited for the other ranks; MLX never ran it",
     "refused": "refused by mxnb's check, which found the ranks disagree; MLX never ran it",
-    "held_back": "not run: it was evaluated together with an op mxnb's check refused",
+    "held_back": "not run: mxnb's check refused another op just before its evaluation",
     "unknown": "not timed",
 }
 

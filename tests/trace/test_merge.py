@@ -540,5 +540,30 @@ def test_an_op_evaluated_with_a_refused_one_is_held_back_not_interrupted(run, nr
     every = range(nranks)
     assert lanes == [dict.fromkeys(every, "lazy"), dict.fromkeys(every, "mismatched")]
     text = t.text()
-    assert "not run: it was evaluated together with an op mxnb's check refused" in text
+    assert "not run: mxnb's check refused another op just before its evaluation" in text
+    assert "interrupted" not in text
+
+
+def test_an_op_stopped_by_a_refused_op_it_was_not_evaluated_with_is_held_back(run, nranks):
+    """Evaluating ``a`` also verifies the landed check of ``b``, whose ranks
+    disagree: neither runs, and both say why (not 'interrupted', not 'lazy')."""
+    from mxnb.trace.view import trace_view
+
+    code = (
+        "b = mx.distributed.all_sum(mx.ones(rank + 1))\n"
+        "a = mx.distributed.all_sum(mx.ones(2))\n"
+        "import time; time.sleep(0.3)  # every rank's half of both checks has landed\n"
+        "mx.eval(a)\n"
+    )
+    with pytest.raises(MxnbError):
+        run(code)
+    t = mxnb.last_trace()
+    refused, held = t.steps
+    assert {m["eval_note"] for m in refused.ranks.values()} == {"refused"}
+    assert {m["eval_note"] for m in held.ranks.values()} == {"held_back"}
+    lanes = [s.lanes for s in trace_view(t).steps]
+    every = range(nranks)
+    assert lanes == [dict.fromkeys(every, "mismatched"), dict.fromkeys(every, "lazy")]
+    text = t.text()
+    assert "not run: mxnb's check refused another op just before its evaluation" in text
     assert "interrupted" not in text

@@ -108,5 +108,6 @@ def test_a_step_whose_ranks_called_different_collectives_names_them():
     assert view.text().splitlines()[1].startswith("#1 all_sum / all_gather on world")
     shown = widget_state(view)["steps"][0]
     assert (shown["name"], shown["head"]) == ("all_sum / all_gather", "sum/gather")
-    one = trace_view(Trace([report(r, [op(1, "all_sum", r, x, 4 * x, n=4)], n=4) for r in range(4)]))
+    same = [report(r, [op(1, "all_sum", r, x, 4 * x, n=4)], n=4) for r in range(4)]
+    one = trace_view(Trace(same))
     assert (one.steps[0].name, one.steps[0].head) == ("all_sum", "sum")
