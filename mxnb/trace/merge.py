@@ -269,10 +269,51 @@ class Trace:
             s.ranks.update({k: v for k, v in r.ranks.items() if k not in both})
             s.op = f"send/{r.op}"
             merged.add(id(r))
+        merged |= self._pair_fans(merged)
         if merged:
             self.steps = [s for s in self.steps if id(s) not in merged]
             for i, s in enumerate(self.steps, start=1):
                 s.index = i
+
+    def _pair_fans(self, merged: set[int]) -> set[int]:
+        """A root's loop of sends (or recvs) and the one step of its peers' recvs
+        (or sends) become one transfer step per message.
+
+        A scatter written as ``for r in ...: send(rows[r], r)`` on rank 0 and
+        ``recv_like(...)`` on the others is three send steps (one per call) and
+        one recv step (one call per rank).  The recv step is split among the
+        sends: ``rank 0 -> rank 1``, ``rank 0 -> rank 2``, ... each with both
+        ends.  A gather to a root (one send per rank, a loop of recvs) is split
+        the other way.  Returns the steps emptied this way.
+        """
+        done: set[int] = set()
+        for one in self.steps:
+            if id(one) in merged or one.op not in ("send", "recv", "recv_like"):
+                continue
+            if not one.transfers or not all(t.matched for t in one.transfers):
+                continue
+            is_send = one.op == "send"
+            many = [s for s in self.steps if id(s) not in merged | done and s is not one
+                    and (s.op in ("recv", "recv_like") if is_send else s.op == "send")
+                    and any(t in s.transfers for t in one.transfers)]  # fmt: skip
+            if len(many) < 2 or any(t not in one.transfers for s in many for t in s.transfers):
+                continue
+            # the ranks of ``one`` each at the far end of exactly one of ``many``
+            ends = [{(t.send if is_send else t.recv)[0] for t in s.transfers} for s in many]  # type: ignore[index]
+            if sum(map(len, ends)) != len(one.ranks) or set().union(*ends) != set(one.ranks):
+                continue
+            if any(set(s.ranks) & set(one.ranks) for s in many):
+                continue  # some ranks both send and receive: keep the steps
+            for s, far in zip(many, ends, strict=True):
+                mine = {k: one.ranks[k] for k in sorted(far)}
+                if is_send:  # the sender's end first, as in a 1:1 pair
+                    s.ranks = {**mine, **s.ranks}
+                    s.op = f"send/{s.op}"
+                else:
+                    s.ranks.update(mine)
+                    s.op = f"send/{one.op}"
+            done.add(id(one))
+        return done
 
     def _transfer_text(
         self, t: Transfer, send: tuple[Step, int] | None, rs: list[tuple[Step, int]], i: int

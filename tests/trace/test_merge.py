@@ -75,6 +75,49 @@ def test_ring_send_recv_trace(run, nranks):
     assert step.site_text().startswith("line 4: s = mx.distributed.send(x, nxt) / line 5: r =")
 
 
+def test_a_scatter_by_a_loop_of_sends_is_one_transfer_step_per_message(run, nranks):
+    """Rank 0 sends row r to rank r in a loop (one send step per call); the
+    others' recvs are one step, split so that each message has its own step."""
+    t = traced(
+        run,
+        "rows = mx.arange(2 * size, dtype=mx.float32).reshape(size, 2) * 10\n"
+        "if rank == 0:\n"
+        "    mx.eval(*[mx.distributed.send(rows[r], r) for r in range(1, size)])\n"
+        "else:\n"
+        "    mine = mx.distributed.recv_like(rows[0], 0)\n"
+        "    mx.eval(mine)\n",
+        line="--viz",  # the rows sent are temporaries: keep them to show them
+    )
+    assert [s.op for s in t.steps] == ["send/recv_like"] * (nranks - 1)
+    for k, step in enumerate(t.steps, start=1):
+        assert sorted(step.ranks) == [0, k]
+        ((src, dst),) = [(tr.src, tr.dst) for tr in step.transfers]
+        assert (src, dst) == (0, k) and step.transfers[0].matched
+        np.testing.assert_array_equal(t.value(k, k, "after"), [20 * k, 20 * k + 10])
+        np.testing.assert_array_equal(t.value(k, 0, "before"), [20 * k, 20 * k + 10])
+    text = t.text()
+    for k in range(1, nranks):
+        assert f"rank 0 -> rank {k}: float32 (2,)" in text
+
+
+def test_a_gather_by_a_loop_of_recvs_is_one_transfer_step_per_message(run, nranks):
+    t = traced(
+        run,
+        "mine = mx.full((3,), float(rank))\n"
+        "if rank == 0:\n"
+        "    got = [mx.distributed.recv_like(mine, r) for r in range(1, size)]\n"
+        "    mx.eval(got)\n"
+        "else:\n"
+        "    mx.eval(mx.distributed.send(mine, 0))\n",
+    )
+    assert [s.op for s in t.steps] == ["send/recv_like"] * (nranks - 1)
+    for k, step in enumerate(t.steps, start=1):
+        assert sorted(step.ranks) == [0, k]
+        assert [(tr.src, tr.dst) for tr in step.transfers] == [(k, 0)]
+        np.testing.assert_array_equal(t.value(k, 0, "after"), [k] * 3)
+        np.testing.assert_array_equal(t.value(k, k, "before"), [k] * 3)
+
+
 def test_recv_like_one_way_is_one_step_with_an_arrow(run, nranks):
     last = nranks - 1
     t = traced(
