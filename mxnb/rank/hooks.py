@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from mxnb.protocol.ops import OPS, PEER_ARG
+from mxnb.rank.check import dtype_name
 
 
 class CallSite(NamedTuple):
@@ -130,6 +131,48 @@ def op_peer(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | Non
     where = PEER_ARG.get(op)
     p = None if where is None else op_arg(args, kwargs, *where)
     return None if p is None else int(p)
+
+
+def input_meta(x: Any) -> tuple[tuple[int, ...], str] | None:
+    """The shape and dtype of the array MLX makes of an op's input: an MLX
+    array's own; for what MLX converts (a Python number, a NumPy array or
+    scalar) those of the array it makes (float64 NumPy becomes float32); None
+    for anything else, which MLX refuses in its own words."""
+    import mlx.core as mx
+    import numpy as np
+
+    if isinstance(x, mx.array):
+        return tuple(x.shape), dtype_name(x.dtype)
+    if isinstance(x, np.ndarray):
+        try:  # the dtype MLX makes of it, from an empty array: no copy of the data
+            return tuple(x.shape), dtype_name(mx.array(np.empty(0, x.dtype)).dtype)
+        except (TypeError, ValueError):  # e.g. an object array
+            return None
+    if isinstance(x, (bool, int, float, complex, np.generic)):
+        return (), dtype_name(mx.array(x).dtype)
+    return None
+
+
+def describe_args(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, tuple[int, ...], str, int | None] | None:
+    """The input (None for recv), shape, dtype and peer of an op's call; None
+    if MLX will refuse the input (see :func:`input_meta`)."""
+    if name == "recv":
+        x = None
+        shape = tuple(op_arg(args, kwargs, 0, "shape"))
+        dtype = dtype_name(op_arg(args, kwargs, 1, "dtype"))
+    else:
+        x = op_arg(args, kwargs, 0, "x")
+        meta = input_meta(x)
+        if meta is None:
+            return None
+        shape, dtype = meta
+    peer = op_peer(name, args, kwargs)
+    if peer is None and name in ("send", "recv", "recv_like"):
+        needs = "dst" if name == "send" else "src"
+        raise TypeError(f"{name}() needs a {needs} rank")
+    return x, shape, dtype, peer
 
 
 class Logger(Protocol):

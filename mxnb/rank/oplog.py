@@ -135,23 +135,30 @@ class OpLog:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: the trace recorder while it records, else None
     recorder: Recorder | None = None
+    #: MLX's array type, which an op's input is in the common case
+    array: type = field(default_factory=lambda: _mlx_array())
 
     # -- hooks logger -----------------------------------------------------
 
     def log(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], seq: int,
         site: hooks.RawSite,
-    ) -> OpRecord:  # fmt: skip
+    ) -> OpRecord | None:  # fmt: skip
         # Runs for every op; a probe reads cell_ops from another thread, but a
         # deque append is atomic and the probe copies the deque in one step.
         __tracebackhide__ = True
         op = "recv" if name == "recv_like" else name
         mirror = self.groups.of(kwargs.get("group") if kwargs else None)
-        if args and op in COLLECTIVES:  # the common case, all_sum(x, ...), inline
+        if args and op in COLLECTIVES and type(args[0]) is self.array:  # all_sum(x), inline
             x = args[0]
             shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
         else:
-            x, shape, dtype, peer = _describe_args(name, args, kwargs)
+            described = hooks.describe_args(name, args, kwargs)
+            if described is None:  # an input MLX refuses, in its own words
+                return None
+            x, shape, dtype, peer = described
+            if peer is not None and not 0 <= peer < len(mirror.ranks):
+                return None  # not a rank of the group: MLX refuses the call, too
         backend.screen(op, dtype, self.groups.rank, None if peer is None else mirror.ranks[peer],
                        len(mirror.ranks))  # fmt: skip
         rec = OpRecord(
@@ -170,7 +177,9 @@ class OpLog:
             self.recorder.before(rec, x)
         return rec
 
-    def logged(self, rec: OpRecord, result: Any) -> None:
+    def logged(self, rec: OpRecord | None, result: Any) -> None:
+        if rec is None:  # not logged (see log): nothing to follow
+            return
         try:
             ref = weakref.ref(result)  # one per op: the log, its check and the trace share it
         except TypeError:  # not an MLX array: nothing to follow
@@ -194,8 +203,16 @@ class OpLog:
         elif rec.peer is not None and rec.check == "pending":
             self.pairing.follow(rec, result)
 
-    def failed(self, rec: OpRecord) -> None:
-        """MLX refused the call: the trace lets go of what it held for it."""
+    def failed(self, rec: OpRecord | None) -> None:
+        """MLX refused the call: no op exists, so a report must not list one,
+        and the trace lets go of what it held for it."""
+        if rec is None:
+            return
+        with self.lock:  # the probe copies cell_ops under it
+            try:
+                self.cell_ops.remove(rec)
+            except ValueError:  # already pushed out of the bounded log
+                pass
         if self.recorder is not None:
             self.recorder.forget(rec)
 
@@ -376,22 +393,10 @@ class OpLog:
         return check.drain_world()
 
 
-def _describe_args(
-    name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Any, tuple[int, ...], str, int | None]:
-    """The input (None for recv), shape, dtype and peer of an op's call."""
-    if name == "recv":
-        x = None
-        shape = tuple(hooks.op_arg(args, kwargs, 0, "shape"))
-        dtype = check.dtype_name(hooks.op_arg(args, kwargs, 1, "dtype"))
-    else:
-        x = hooks.op_arg(args, kwargs, 0, "x")
-        shape, dtype = tuple(x.shape), check.dtype_name(x.dtype)
-    peer = hooks.op_peer(name, args, kwargs)
-    if peer is None and name in ("send", "recv", "recv_like"):
-        needs = "dst" if name == "send" else "src"
-        raise TypeError(f"{name}() needs a {needs} rank")
-    return x, shape, dtype, peer
+def _mlx_array() -> type:
+    import mlx.core as mx
+
+    return mx.array
 
 
 def _site() -> str:

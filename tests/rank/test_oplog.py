@@ -127,3 +127,73 @@ def test_a_hang_in_a_bare_cell_still_ends_with_its_timeout(run, nranks):
     # the next cell gets working ranks (rank 0 was stuck inside MPI: replaced)
     run("ok = mx.distributed.all_sum(mx.ones(1)).item()")
     assert mxnb.pull("ok") == [float(nranks)] * nranks
+
+
+def test_a_call_mlx_refuses_is_refused_in_mlxs_words_and_leaves_no_op(run, nranks):
+    """A peer outside the group: MLX's own ValueError, on every rank, and the op
+    log (what hang reports list) holds only the ops that exist."""
+    from mxnb.errors import RankError
+
+    with pytest.raises(RankError) as info:
+        run("mx.distributed.send(mx.ones(2), size)\n")
+    said = str(info.value)
+    assert f"ValueError: Invalid destination={nranks} for a group of size {nranks}" in said
+    assert "IndexError" not in said
+    run(
+        "said = []\n"
+        "alone = world.split(rank)  # a group of one: MLX refuses to send in it\n"
+        "for bad in (lambda: mx.distributed.send(mx.ones(2), -1),\n"
+        "            lambda: mx.distributed.recv((2,), mx.float32, size),\n"
+        "            lambda: mx.distributed.send(mx.ones(2), 0, group=alone)):\n"
+        "    try:\n"
+        "        bad()\n"
+        "    except ValueError as e:\n"
+        "        said.append(str(e))\n"
+        "total = mx.distributed.all_sum(mx.ones(2))\n"
+        "mx.eval(total)\n"
+        "from mxnb.rank.runtime import current as _rt\n"
+        "logged = [r.op for r in _rt().oplog.cell_ops]\n"
+    )
+    want = [f"Invalid destination=-1 for a group of size {nranks}",
+            f"Invalid source={nranks} for a group of size {nranks}",
+            "Cannot send to a singleton group"]  # fmt: skip
+    assert mxnb.pull("said") == [want] * nranks
+    assert mxnb.pull("logged") == [["all_sum"]] * nranks
+    assert [t.tolist() for t in mxnb.pull("total")] == [[nranks] * 2] * nranks
+
+
+def test_what_mlx_converts_for_an_op_mxnb_takes_as_mlx_does(run, nranks):
+    """MLX turns a Python number or a NumPy array into an array for an op (and
+    refuses a list): with mxnb watching, the same, and the op log reads the
+    shape and dtype MLX made (float64 NumPy becomes float32)."""
+    run(
+        "import numpy as np\n"
+        "made = [mx.distributed.all_sum(v) for v in (2.0, 3, np.ones((2, 2)), np.int64(5))]\n"
+        "mx.eval(made)\n"
+        "got = [(a.tolist(), str(a.dtype)) for a in made]\n"
+        "sent = mx.distributed.send(np.arange(3.0), (rank + 1) % size)\n"
+        "comm = mx.new_stream(mx.cpu)\n"
+        "back = mx.distributed.recv_like(np.zeros(3), (rank - 1) % size, stream=comm)\n"
+        "mx.eval(sent, back)\n"
+        "got.append((back.tolist(), str(back.dtype)))\n"
+        "try:\n"
+        "    mx.distributed.all_sum([1.0, 2.0])\n"
+        "except ValueError as e:\n"
+        "    got.append(str(e))\n"
+        "from mxnb.rank.runtime import current as _rt\n"
+        "logged = [(r.op, r.shape, r.dtype) for r in _rt().oplog.cell_ops]\n"
+    )
+    n = nranks
+    want = [
+        (2.0 * n, "mlx.core.float32"),
+        (3 * n, "mlx.core.int32"),
+        ([[1.0 * n] * 2] * 2, "mlx.core.float32"),
+        (5 * n, "mlx.core.int64"),
+        ([0.0, 1.0, 2.0], "mlx.core.float32"),
+        "Invalid type list received in array initialization.",
+    ]
+    assert mxnb.pull("got") == [want] * n
+    logged = [("all_sum", (), "float32"), ("all_sum", (), "int32"),
+              ("all_sum", (2, 2), "float32"), ("all_sum", (), "int64"),
+              ("send", (3,), "float32"), ("recv", (3,), "float32")]  # fmt: skip
+    assert mxnb.pull("logged") == [logged] * n
