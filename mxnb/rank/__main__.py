@@ -113,7 +113,7 @@ def main() -> None:
 
     backend = os.environ.get("MXNB_BACKEND", "mpi")
     alone = os.environ.get("OMPI_COMM_WORLD_SIZE") == "1"
-    shared = None  # a ring hostfile the ranks wrote (ranks on several hosts)
+    written = None  # (module, path) of a ring hostfile the ranks wrote (several hosts)
     try:
         if backend == "ring" and not alone:
             # the ring learns its rank from MLX_RANK; mpiexec numbers the ranks
@@ -123,6 +123,7 @@ def main() -> None:
 
                 enter("addresses", here, rank)
                 shared = os.environ["MLX_HOSTFILE"] = ringhosts.write_hostfile()
+                written = (ringhosts, shared)
                 enter("mlx", here, rank)
         if alone:
             # MLX's backends refuse a world of one process; its default
@@ -138,10 +139,8 @@ def main() -> None:
         sys.stderr.flush()
         sys.exit(3)
     finally:
-        if shared:
-            from mxnb.rank import ringhosts
-
-            ringhosts.remove(shared)
+        if written:
+            written[0].remove(written[1])
 
     # the heaviest import of a rank, and the op hooks, while the controller starts
     enter("import", here, rank)
