@@ -44,6 +44,7 @@ from mxnb.views.pen import (
     dark,
     font,
     line_h,
+    wrap,
 )  # fmt: skip
 from mxnb.views.plots import Band, bars, heatmap, numbered
 from mxnb.views.scale import Scale, drawn_values, op_scale, short_num
@@ -93,10 +94,13 @@ def _panel(pen: Pen, x: int, y: int, step: StepView, rank: int, side: str, scale
     if state != "ok" or snap is None:  # no value: the reason, in words, on a hatched box
         words = STATE_TEXT.get(state, f"({state})")
         words = "- (no array on this side)" if words == "-" else words
-        pen.hatch((x, y, x + PANEL_W - 1, y + 30))
-        pen.draw.rectangle((x + 6, y + 6, x + 14 + font(BODY).getlength(words), y + 24), WHITE)
-        pen.text(x + 10, y + 8, words, BODY, GREY_INK, width=PANEL_W - 20)
-        bottom, shown = y + 31, True
+        lines = wrap(words, BODY, PANEL_W - 24)  # every word of the reason, never cut
+        tall = 12 + len(lines) * line_h(BODY)
+        pen.hatch((x, y, x + PANEL_W - 1, y + tall))
+        widest = max(font(BODY).getlength(line) for line in lines)
+        pen.draw.rectangle((x + 6, y + 6, x + 14 + widest, y + tall - 6), WHITE)
+        pen.para(x + 10, y + 7, words, PANEL_W - 24, BODY, GREY_INK)
+        bottom, shown = y + tall + 1, True
     else:
         v, dtype = drawn_values(snap), snap["dtype"]
         if dtype.startswith("complex"):

@@ -70,7 +70,7 @@ def draw_bands(pen: Pen, bands: list[Band], at: Callable[[int], tuple[float, flo
                 pen.text((a + b) / 2, y + 6, label, SMALL, c if not _light(c) else INK, anchor="ma")
         else:
             pen.draw.rectangle((y, a + 1, y + 4, b - 1), fill=c)
-            if label:
+            if label and b - a >= SMALL:  # room for its words beside its rows
                 pen.text(y + 8, a + 1, label, SMALL, c if not _light(c) else INK)
 
 
@@ -148,4 +148,7 @@ def heatmap(
     how = Image.Resampling.NEAREST if up else Image.Resampling.BOX
     pen.img.paste(Image.fromarray(rgb).resize((pw, ph), how), (x, y))
     pen.draw.rectangle((x - 1, y - 1, x + pw, y + ph), outline=LINE)
+    if bands:  # whose rows are whose, beside the map
+        rows = lambda i: (y + i * ph / h, y + (i + 1) * ph / h)  # noqa: E731
+        draw_bands(pen, bands, rows, x + pw + 4, False)
     return y + ph, False

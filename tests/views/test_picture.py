@@ -328,3 +328,26 @@ def test_op_names_over_the_picture_s_timeline_stand_apart():
     xs = np.flatnonzero((head < 200).any(axis=(0, 2)))  # columns of pixels with ink
     words = 1 + int((np.diff(xs) > 5).sum())
     assert words == 4, xs  # gather, gather, scatter, sum
+
+
+def test_a_long_reason_on_a_hatched_box_is_wrapped_not_cut():
+    refused = {"states": {"after": "refused"}, "eval_s": None, "note": "refused"}
+    xs = [np.ones(r + 1, np.float32) for r in range(2)]
+    img, layout = render(trace_of(collective("all_sum", xs, xs, **refused)))
+    after = crop(pixels(img), layout.panels[(1, 0, "after")])
+    rows = np.nonzero(is_color(after, HATCH).sum(axis=1) > 10)[0]  # the hatched box
+    words = (after[rows[0] : rows[-1]].max(axis=-1) < 120).any(axis=1)  # rows with grey ink
+    starts = np.flatnonzero(words[1:] & ~words[:-1])
+    assert len(starts) + int(words[0]) == 2  # two lines of words, the second not lost
+
+
+def test_a_gathered_heatmap_has_each_ranks_rows_marked_beside_it():
+    from mxnb.views.palette import rank_color
+
+    xs = [np.arange(80, dtype=np.float32).reshape(16, 5) + 100 * r for r in range(4)]
+    img, layout = render(trace_of(collective("all_gather", xs, [np.concatenate(xs)] * 4)))
+    px = pixels(img)
+    for r in range(4):
+        after = crop(px, layout.panels[(1, r, "after")])
+        for k in range(4):  # a bar in rank k's colour beside its 16 rows
+            assert is_color(after, rank_color(k)).sum() > 50, (r, k)
