@@ -377,6 +377,20 @@ def test_hang_peer_raised() -> None:
     check_golden("hang-peer-raised", d.text())
 
 
+
+def test_hang_recv_from_itself() -> None:
+    """``recv(..., src=rank)``: rank 0 waits for a message only it could send."""
+    recv = probe_op(1, "recv", "x = mx.distributed.recv((4,), mx.float32, src=rank)", peer=0,
+                    check="pending")  # fmt: skip
+    states = {0: waiting_in(0, recv, since=95.0), 1: probe_state(1, [])}
+    d = diagnose(states, running([0, 1], r1="done"), now=100.0, grace=1.5)
+    check_golden("hang-recv-from-itself", d.text())
+    # with a send to itself (on another stream) it could be both ends: not said
+    send = probe_op(2, "send", "s = mx.distributed.send(x, rank)", peer=0, check="pending")
+    states[0]["ops"].append(send)
+    d = diagnose(states, running([0, 1], r1="done"), now=100.0, grace=1.5)
+    assert "itself" not in (d.cause or "")
+
 # -- errors by rank ----------------------------------------------------------
 
 RED, GREEN, RESET = "\x1b[0;31m", "\x1b[0;32m", "\x1b[0m"

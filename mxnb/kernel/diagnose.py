@@ -134,6 +134,8 @@ def _cause(
            for r in gone}  # fmt: skip
     if op["op"] in ("send", "recv"):
         peer = op["peer"]
+        if peer == rank:
+            return _self_wait(rank, op, states)
         if peer not in gone:
             return None
         peer_ops = (states.get(peer) or {}).get("ops") or []
@@ -174,6 +176,25 @@ def _cause(
         f"rank{'s' if len(missing) > 1 else ''} {who} {verb} without calling "
         f"{op['op']} (collective #{mine} on {op['group']}) that rank {rank} waits in; "
         "every rank of a group must reach each collective."
+    )
+
+
+def _self_wait(
+    rank: int, op: dict[str, Any], states: dict[int, dict[str, Any] | None]
+) -> str | None:
+    """A rank that waits to receive from itself (or to send to itself) with no
+    op of its own that could be the other end: nobody else can be rank ``rank``."""
+    other, way = ("send", "to") if op["op"] == "recv" else ("recv", "from")
+    ops = (states.get(rank) or {}).get("ops") or []
+    if any(p["op"] == other and p["peer"] == rank for p in ops):
+        return None  # it may be the other end, on another stream
+    said = "from" if op["op"] == "recv" else "to"
+    fix = ("src is the rank that sends the message, e.g. (rank - 1) % size"
+           if op["op"] == "recv" else
+           "dst is the rank that receives the message, e.g. (rank + 1) % size")  # fmt: skip
+    return (
+        f"rank {rank} waits in {op['op']} #{op['seq']} {said} rank {rank}, itself, and "
+        f"calls no {other} {way} itself, so no rank can be the other end: {fix}."
     )
 
 
