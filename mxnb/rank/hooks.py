@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import linecache
+import operator
 import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
@@ -130,7 +131,7 @@ def op_peer(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | Non
     """The group rank sent to (``send``) or received from; None for collectives."""
     where = PEER_ARG.get(op)
     p = None if where is None else op_arg(args, kwargs, *where)
-    return None if p is None else int(p)
+    return None if p is None else operator.index(p)  # as MLX: an int, not a float
 
 
 def input_meta(x: Any) -> tuple[tuple[int, ...], str] | None:
@@ -149,7 +150,10 @@ def input_meta(x: Any) -> tuple[tuple[int, ...], str] | None:
         except (TypeError, ValueError):  # e.g. an object array
             return None
     if isinstance(x, (bool, int, float, complex, np.generic)):
-        return (), dtype_name(mx.array(x).dtype)
+        try:
+            return (), dtype_name(mx.array(x).dtype)
+        except (TypeError, ValueError):  # e.g. a NumPy string
+            return None
     return None
 
 
@@ -157,21 +161,23 @@ def describe_args(
     name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, tuple[int, ...], str, int | None] | None:
     """The input (None for recv), shape, dtype and peer of an op's call; None
-    if MLX will refuse the input (see :func:`input_meta`)."""
-    if name == "recv":
-        x = None
-        shape = tuple(op_arg(args, kwargs, 0, "shape"))
-        dtype = dtype_name(op_arg(args, kwargs, 1, "dtype"))
-    else:
-        x = op_arg(args, kwargs, 0, "x")
-        meta = input_meta(x)
-        if meta is None:
-            return None
-        shape, dtype = meta
-    peer = op_peer(name, args, kwargs)
+    where MLX will refuse the call (then MLX says why, in its own words)."""
+    try:
+        if name == "recv":
+            x = None
+            shape = tuple(op_arg(args, kwargs, 0, "shape"))
+            dtype = dtype_name(op_arg(args, kwargs, 1, "dtype"))
+        else:
+            x = op_arg(args, kwargs, 0, "x")
+            meta = input_meta(x)
+            if meta is None:
+                return None
+            shape, dtype = meta
+        peer = op_peer(name, args, kwargs)
+    except (TypeError, ValueError):  # not a shape, or a peer that is not an int
+        return None
     if peer is None and name in ("send", "recv", "recv_like"):
-        needs = "dst" if name == "send" else "src"
-        raise TypeError(f"{name}() needs a {needs} rank")
+        return None  # a required argument left out
     return x, shape, dtype, peer
 
 

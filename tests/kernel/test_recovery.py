@@ -108,6 +108,19 @@ def test_recv_without_send(run, nranks, magics):
     assert_kept(run, magics, profile)
 
 
+
+def test_recv_from_itself(run, nranks, magics):
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(
+        run, "if rank == 0:\n    print(mx.distributed.recv((2,), mx.float32, src=rank))"
+    )
+    assert took < 10
+    assert (
+        "Likely cause: rank 0 waits in recv #1 from rank 0, itself, and calls no send to "
+        "itself, so no rank can be the other end: src is the rank that sends the message"
+    ) in text
+    assert_kept(run, magics, profile)
+
 def test_send_never_evaluated(run, nranks, magics):
     profile = magics.cluster.profile_dir
     _, text, took = failing(

@@ -144,19 +144,25 @@ def test_a_call_mlx_refuses_is_refused_in_mlxs_words_and_leaves_no_op(run, nrank
         "alone = world.split(rank)  # a group of one: MLX refuses to send in it\n"
         "for bad in (lambda: mx.distributed.send(mx.ones(2), -1),\n"
         "            lambda: mx.distributed.recv((2,), mx.float32, size),\n"
-        "            lambda: mx.distributed.send(mx.ones(2), 0, group=alone)):\n"
+        "            lambda: mx.distributed.send(mx.ones(2), 0, group=alone),\n"
+        "            lambda: mx.distributed.send(mx.ones(2), 1.5),\n"
+        "            lambda: mx.distributed.recv(4, mx.float32, 0),\n"
+        "            lambda: mx.distributed.send(mx.ones(2))):\n"
         "    try:\n"
         "        bad()\n"
-        "    except ValueError as e:\n"
-        "        said.append(str(e))\n"
+        "    except (TypeError, ValueError) as e:\n"
+        "        said.append(f'{type(e).__name__}: {str(e).splitlines()[0]}')\n"
         "total = mx.distributed.all_sum(mx.ones(2))\n"
         "mx.eval(total)\n"
         "from mxnb.rank.runtime import current as _rt\n"
         "logged = [r.op for r in _rt().oplog.cell_ops]\n"
     )
-    want = [f"Invalid destination=-1 for a group of size {nranks}",
-            f"Invalid source={nranks} for a group of size {nranks}",
-            "Cannot send to a singleton group"]  # fmt: skip
+    wrong_types = "(): incompatible function arguments. The following argument types are supported:"
+    want = [f"ValueError: Invalid destination=-1 for a group of size {nranks}",
+            f"ValueError: Invalid source={nranks} for a group of size {nranks}",
+            "ValueError: Cannot send to a singleton group",
+            f"TypeError: send{wrong_types}", f"TypeError: recv{wrong_types}",
+            f"TypeError: send{wrong_types}"]  # fmt: skip
     assert mxnb.pull("said") == [want] * nranks
     assert mxnb.pull("logged") == [["all_sum"]] * nranks
     assert [t.tolist() for t in mxnb.pull("total")] == [[nranks] * 2] * nranks
