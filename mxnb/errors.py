@@ -26,6 +26,7 @@ __all__ = [
     "MxnbError",
     "RankError",
     "UndefinedOrder",
+    "UnknownGroup",
     "UnsupportedReduction",
 ]
 
@@ -101,3 +102,7 @@ class UndefinedOrder(RuntimeError):
     MLX runs them in an order of its choosing and MPI pairs messages by
     arrival, so same-shaped arrays could come back swapped with no error.
     """
+
+
+class UnknownGroup(RuntimeError):
+    """An MLX group that mxnb cannot place: not made by ``world.split`` on this cluster."""

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mxnb.errors import UnknownGroup
 from mxnb.protocol.wording import group_text
 from mxnb.rank import backend
 
@@ -95,7 +96,10 @@ class Groups:
             return entry[1]
         if group.size() == len(self.world.ranks):
             return self.world
-        raise LookupError("this MLX group was not made by world.split() on this cell's cluster")
+        raise UnknownGroup(
+            "this MLX group was not made by world.split() on this cluster's ranks: "
+            "make groups with world.split(color, key) in a %%mxdist cell"
+        )
 
     def memberships(self) -> dict[str, tuple[int, ...]]:
         """label -> world ranks of every group this rank belongs to."""

@@ -135,8 +135,9 @@ class OpLog:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: the trace recorder while it records, else None
     recorder: Recorder | None = None
-    #: MLX's array type, which an op's input is in the common case
-    array: type = field(default_factory=lambda: _mlx_array())
+    #: MLX's array type, which an op's input is in the common case, and its group type
+    array: type = field(default_factory=lambda: _mlx_types()[0])
+    group_type: type = field(default_factory=lambda: _mlx_types()[1])
 
     # -- hooks logger -----------------------------------------------------
 
@@ -148,7 +149,10 @@ class OpLog:
         # deque append is atomic and the probe copies the deque in one step.
         __tracebackhide__ = True
         op = "recv" if name == "recv_like" else name
-        mirror = self.groups.of(kwargs.get("group") if kwargs else None)
+        group = kwargs.get("group") if kwargs else None
+        if group is not None and type(group) is not self.group_type:
+            return None  # not an MLX group: MLX refuses the call in its own words
+        mirror = self.groups.of(group)
         if args and op in COLLECTIVES and type(args[0]) is self.array:  # all_sum(x), inline
             x = args[0]
             shape, dtype, peer = tuple(x.shape), check.dtype_name(x.dtype), None
@@ -393,10 +397,10 @@ class OpLog:
         return check.drain_world()
 
 
-def _mlx_array() -> type:
+def _mlx_types() -> tuple[type, type]:
     import mlx.core as mx
 
-    return mx.array
+    return mx.array, mx.distributed.Group
 
 
 def _site() -> str:

@@ -147,7 +147,8 @@ def test_a_call_mlx_refuses_is_refused_in_mlxs_words_and_leaves_no_op(run, nrank
         "            lambda: mx.distributed.send(mx.ones(2), 0, group=alone),\n"
         "            lambda: mx.distributed.send(mx.ones(2), 1.5),\n"
         "            lambda: mx.distributed.recv(4, mx.float32, 0),\n"
-        "            lambda: mx.distributed.send(mx.ones(2))):\n"
+        "            lambda: mx.distributed.send(mx.ones(2)),\n"
+        "            lambda: mx.distributed.all_sum(mx.ones(2), group=42)):\n"
         "    try:\n"
         "        bad()\n"
         "    except (TypeError, ValueError) as e:\n"
@@ -162,7 +163,7 @@ def test_a_call_mlx_refuses_is_refused_in_mlxs_words_and_leaves_no_op(run, nrank
             f"ValueError: Invalid source={nranks} for a group of size {nranks}",
             "ValueError: Cannot send to a singleton group",
             f"TypeError: send{wrong_types}", f"TypeError: recv{wrong_types}",
-            f"TypeError: send{wrong_types}"]  # fmt: skip
+            f"TypeError: send{wrong_types}", f"TypeError: all_sum{wrong_types}"]  # fmt: skip
     assert mxnb.pull("said") == [want] * nranks
     assert mxnb.pull("logged") == [["all_sum"]] * nranks
     assert [t.tolist() for t in mxnb.pull("total")] == [[nranks] * 2] * nranks
