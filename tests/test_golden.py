@@ -377,7 +377,6 @@ def test_hang_peer_raised() -> None:
     check_golden("hang-peer-raised", d.text())
 
 
-
 def test_hang_recv_from_itself() -> None:
     """``recv(..., src=rank)``: rank 0 waits for a message only it could send."""
     recv = probe_op(1, "recv", "x = mx.distributed.recv((4,), mx.float32, src=rank)", peer=0,
@@ -390,6 +389,7 @@ def test_hang_recv_from_itself() -> None:
     states[0]["ops"].append(send)
     d = diagnose(states, running([0, 1], r1="done"), now=100.0, grace=1.5)
     assert "itself" not in (d.cause or "")
+
 
 # -- errors by rank ----------------------------------------------------------
 

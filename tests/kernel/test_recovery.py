@@ -108,7 +108,6 @@ def test_recv_without_send(run, nranks, magics):
     assert_kept(run, magics, profile)
 
 
-
 def test_recv_from_itself(run, nranks, magics):
     profile = magics.cluster.profile_dir
     _, text, took = failing(
@@ -120,6 +119,7 @@ def test_recv_from_itself(run, nranks, magics):
         "itself, so no rank can be the other end: src is the rank that sends the message"
     ) in text
     assert_kept(run, magics, profile)
+
 
 def test_send_never_evaluated(run, nranks, magics):
     profile = magics.cluster.profile_dir
