@@ -38,6 +38,15 @@ STATE_TEXT = {
 }
 
 
+def sent_text(dst: int | None, received: bool) -> str:
+    """A send's result as every view words it: MLX's send returns its input,
+    and the message is on the other rank now (``received``), or not taken yet."""
+    where = f"rank {dst}" if dst is not None else "the other rank"
+    if not received:
+        return f"sent (send returns its input; no recv on {where} took it in this cell)"
+    return f"sent (send returns its input; {where} holds the message)"
+
+
 #: Why an op has no evaluation time, by ``eval_note``.
 UNTIMED_TEXT = {
     "indirect": "not timed: evaluated as part of a larger expression",

@@ -18,7 +18,7 @@ import numpy as np
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.wording import hosts_text, ranks_text, shape_text
 from mxnb.trace.provenance import Provenance, provenance
-from mxnb.trace.text import count, describe_value, timing_text
+from mxnb.trace.text import count, describe_value, sent_text, timing_text
 from mxnb.trace.timeline import (
     LANE_STATES,
     Fold,
@@ -47,7 +47,8 @@ SIDES = ("before", "after")
 class SideView:
     """One side (the input before, the result after) of one rank's op."""
 
-    #: ok | lazy | in_flight | refused | traced | limit | none | template | error | absent
+    #: ok | lazy | in_flight | refused | traced | limit | none | template | error | absent,
+    #: or sent: a send's result, which is its own input (the message is elsewhere)
     state: str
     snap: Snapshot | None  # the values, only when state is "ok"
     text: str  # the values in words, or why there are none
@@ -208,6 +209,10 @@ def _panel(step: Step, rank: int) -> PanelView:
         ok = state == "ok" and snap is not None
         text = describe_value(snap, state, VALUES_SHOWN)
         sides[side] = SideView(state, snap if ok else None, text)
+    if m["op"] == "send" and (sides["after"].state == "ok" or m.get("eval_s") is not None):
+        t = next((t for t in step.transfers if t.src == rank), None)
+        said = sent_text(t.dst, t.matched) if t else sent_text(None, False)
+        sides["after"] = SideView("sent", None, said)
     return PanelView(
         rank=rank,
         op=m["op"],

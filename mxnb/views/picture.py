@@ -20,7 +20,7 @@ from PIL import Image
 
 from mxnb.protocol.wording import shape_text
 from mxnb.trace import Trace
-from mxnb.trace.text import STATE_TEXT, count, describe_value
+from mxnb.trace.text import count, describe_value
 from mxnb.trace.view import StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, rank_color
 from mxnb.views.pen import (
@@ -92,7 +92,7 @@ def _panel(pen: Pen, x: int, y: int, step: StepView, rank: int, side: str, scale
     label = f"{side}: " + (f"{meta['dtype']} {shape_text(meta['shape'])}" if meta else "nothing")
     top, y = y, y + line_h(SMALL)
     if state != "ok" or snap is None:  # no value: the reason, in words, on a hatched box
-        words = STATE_TEXT.get(state, f"({state})")
+        words = step.panels[rank].side(side).text  # the view's own words (a send's: sent)
         words = "- (no array on this side)" if words == "-" else words
         lines = wrap(words, BODY, PANEL_W - 24)  # every word of the reason, never cut
         tall = 12 + len(lines) * line_h(BODY)

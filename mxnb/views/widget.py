@@ -81,6 +81,8 @@ def _panel(p: PanelView | None) -> dict[str, Any] | None:
             panel[name] = side.snap
         else:
             panel[f"{name}_state"] = side.state
+            if side.state == "sent":  # the one state whose words name a rank
+                panel[f"{name}_text"] = side.text
     return panel
 
 

@@ -297,3 +297,21 @@ def test_a_step_of_two_different_collectives_is_named_after_both(show):
     left, right = (b.bounding_box() for b in names.all())
     assert left["x"] + left["width"] + 2 <= right["x"], (left, right)
     assert page.locator(".mxnb-opname").inner_text() == "#1 all_sum / all_gather"
+
+
+def test_a_send_says_sent_only_once_it_was_evaluated(show):
+    from mxnb.trace.text import sent_text
+
+    a = np.ones(4, np.float32)
+    lazy = {"states": {"after": "lazy"}}
+    reps = [
+        report(0, [op(1, "send", 0, a, a, peer=1, line=2), op(2, "send", 0, a, a, peer=1, line=3,
+                                                              **lazy)]),
+        report(1, [op(1, "recv", 1, None, a, peer=0, line=4)]),
+    ]  # fmt: skip
+    page = show(Trace(reps))
+    assert side(page, 0, "after").inner_text().splitlines()[-1] == sent_text(1, True)
+    page.locator(".mxnb-trace").focus()
+    page.keyboard.press("ArrowRight")  # the send no recv took, never evaluated
+    said = side(page, 0, "after").inner_text()
+    assert "sent" not in said and "(not evaluated by the cell)" in said, said

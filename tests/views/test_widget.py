@@ -72,7 +72,8 @@ not timed: evaluated as part of a larger expression
   !! rank 1 holds a wrong result after all_sum: expected the sum of the ranks' inputs
 #2 send/recv on world (ranks 0, 1), line 3: s = send(x, 1)
   rank 0 -> rank 1: float32 (4,)
-  rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> [0 1 2 3] | \
+  rank 0: float32 (4,) -> float32 (4,): [0 1 2 3] -> \
+sent (send returns its input; rank 1 holds the message) | \
 not timed: mx.async_eval returns before the transfer ends
   rank 1: - -> float32 (4,): - -> [0 1 2 3] | evaluated in 3.2 ms by mx.eval
 #3 all_max on world (ranks 0, 1), line 6: z = all_max(x)

@@ -155,13 +155,11 @@ function opView(data, steps, ctx, view, onPoint) {
         box.appendChild(el("div", "mxnb-type", side === "before" ? p.in : p.out));
         const snap = p[side];
         const st = p[`${side}_state`];
-        if (side === "after" && p.op === "send" && st !== "refused") { // refused: nothing sent
-          box.appendChild(el("div", "mxnb-none", `sent (send returns its input; rank ${sentTo(step, r).map((t) => t.dst).join(", ")} holds the message)`));
-        } else if (snap) {
+        if (snap) {
           const hook = (i, c) => cellsAt.push([c, i, side, r]);
           box.appendChild(valueView(snap, sc, blocksFor(step, r, side, snap), { cell: hook }));
         } else {
-          box.appendChild(el("div", "mxnb-none", data.words.states[st] || `(${st})`));
+          box.appendChild(el("div", "mxnb-none", p[`${side}_text`] || data.words.states[st] || `(${st})`));
         }
         if (side === "after" && step.mismatch.includes(r)) {
           box.classList.add("mxnb-wrong");
