@@ -47,6 +47,14 @@ def sent_text(dst: int | None, received: bool) -> str:
     return f"sent (send returns its input; {where} holds the message)"
 
 
+#: Why a rank has no row in an op (see :meth:`mxnb.trace.view.StepView.absence`).
+ABSENT_TEXT = {
+    "outside": "not in this group",
+    "missing": "never called this op (it stopped or skipped it)",
+    "apart": "no part in this op",
+}
+
+
 #: Why an op has no evaluation time, by ``eval_note``.
 UNTIMED_TEXT = {
     "indirect": "not timed: evaluated as part of a larger expression",

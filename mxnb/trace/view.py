@@ -120,6 +120,13 @@ class StepView:
     def state(self) -> str:
         return worst(list(self.lanes.values()))
 
+    def absence(self, rank: int) -> str:
+        """Why ``rank`` has no row here, as a key of ``ABSENT_TEXT``: outside the
+        group, a member that never called this collective, or no end of a transfer."""
+        if rank not in self.members:
+            return "outside"
+        return "missing" if self.op in COLLECTIVES else "apart"
+
     @property
     def name(self) -> str:
         """The op as titles name it: both ops where the ranks called different ones."""

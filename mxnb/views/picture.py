@@ -20,7 +20,7 @@ from PIL import Image
 
 from mxnb.protocol.wording import shape_text
 from mxnb.trace import Trace
-from mxnb.trace.text import count, describe_value
+from mxnb.trace.text import ABSENT_TEXT, count, describe_value
 from mxnb.trace.view import StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, rank_color
 from mxnb.views.pen import (
@@ -172,7 +172,7 @@ def _op_block(step: StepView, ranks: list[int]) -> tuple[Image.Image, dict[Any, 
     for r in ranks:
         _chip(pen, x + 8, y, r, LANE_W - 14)
         if r not in step.panels:
-            pen.text(px, y + 3, "not in this op", BODY, GREY_INK)
+            pen.text(px, y + 3, ABSENT_TEXT[step.absence(r)], BODY, GREY_INK)
             y += 28
             continue
         at = {"before": px, "after": px + PANEL_W + ARROW_W}

@@ -33,7 +33,7 @@ import traitlets
 
 from mxnb.trace import Trace
 from mxnb.trace.ring import HONESTY, KEY, RingReplay
-from mxnb.trace.text import STATE_TEXT, count
+from mxnb.trace.text import ABSENT_TEXT, STATE_TEXT, count
 from mxnb.trace.timeline import LANE_STATES
 from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, hex_color
@@ -186,7 +186,11 @@ def widget_state(view: TraceView) -> dict[str, Any]:
             "states": {k: [hex_color(f), hex_color(i), m] for k, (f, i, m) in STATES.items()},
         },
         # lane states as a list: their order (worst first) is the legend's
-        "words": {"states": STATE_TEXT, "lanes": list(LANE_STATES.items())},
+        "words": {
+            "states": STATE_TEXT,
+            "lanes": list(LANE_STATES.items()),
+            "absent": ABSENT_TEXT,
+        },
         "timeline": _timeline(view),
         "steps": [_step_state(s, view.ranks) for s in view.steps],
         "notes": view.notes,

@@ -111,3 +111,19 @@ def test_a_step_whose_ranks_called_different_collectives_names_them():
     same = [report(r, [op(1, "all_sum", r, x, 4 * x, n=4)], n=4) for r in range(4)]
     one = trace_view(Trace(same))
     assert (one.steps[0].name, one.steps[0].head) == ("all_sum", "sum")
+
+
+def test_why_a_rank_has_no_row_is_one_of_three_words_for_every_view():
+    from mxnb.trace.text import ABSENT_TEXT
+
+    x = np.ones(2, np.float32)
+    reps = [report(r, [op(1, "all_sum", r, x, 3 * x, n=4, line=2),
+                       *([op(2, "send", 0, x, x, n=4, peer=1, line=3)] if r == 0 else []),
+                       *([op(2, "recv", 1, None, x, n=4, peer=0, line=4)] if r == 1 else [])],
+                  n=4)
+            for r in range(3)]  # fmt: skip
+    reps.append(report(3, [], n=4))  # rank 3 skipped the all_sum
+    summed, sent = trace_view(Trace(reps)).steps
+    assert [summed.absence(3), sent.absence(2)] == ["missing", "apart"]
+    assert ABSENT_TEXT["missing"] == "never called this op (it stopped or skipped it)"
+    assert widget_state(trace_view(Trace(reps)))["words"]["absent"] == ABSENT_TEXT

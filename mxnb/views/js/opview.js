@@ -145,8 +145,9 @@ function opView(data, steps, ctx, view, onPoint) {
     const row = [chip];
     const cls = `mxnb-row mxnb-row-${r}`;
     if (!p) {
-      let why = "not in this group";
-      if (step.members.includes(r)) why = COLLECTIVE.has(step.op) ? "never called this op (it stopped or skipped it)" : "no part in this op";
+      // the cases of StepView.absence (mxnb/trace/view.py), words from Python
+      const absence = !step.members.includes(r) ? "outside" : COLLECTIVE.has(step.op) ? "missing" : "apart";
+      const why = data.words.absent[absence];
       row.push(el("div", "mxnb-none", why), el("div", ""), el("div", ""), el("div", ""));
     } else {
       for (const side of ["before", "after"]) {
