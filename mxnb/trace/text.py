@@ -47,6 +47,21 @@ def sent_text(dst: int | None, received: bool) -> str:
     return f"sent (send returns its input; {where} holds the message)"
 
 
+#: The words on a part of a value that came from, or goes to, another rank.
+TAG_TEXT = {
+    "gathered": "from rank {rank}",  # all_gather: a block of the result
+    "scattered": "\u2192 rank {rank}",  # sum_scatter: a block of the input, summed on that rank
+    "sum_rows": "rows {first}-{last} of the sum",  # sum_scatter: what the result is
+    "sent": "sent to rank {rank}",  # a send's input
+    "received": "from rank {rank}",  # a recv's result
+}
+
+
+def tag_text(kind: str, **at: int) -> str:
+    """One provenance tag, as the widget (``words.tags``) and the picture write it."""
+    return TAG_TEXT[kind].format(**at)
+
+
 #: Why a rank has no row in an op (see :meth:`mxnb.trace.view.StepView.absence`).
 ABSENT_TEXT = {
     "outside": "not in this group",

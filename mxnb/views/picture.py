@@ -20,7 +20,7 @@ from PIL import Image
 
 from mxnb.protocol.wording import shape_text
 from mxnb.trace import Trace
-from mxnb.trace.text import ABSENT_TEXT, count, describe_value
+from mxnb.trace.text import ABSENT_TEXT, count, describe_value, tag_text
 from mxnb.trace.view import StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, rank_color
 from mxnb.views.pen import (
@@ -76,9 +76,9 @@ def _provenance(step: StepView, rank: int, side: str) -> list[Band]:
     if prov is None:
         return []
     if step.op == "all_gather" and side == "after":
-        return [(r, a, b, f"from rank {r}") for r, a, b in prov.blocks]
+        return [(r, a, b, tag_text("gathered", rank=r)) for r, a, b in prov.blocks]
     if step.op == "sum_scatter" and side == "before":
-        return [(r, a, b, f"to rank {r}") for r, a, b in prov.blocks]
+        return [(r, a, b, tag_text("scattered", rank=r)) for r, a, b in prov.blocks]
     if prov.winners and side == "after":
         return [(r, i, i + 1, "") for i, r in enumerate(prov.winners)]
     return []

@@ -114,7 +114,7 @@ def test_a_step_whose_ranks_called_different_collectives_names_them():
 
 
 def test_why_a_rank_has_no_row_is_one_of_three_words_for_every_view():
-    from mxnb.trace.text import ABSENT_TEXT
+    from mxnb.trace.text import ABSENT_TEXT, TAG_TEXT, tag_text
 
     x = np.ones(2, np.float32)
     reps = [report(r, [op(1, "all_sum", r, x, 3 * x, n=4, line=2),
@@ -126,4 +126,6 @@ def test_why_a_rank_has_no_row_is_one_of_three_words_for_every_view():
     summed, sent = trace_view(Trace(reps)).steps
     assert [summed.absence(3), sent.absence(2)] == ["missing", "apart"]
     assert ABSENT_TEXT["missing"] == "never called this op (it stopped or skipped it)"
-    assert widget_state(trace_view(Trace(reps)))["words"]["absent"] == ABSENT_TEXT
+    words = widget_state(trace_view(Trace(reps)))["words"]
+    assert words["absent"] == ABSENT_TEXT
+    assert words["tags"] == TAG_TEXT and tag_text("sum_rows", first=2, last=3) == "rows 2-3 of the sum"

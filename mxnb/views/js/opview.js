@@ -34,19 +34,24 @@ function gotFrom(step, r) {
   return step.transfers.filter((t) => t.dst === r);
 }
 
-function blocksFor(step, r, side, snap) {
+// A provenance tag in the words of words.tags (mxnb/trace/text.py TAG_TEXT).
+function tag(data, kind, at) {
+  return data.words.tags[kind].replace(/\{(\w+)\}/g, (_, k) => String(at[k]));
+}
+
+function blocksFor(data, step, r, side, snap) {
   const all = step.blocks.map(([rank, start, end]) => ({ rank, start, end }));
-  const whole = (rank, tag) => [{ rank, start: 0, end: rowsIn(snap), tag }];
-  if (step.op === "all_gather" && side === "after") return all.map((b) => ({ ...b, tag: `from rank ${b.rank}` }));
-  if (step.op === "sum_scatter" && side === "before") return all.map((b) => ({ ...b, tag: `\u2192 rank ${b.rank}` }));
+  const whole = (rank, text) => [{ rank, start: 0, end: rowsIn(snap), tag: text }];
+  if (step.op === "all_gather" && side === "after") return all.map((b) => ({ ...b, tag: tag(data, "gathered", b) }));
+  if (step.op === "sum_scatter" && side === "before") return all.map((b) => ({ ...b, tag: tag(data, "scattered", b) }));
   if (step.op === "sum_scatter" && side === "after") {
     const b = all.find((x) => x.rank === r);
-    return b ? whole(r, `rows ${b.start}-${b.end - 1} of the sum`) : [];
+    return b ? whole(r, tag(data, "sum_rows", { first: b.start, last: b.end - 1 })) : [];
   }
   const out = side === "before" ? sentTo(step, r) : gotFrom(step, r);
   if (out.length === 1) {
     const t = out[0];
-    return side === "before" ? whole(t.dst, `sent to rank ${t.dst}`) : whole(t.src, `from rank ${t.src}`);
+    return side === "before" ? whole(t.dst, tag(data, "sent", { rank: t.dst })) : whole(t.src, tag(data, "received", { rank: t.src }));
   }
   return [];
 }
@@ -158,7 +163,7 @@ function opView(data, steps, ctx, view, onPoint) {
         const st = p[`${side}_state`];
         if (snap) {
           const hook = (i, c) => cellsAt.push([c, i, side, r]);
-          box.appendChild(valueView(snap, sc, blocksFor(step, r, side, snap), { cell: hook }));
+          box.appendChild(valueView(snap, sc, blocksFor(data, step, r, side, snap), { cell: hook }));
         } else {
           box.appendChild(el("div", "mxnb-none", p[`${side}_text`] || data.words.states[st] || `(${st})`));
         }
