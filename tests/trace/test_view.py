@@ -128,4 +128,5 @@ def test_why_a_rank_has_no_row_is_one_of_three_words_for_every_view():
     assert ABSENT_TEXT["missing"] == "never called this op (it stopped or skipped it)"
     words = widget_state(trace_view(Trace(reps)))["words"]
     assert words["absent"] == ABSENT_TEXT
-    assert words["tags"] == TAG_TEXT and tag_text("sum_rows", first=2, last=3) == "rows 2-3 of the sum"
+    assert words["tags"] == TAG_TEXT
+    assert tag_text("sum_rows", first=2, last=3) == "rows 2-3 of the sum"
