@@ -20,6 +20,7 @@ saying why (see :mod:`mxnb.rank.evaltime`).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -299,11 +300,20 @@ def _topological(
                 before_count[b] += 1
     out: list[tuple[Any, ...]] = []
     left = set(keys)
+    # ready steps by their earliest call (unique per step): a heap, not a scan per step
+    ready = [(first[k], k) for k in keys if before_count[k] == 0]
+    heapq.heapify(ready)
     while left:
-        ready = [k for k in left if before_count[k] == 0] or list(left)  # a cycle: break it
-        k = min(ready, key=lambda k: first[k])
+        while ready and ready[0][1] not in left:
+            heapq.heappop(ready)
+        if ready:
+            k = heapq.heappop(ready)[1]
+        else:  # a cycle: break it at the earliest call left
+            k = min(left, key=first.__getitem__)
         out.append(k)
         left.discard(k)
         for b in after[k]:
             before_count[b] -= 1
+            if before_count[b] == 0 and b in left:
+                heapq.heappush(ready, (first[b], b))
     return out

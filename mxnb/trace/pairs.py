@@ -25,20 +25,24 @@ def pair_transfers(steps: list[Step]) -> list[Step]:
     with both panels.  In an exchange (a ring shift: every rank sends, then
     every rank receives) each rank's row holds what it sent on the left and
     what it received on the right, so each message is drawn once.  Returns
-    the steps left, numbered again.
+    the steps left, numbered again.  Messages are looked up by identity in
+    an index, so a loop of thousands of messages pairs in linear time.
     """
+    ends: dict[int, dict[str, Step]] = {}  # id(transfer) -> {"send": step, "recv": step}
+    for s in steps:
+        for t in s.transfers:
+            ends.setdefault(id(t), {})["send" if s.op == "send" else "recv"] = s
     merged: set[int] = set()
     for s in steps:
         if s.op != "send" or not s.transfers or not all(t.matched for t in s.transfers):
             continue
-        recv_steps = {id(r): r for r in steps for t in s.transfers if t in r.transfers}
-        recv_steps.pop(id(s), None)
+        recv_steps = {id(r): r for t in s.transfers if (r := ends[id(t)].get("recv"))}
         if len(recv_steps) != 1:
             continue
         (r,) = recv_steps.values()
         if r.op not in ("recv", "recv_like") or id(r) in merged:
             continue
-        if any(t not in s.transfers for t in r.transfers):
+        if not _all_in(r.transfers, s.transfers):
             continue
         both = set(r.ranks) & set(s.ranks)
         if both and both != set(r.ranks) | set(s.ranks):
@@ -48,7 +52,7 @@ def pair_transfers(steps: list[Step]) -> list[Step]:
         s.ranks.update({k: v for k, v in r.ranks.items() if k not in both})
         s.op = f"send/{r.op}"
         merged.add(id(r))
-    merged |= _pair_fans(steps, merged)
+    merged |= _pair_fans(steps, merged, ends)
     if merged:
         steps = [s for s in steps if id(s) not in merged]
         for i, s in enumerate(steps, start=1):
@@ -56,7 +60,13 @@ def pair_transfers(steps: list[Step]) -> list[Step]:
     return steps
 
 
-def _pair_fans(steps: list[Step], merged: set[int]) -> set[int]:
+def _all_in(these: list[Any], those: list[Any]) -> bool:
+    """Whether every transfer of ``these`` is one of ``those`` (the same object)."""
+    ids = {id(t) for t in those}
+    return all(id(t) in ids for t in these)
+
+
+def _pair_fans(steps: list[Step], merged: set[int], ends: dict[int, dict[str, Step]]) -> set[int]:
     """A root's loop of sends (or recvs) and the one step of its peers' recvs
     (or sends) become one transfer step per message.
 
@@ -74,19 +84,20 @@ def _pair_fans(steps: list[Step], merged: set[int]) -> set[int]:
         if not one.transfers or not all(t.matched for t in one.transfers):
             continue
         is_send = one.op == "send"
-        many = [s for s in steps if id(s) not in merged | done and s is not one
-                and (s.op in ("recv", "recv_like") if is_send else s.op == "send")
-                and any(t in s.transfers for t in one.transfers)]  # fmt: skip
-        if len(many) < 2 or any(t not in one.transfers for s in many for t in s.transfers):
+        far_end, kinds = ("recv", ("recv", "recv_like")) if is_send else ("send", ("send",))
+        found = {id(s): s for t in one.transfers if (s := ends[id(t)].get(far_end))}
+        many = [s for s in found.values()
+                if id(s) not in merged and id(s) not in done and s.op in kinds]  # fmt: skip
+        if len(many) < 2 or not all(_all_in(s.transfers, one.transfers) for s in many):
             continue
         # the ranks of ``one`` each at the far end of exactly one of ``many``
-        ends = [{(t.send if is_send else t.recv)[0] for t in s.transfers} for s in many]  # type: ignore[index]
-        if sum(map(len, ends)) != len(one.ranks) or set().union(*ends) != set(one.ranks):
+        far = [{(t.send if is_send else t.recv)[0] for t in s.transfers} for s in many]  # type: ignore[index]
+        if sum(map(len, far)) != len(one.ranks) or set().union(*far) != set(one.ranks):
             continue
         if any(set(s.ranks) & set(one.ranks) for s in many):
             continue  # some ranks both send and receive: keep the steps
-        for s, far in zip(many, ends, strict=True):
-            mine = {k: one.ranks[k] for k in sorted(far)}
+        for s, theirs in zip(many, far, strict=True):
+            mine = {k: one.ranks[k] for k in sorted(theirs)}
             if is_send:  # the sender's end first, as in a 1:1 pair
                 s.ranks = {**mine, **s.ranks}
                 s.op = f"send/{s.op}"
