@@ -108,3 +108,42 @@ def test_a_scatter_is_a_column_per_message_each_with_its_arrow():
     assert [sorted(s.lanes) for s in view.steps] == [[0, k] for k in (1, 2, 3)]
     assert {st for s in view.steps for st in s.lanes.values()} == {"ok"}
     assert view.timeline.folds == []  # three different messages, not a loop of one
+
+
+def test_steps_are_ordered_as_each_rank_called_them_ties_by_earliest_call():
+    """The merge's ordering against its plain form (at each pick, scan every
+    step left for those whose predecessors are all placed, take the one called
+    earliest; none ready: a cycle, broken at the earliest call), on random
+    call orders, including ones that contradict each other."""
+    import itertools
+    import random
+
+    from mxnb.trace.merge import _topological
+
+    def plain(keys, order, first):
+        after, count = {k: set() for k in keys}, dict.fromkeys(keys, 0)
+        for seq in order.values():
+            for a, b in itertools.pairwise(seq):
+                if a != b and b not in after[a]:
+                    after[a].add(b)
+                    count[b] += 1
+        out, left = [], set(keys)
+        while left:
+            k = min([k for k in left if count[k] == 0] or left, key=lambda k: first[k])
+            out.append(k)
+            left.discard(k)
+            for b in after[k]:
+                count[b] -= 1
+        return out
+
+    rng = random.Random(7)
+    for _ in range(300):
+        keys = [("s", i) for i in range(rng.randint(1, 8))]
+        order = {r: rng.sample(keys, rng.randint(1, len(keys))) for r in range(rng.randint(1, 4))}
+        first = {}
+        for r, seq in order.items():
+            for pos, k in enumerate(seq):
+                first[k] = min(first.get(k, (pos, r)), (pos, r))
+        for i, k in enumerate(keys):
+            first.setdefault(k, (99, 99 + i))
+        assert _topological(keys, order, first) == plain(keys, order, first)
