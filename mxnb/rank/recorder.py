@@ -200,8 +200,8 @@ class Recorder:
 
     def _hold(self, a: Any, ref: Any) -> Any:
         """A handle on ``a``: a weak reference, or our own (``keep``); else why not."""
-        if type(a) is not _mx_array():
-            return "none"
+        if type(a) is not _mx_array():  # a number or NumPy array MLX converted itself
+            return "converted"
         if self.held + a.nbytes > MAX_HELD_BYTES:
             return "limit"
         if self.keep:

@@ -32,6 +32,7 @@ STATE_TEXT = {
     "limit": "(not kept: trace limit reached)",
     "released": "(not kept: the cell let go of it, so MLX could reuse its memory; --viz keeps it)",
     "none": "-",
+    "converted": "(a Python or NumPy value MLX converted: not recorded)",
     "template": "(template: shape and dtype only)",
     "error": "(could not be read)",
     "stopped": "(lost: the ranks were stopped while blocked in MPI)",

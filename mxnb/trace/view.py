@@ -47,7 +47,8 @@ SIDES = ("before", "after")
 class SideView:
     """One side (the input before, the result after) of one rank's op."""
 
-    #: ok | lazy | in_flight | refused | traced | limit | none | template | error | absent,
+    #: ok | lazy | in_flight | refused | traced | limit | none | template | error | absent
+    #: | converted (a Python or NumPy input, which MLX made into an array itself),
     #: or sent: a send's result, which is its own input (the message is elsewhere)
     state: str
     snap: Snapshot | None  # the values, only when state is "ok"

@@ -204,3 +204,7 @@ def test_what_mlx_converts_for_an_op_mxnb_takes_as_mlx_does(run, nranks):
               ("all_sum", (2, 2), "float32"), ("all_sum", (), "int64"),
               ("send", (3,), "float32"), ("recv", (3,), "float32")]  # fmt: skip
     assert mxnb.pull("logged") == [logged] * n
+    # the trace says why it shows no input values for them
+    steps = mxnb.last_trace().steps[:4]  # the four all_sums
+    states = {s.ranks[r]["states"].get("before") for s in steps for r in range(n)}
+    assert states == {"converted"}
