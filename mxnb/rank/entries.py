@@ -13,9 +13,17 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["ENTRY_NAMES", "EvalEntries", "EvalWatcher"]
+from mxnb.rank.hooks import call_site
+
+if TYPE_CHECKING:
+    from mxnb.protocol.messages import EvalState
+
+__all__ = ["ENTRY_NAMES", "MAX_NEEDS", "EvalEntries", "EvalWatcher", "eval_state"]
+
+#: Not-yet-evaluated ops an evaluation lists as what it may need (most recent).
+MAX_NEEDS = 64
 
 #: How an evaluation entry point reads in a report.
 ENTRY_NAMES = {
@@ -179,3 +187,29 @@ class EvalEntries:
         for owner, attr, real in self._originals:
             setattr(owner, attr, real)
         self._originals.clear()
+
+
+def eval_state(in_eval: tuple[str, Any, float] | None, given: Sequence[Any],
+               ops: Sequence[Any]) -> EvalState | None:  # fmt: skip
+    """The running evaluation as a report reads it, worked out when a probe asks.
+
+    ``in_eval``: (entry, the caller's frame, since) of the evaluation the main
+    thread is blocked in; ``given``: the records of the op results it was
+    handed; ``ops``: the cell's records.  Without one of this cell's results
+    among its arrays, it may still be running any op the cell left
+    unevaluated: the most recent of those are listed.
+    """
+    if in_eval is None:
+        return None
+    entry, frame, since = in_eval
+    site = call_site(frame=frame)
+    if given:
+        needs = sorted(r.seq for r in given)
+    else:
+        needs = [r.seq for r in reversed(ops) if not r.evaluated][:MAX_NEEDS][::-1]
+    return {
+        "entry": ENTRY_NAMES.get(entry, entry),
+        "site": site.describe() if site else "",
+        "since": since,
+        "ops": needs,
+    }

@@ -15,7 +15,17 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["dot", "has_pending_graph", "own_primitive", "primitives"]
+__all__ = ["COLLECTIVE_LABELS", "dot", "has_pending_graph", "inside", "own_primitive", "primitives"]
+
+#: MLX's names of the collective primitives mxnb checks (``Primitive::name``).
+COLLECTIVE_LABELS = {
+    "all_sum": "Sum AllReduce",
+    "all_max": "Max AllReduce",
+    "all_min": "Min AllReduce",
+    "all_gather": "AllGather",
+}
+#: Open ops whose results are still alive that one evaluation looks up (most recent).
+MAX_LOOKUPS = 64
 
 _NODE = re.compile(r'\{ (\d+) \[label ="([^"]*)", shape=rectangle\]; \}')
 _TO_ARRAY = re.compile(r'^(\d+) -> "', re.M)
@@ -57,3 +67,31 @@ def primitives(arrays: Sequence[Any], labels: Iterable[str]) -> dict[int, str] |
         return None
     wanted = set(labels)
     return {int(m.group(1)): m.group(2) for m in _NODE.finditer(text) if m.group(2) in wanted}
+
+
+def inside(arrays: Sequence[Any], ops: Sequence[tuple[str, Any]]) -> list[int]:
+    """Which of ``ops`` (collective, its result or None) evaluating ``arrays`` may run.
+
+    For ``mx.eval(all_sum(x) / n)``, which is handed the quotient and not the
+    sum.  Nothing is looked at unless the graph holds a primitive of that
+    collective.  A live result counts if its own primitive is in the graph.  A
+    result only MLX's graph still holds (``avg(x)`` returned ``all_sum(x) /
+    n``) cannot be looked up by address, so it counts whenever the graph runs
+    that collective at all.
+    """
+    found = primitives(arrays, COLLECTIVE_LABELS.values())
+    if not found:
+        return []
+    labels = set(found.values())
+    hits: list[int] = []
+    looked = 0
+    for i, (op, result) in enumerate(ops):
+        if COLLECTIVE_LABELS.get(op) not in labels:
+            continue
+        if result is None:
+            hits.append(i)
+        elif looked < MAX_LOOKUPS:
+            looked += 1
+            if own_primitive(result) in found:
+                hits.append(i)
+    return hits

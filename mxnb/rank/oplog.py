@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mxnb.errors import CommInterrupted, CommMismatch
-from mxnb.protocol.messages import EvalState, OpLogState, OpState, WaitState
+from mxnb.protocol.messages import OpLogState, OpState, WaitState
 from mxnb.protocol.ops import COLLECTIVES, encode
 from mxnb.protocol.wording import op_text
-from mxnb.rank import backend, check, entries, hooks
+from mxnb.rank import backend, check, entries, graph, hooks
 from mxnb.rank.groups import GroupInfo, Groups
 from mxnb.rank.pairing import Pairing, stream_name
 
@@ -36,8 +36,6 @@ __all__ = ["OpLog", "OpRecord"]
 #: Op records a rank keeps per cell for its hang report; a loop of millions of
 #: ops keeps only the most recent ones (sequence numbers still count them all).
 MAX_OPS = 2000
-#: Not-yet-evaluated ops an evaluation lists as what it may need (most recent).
-MAX_NEEDS = 64
 #: Size of the result map at which entries of dead results are swept out.
 LIVE_SWEEP = 2 * MAX_OPS
 
@@ -126,7 +124,7 @@ class OpLog:
     pairing: Pairing = field(default_factory=Pairing)
     waiting: WaitState | None = None
     # (entry, caller frame, since) of the running evaluation, whose records are
-    # ``given``: the report is worked out only when a probe asks (see _eval_state)
+    # ``given``: the report is worked out only when a probe asks (see entries.eval_state)
     in_eval: tuple[str, Any, float] | None = None
     #: records of the arrays the running (or last) evaluation was handed
     given: list[OpRecord] = field(default_factory=list)
@@ -259,7 +257,12 @@ class OpLog:
             for key, (rec, _) in list(pending.items()):  # others: verify what has landed
                 if rec.posted is not None and check.done(rec.posted):
                     self._finish(key, rec, wait=False)
-        # Only a report reads this; it is worked out then (see _eval_state).
+            if pending:  # still open: does this evaluation run them, unhanded? (all_sum(x) / n)
+                open_ = [(key, rec, ref()) for key, (rec, ref) in pending.items()]
+                hits = graph.inside(arrays, [(rec.op, out) for _, rec, out in open_])
+                for key, rec, _ in sorted((open_[i] for i in hits), key=lambda o: o[1].seq):
+                    self._finish(key, rec, wait=True)
+        # Only a report reads this; it is worked out then (see entries.eval_state).
         self.in_eval = (entry, sys._getframe(2), time.time())
 
     @property
@@ -323,35 +326,11 @@ class OpLog:
         self.in_eval = None
         self.waiting = None
 
-    def _eval_state(self, ops: list[OpRecord]) -> EvalState | None:
-        """The running evaluation as a report reads it, worked out on demand.
-
-        The main thread is blocked inside that evaluation.  Without one of
-        this cell's results among its arrays, it may still be running any op
-        the cell left unevaluated: the most recent of those are listed.
-        """
-        ev = self.in_eval
-        if ev is None:
-            return None
-        entry, frame, since = ev
-        direct = self.given
-        site = hooks.call_site(frame=frame)
-        if direct:
-            needs = sorted(r.seq for r in direct)
-        else:
-            needs = [r.seq for r in reversed(ops) if not r.evaluated][:MAX_NEEDS][::-1]
-        return {
-            "entry": entries.ENTRY_NAMES.get(entry, entry),
-            "site": site.describe() if site else "",
-            "since": since,
-            "ops": needs,
-        }
-
     def state(self) -> OpLogState:
         """This cell's ops and where the rank waits, as a probe reply carries them."""
         with self.lock:
             ops = list(self.cell_ops)  # one step: the main thread may be appending
-            in_eval = self._eval_state(ops)
+            in_eval = entries.eval_state(self.in_eval, self.given, ops)
         return {
             "running_cell": self.running_cell,
             "checked": self.checked,

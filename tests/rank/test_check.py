@@ -139,6 +139,56 @@ def test_collective_size_mismatch_and_bool_trap(run, nranks, magics):
 
 
 @pytest.mark.cluster
+@pytest.mark.parametrize(
+    "use",
+    ["y = mx.distributed.all_sum(x) / size",  # the sum itself is never handed over
+     "y = avg(x)"],  # nor kept: only MLX's graph holds it
+    ids=["expression", "returned-from-a-function"],
+)  # fmt: skip
+def test_a_collective_evaluated_inside_an_expression_is_checked_first(run, nranks, magics, use):
+    """The last rank to arrive has the wrong shape; the others evaluate first.
+    They must wait in mxnb's check (and refuse), not run MLX's all_reduce."""
+    profile = magics.cluster.profile_dir
+    last = nranks - 1
+    err = _mismatch(
+        run,
+        "import time\n"
+        "def avg(v):\n"
+        "    return mx.distributed.all_sum(v) / size\n"
+        f"time.sleep(0.3 * (rank == {last}))\n"
+        f"x = mx.ones(3 if rank == {last} else 2)\n"
+        f"{use}\n"
+        "print(y)\n",
+    )
+    assert err.ranks == list(range(nranks))
+    assert str(err).count("CommMismatch") >= 1 and f"rank {last} has float32[3]" in str(err)
+    assert "the MPI job was stopped" not in str(err)  # nobody was inside MPI
+    run("ok = True")
+    assert magics.cluster.profile_dir == profile  # the same ranks, variables kept
+
+
+@pytest.mark.cluster
+def test_an_unrelated_evaluation_does_not_wait_for_a_pending_collective(run, nranks):
+    """Rank 0 called all_sum (kept only in a lazy quotient) and then sends to
+    rank 1, which calls all_sum only after receiving: waiting for the all_sum's
+    check before the send would deadlock a program MLX runs fine."""
+    run(
+        "x = mx.ones(2)\n"
+        "if rank == 0:\n"
+        "    a = mx.distributed.all_sum(x) / size\n"
+        "    mx.eval(mx.distributed.send(x, 1))\n"
+        "elif rank == 1:\n"
+        "    mx.eval(mx.distributed.recv_like(x, 0))\n"
+        "    a = mx.distributed.all_sum(x) / size\n"
+        "else:\n"
+        "    a = mx.distributed.all_sum(x) / size\n"
+        "mx.eval(a)\n",
+        "--timeout 20",
+    )
+    assert [v.tolist() for v in mxnb.pull("a")] == [[1.0, 1.0]] * nranks
+
+
+@pytest.mark.cluster
 def test_subgroup_mismatch_names_world_ranks(run, nranks):
     err = _mismatch(
         run,
