@@ -48,6 +48,24 @@ def sent_text(dst: int | None, received: bool) -> str:
     return f"sent (send returns its input; {where} holds the message)"
 
 
+#: What a view says of values it does not show exactly (``snapshot.encode``):
+#: every value, rounded to 16 bits of the range; or block means on a smaller grid.
+SAMPLED_TEXT = {
+    "rounded": "every value, rounded to 1/65534 of the range (exact up to {limit} values)",
+    "blocks": "downsampled {shape} to {dshape} (block means)",
+}
+
+
+def sampled_text(snap: dict[str, Any]) -> str:
+    """Why a snapshot's values are not exact, as the text, widget and picture say it."""
+    from mxnb.protocol.snapshot import EXACT_LIMIT
+
+    if all(f == 1 for f in snap.get("factors") or [1]):
+        return SAMPLED_TEXT["rounded"].format(limit=EXACT_LIMIT)
+    shape, dshape = ("x".join(map(str, snap[k])) for k in ("shape", "dshape"))
+    return SAMPLED_TEXT["blocks"].format(shape=shape, dshape=dshape)
+
+
 #: The words on a part of a value that came from, or goes to, another rank.
 TAG_TEXT = {
     "gathered": "from rank {rank}",  # all_gather: a block of the result
@@ -150,6 +168,5 @@ def describe_value(snap: dict[str, Any] | None, state: str, limit: int = 8) -> s
     if st["nan"] or st["inf"]:
         parts.append(f"{st['nan']} nan, {st['inf']} inf")
     if not snap["exact"]:
-        grid = "x".join(map(str, snap["dshape"]))
-        parts.append(f"downsampled to {grid}")
+        parts.append(sampled_text(snap))
     return "; ".join(parts)

@@ -31,9 +31,10 @@ import anywidget
 import numpy as np
 import traitlets
 
+from mxnb.protocol.snapshot import EXACT_LIMIT
 from mxnb.trace import Trace
 from mxnb.trace.ring import HONESTY, KEY, RingReplay
-from mxnb.trace.text import ABSENT_TEXT, STATE_TEXT, TAG_TEXT, count
+from mxnb.trace.text import ABSENT_TEXT, SAMPLED_TEXT, STATE_TEXT, TAG_TEXT, count
 from mxnb.trace.timeline import LANE_STATES
 from mxnb.trace.view import PanelView, StepView, TraceView, trace_view
 from mxnb.views.palette import COLORMAP, RANK_COLORS, STATES, hex_color
@@ -191,6 +192,7 @@ def widget_state(view: TraceView) -> dict[str, Any]:
             "lanes": list(LANE_STATES.items()),
             "absent": ABSENT_TEXT,
             "tags": TAG_TEXT,
+            "sampled": {**SAMPLED_TEXT, "limit": EXACT_LIMIT},
         },
         "timeline": _timeline(view),
         "steps": [_step_state(s, view.ranks) for s in view.steps],

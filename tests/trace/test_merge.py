@@ -243,7 +243,7 @@ def test_large_array_is_capped_at_64_kib_per_rank(run, nranks):
     stats = [step.snap(r, "after")[0]["stats"] for r in range(nranks)]
     assert all(s == stats[0] for s in stats)
     assert step.mismatch == []
-    assert "downsampled to 171x171" in t.text()
+    assert "downsampled 4096x4096 to 171x171 (block means)" in t.text()
     run("del big, s")
 
 

@@ -315,3 +315,19 @@ def test_a_send_says_sent_only_once_it_was_evaluated(show):
     page.keyboard.press("ArrowRight")  # the send no recv took, never evaluated
     said = side(page, 0, "after").inner_text()
     assert "sent" not in said and "(not evaluated by the cell)" in said, said
+
+
+def test_values_past_the_exact_limit_say_how_they_are_shown(show):
+    """4,810 values (a small model's gradient): every one drawn, rounded to 16
+    bits, so the view says rounded, not 'downsampled 4810 -> 4810'; 40,000
+    values are block means, and say so."""
+    from mxnb.trace.text import sampled_text
+
+    for n, says in ((4810, "every value, rounded"), (40_000, "downsampled 40000 to ")):
+        xs = [np.linspace(-1, 1, n, dtype=np.float32) * (r + 1) for r in range(N)]
+        t = Trace([report(r, [op(1, "all_sum", r, xs[r], sum(xs), n=N)], n=N) for r in range(N)])
+        page = show(t)
+        said = side(page, 0, "after").locator(".mxnb-sampled").inner_text()
+        assert said.startswith(says) and "4810 to 4810" not in said, said
+        assert said == sampled_text(t.steps[0].snap(0, "after")[0])
+        assert said in t.text()

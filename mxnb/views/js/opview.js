@@ -36,7 +36,7 @@ function gotFrom(step, r) {
 
 // A provenance tag in the words of words.tags (mxnb/trace/text.py TAG_TEXT).
 function tag(data, kind, at) {
-  return data.words.tags[kind].replace(/\{(\w+)\}/g, (_, k) => String(at[k]));
+  return fill(data.words.tags[kind], at);
 }
 
 function blocksFor(data, step, r, side, snap) {

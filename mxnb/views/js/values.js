@@ -7,6 +7,11 @@ const QNAN = 65535;
 const GRID_MAX = 64; // elements drawn as numbered cells
 const PLOT = 200; // px of a heatmap's longer side, or of the bars
 
+// A wording from Python (data.words) with its {names} filled in.
+function fill(template, at) {
+  return template.replace(/\{(\w+)\}/g, (_, k) => String(at[k]));
+}
+
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -140,6 +145,7 @@ function stripeLabel(b, px, tall) {
 // and a stripe of rank colours beside it for provenance blocks.
 function plot(snap, ctx, blocks) {
   const dec = decode(snap);
+  const rounded = (snap.factors || []).every((f) => f === 1); // all values, at 16 bits
   const box = el("div", "mxnb-plotbox");
   const readout = el("div", "mxnb-readout", "point at the values");
   const canvas = el("canvas", "mxnb-plot");
@@ -175,9 +181,9 @@ function plot(snap, ctx, blocks) {
     const i = two ? Math.min(h - 1, Math.floor(((ev.clientY - r.top) / r.height) * h)) : 0;
     const f = snap.factors || [];
     const at = two ? `[${i}, ${j}]` : `[${j}]`;
-    readout.textContent = snap.exact
-      ? `${at} = ${dec.texts[i * w + j]}`
-      : `block ${at} of ${snap.shape.join("x")}: mean ${dec.texts[i * w + j]} (each cell averages ${f.join("x")})`;
+    if (snap.exact) readout.textContent = `${at} = ${dec.texts[i * w + j]}`;
+    else if (rounded) readout.textContent = `${at} \u2248 ${dec.texts[i * w + j]}`;
+    else readout.textContent = `block ${at} of ${snap.shape.join("x")}: mean ${dec.texts[i * w + j]} (each cell averages ${f.join("x")})`;
   });
   const row = el("div", "mxnb-plotrow");
   if (blocks.length) {
@@ -199,7 +205,10 @@ function plot(snap, ctx, blocks) {
   }
   box.append(row, readout);
   const st = snap.stats;
-  if (!snap.exact) box.appendChild(el("div", "mxnb-sampled", `downsampled ${snap.shape.join("x")} \u2192 ${snap.dshape.join("x")} (block means)`));
+  if (!snap.exact) {
+    const said = rounded ? fill(ctx.sampled.rounded, ctx.sampled) : fill(ctx.sampled.blocks, { shape: snap.shape.join("x"), dshape: snap.dshape.join("x") });
+    box.appendChild(el("div", "mxnb-sampled", said)); // words: SAMPLED_TEXT (mxnb/trace/text.py)
+  }
   if (st.min !== null) box.appendChild(el("div", "mxnb-stats", `min ${fmt(st.min)} \u00b7 max ${fmt(st.max)} \u00b7 mean ${fmt(st.mean)} (exact)`));
   if (st.nan || st.inf) box.appendChild(el("div", "mxnb-stats", `${st.nan} nan, ${st.inf} inf`));
   return box;

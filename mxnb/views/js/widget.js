@@ -12,6 +12,7 @@ function context(data) {
     states: pal.states,
     laneWords: Object.fromEntries(data.words.lanes),
     laneOrder: data.words.lanes.map(([st]) => st),
+    sampled: data.words.sampled,
     rankColor: (r) => pal.ranks[((r % ranks.length) + ranks.length) % ranks.length],
     inkOnRank: (r) => inkOn(ranks[((r % ranks.length) + ranks.length) % ranks.length]),
   };
