@@ -15,15 +15,27 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["COLLECTIVE_LABELS", "dot", "has_pending_graph", "inside", "own_primitive", "primitives"]
+__all__ = [
+    "COLLECTIVE_LABELS",
+    "LABELS",
+    "dot",
+    "has_pending_graph",
+    "inside",
+    "own_primitive",
+    "primitives",
+]
 
-#: MLX's names of the collective primitives mxnb checks (``Primitive::name``).
-COLLECTIVE_LABELS = {
+#: MLX's name (``Primitive::name``) of the primitive each checked op makes.
+LABELS = {
     "all_sum": "Sum AllReduce",
     "all_max": "Max AllReduce",
     "all_min": "Min AllReduce",
     "all_gather": "AllGather",
+    "send": "Send",
+    "recv": "Recv",
 }
+#: The collectives' names among them.
+COLLECTIVE_LABELS = {op: LABELS[op] for op in ("all_sum", "all_max", "all_min", "all_gather")}
 #: Open ops whose results are still alive that one evaluation looks up (most recent).
 MAX_LOOKUPS = 64
 

@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 #: Unevaluated point-to-point ops a rank follows; older ones are dropped.
 MAX_OPEN = 4096
-_LABELS = {"send": "Send", "recv": "Recv"}
+_LABELS = {op: graph.LABELS[op] for op in ("send", "recv")}  # MLX's names
 
 
 def channel(rec: OpRecord) -> tuple[str, str, int | None, str | None]:

@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mxnb.trace.view import StepView
 
-__all__ = ["LANE_STATES", "SHORT", "Column", "Fold", "Timeline", "timeline"]
+__all__ = [
+    "LANE_STATES",
+    "SHORT",
+    "Column",
+    "Fold",
+    "Timeline",
+    "column_head",
+    "op_name",
+    "timeline",
+]
 
 #: Lane states, worst first, with what each means to a reader.
 LANE_STATES = {
