@@ -34,7 +34,7 @@ from mxnb.protocol.ops import Meta
 from mxnb.rank.backend import bool_trap, refuse
 from mxnb.rank.check import PendingCheck, _collective_problem, _p2p_problem
 from mxnb.rank.groups import GroupInfo
-from mxnb.rank.oplog import OpRecord
+from mxnb.rank.oprecord import OpRecord
 from mxnb.rank.pairing import order_problem
 from mxnb.trace import Trace
 from mxnb.views.outcome import RankResults
@@ -122,6 +122,20 @@ def test_trace_op_never_evaluated() -> None:
         ]
         reps.append(report(r, ops))
     check_golden("trace-lazy", Trace(reps).text())
+
+
+def test_trace_compiled_loop() -> None:
+    """Three calls of a compiled function: each replay of its all_sum is an op
+    of its own, found where the evaluation ran it; no value reaches Python."""
+    code = "return mx.distributed.all_sum(v) / size"
+    inside = {"before": "compiled", "after": "compiled"}
+    reps = []
+    for r in range(2):
+        x = np.ones(3, dtype=np.float32)
+        ops = [op(k, "all_sum", r, x, x, line=3, code=code, states=dict(inside),
+                  eval_s=EVAL_S[r]) for k in (1, 2, 3)]  # fmt: skip
+        reps.append(report(r, ops))
+    check_golden("trace-compiled-loop", Trace(reps).text())
 
 
 def test_trace_two_recvs_in_one_eval_unchecked() -> None:

@@ -45,7 +45,7 @@ from mxnb.rank.entries import ENTRY_NAMES
 from mxnb.rank.pairing import channel, unordered
 
 if TYPE_CHECKING:
-    from mxnb.rank.oplog import OpRecord
+    from mxnb.rank.oprecord import OpRecord
 
 __all__ = ["MAX_FOLLOW", "NOTES", "EvalTimer", "output"]
 

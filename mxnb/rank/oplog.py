@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mxnb.errors import CommInterrupted, CommMismatch
-from mxnb.protocol.messages import OpLogState, OpState, WaitState
+from mxnb.protocol.messages import OpLogState, WaitState
 from mxnb.protocol.ops import COLLECTIVES, encode
-from mxnb.protocol.wording import op_text
 from mxnb.rank import backend, check, entries, graph, hooks
-from mxnb.rank.groups import GroupInfo, Groups
+from mxnb.rank.compiled import CompileHook, Template
+from mxnb.rank.groups import Groups
+from mxnb.rank.oprecord import OpRecord
 from mxnb.rank.pairing import Pairing, stream_name
 
 if TYPE_CHECKING:
@@ -38,70 +39,6 @@ __all__ = ["OpLog", "OpRecord"]
 MAX_OPS = 2000
 #: Size of the result map at which entries of dead results are swept out.
 LIVE_SWEEP = 2 * MAX_OPS
-
-
-class OpRecord:
-    """One op of this rank, from its call on: the log's, its check's and the trace's.
-
-    Made for every op, so a plain class: the fields every op sets are set by
-    ``__init__``, the rest are class-level defaults until something writes them
-    (a dataclass setting all of them cost an op 0.15 us more, issue 18).
-    """
-
-    stream: str | None = None  # None: the default stream (see stream_name)
-    prim: int | None = None  # point to point: the address of its MLX primitive
-    evaluated: bool = False
-    check: str = "off"  # off | pending | ok | mismatch | abandoned | refused
-    # the posted check, from the op's call until its result is known
-    posted: check.PendingCheck | None = None
-    # -- what the trace notes, while it records (mxnb.rank.recorder, .evaltime) --
-    t: float = 0.0  # when it was called, in seconds since the cell started (0: not traced)
-    call_s: float = 0.0  # the Python call: building the lazy graph node
-    ref: weakref.ref[Any] | None = None  # the result, while it lives
-    out: tuple[int, ...] | None = None  # the result's shape
-    before: Any = "none"  # a handle on the input, or a word for why there is none
-    after: Any = "none"  # the same for the result
-    #: the evaluation that ran it: (eval_s, eval_by, eval_ops, eval_arrays, check_s)
-    timing: tuple[float | None, str | None, int, int, float | None] | None = None
-    eval_note: str | None = None  # why it has no eval_s (mxnb.rank.evaltime.NOTES)
-    unordered: list[int] | None = None  # seqs run with it on its channel
-
-    def __init__(
-        self,
-        seq: int,
-        op: str,
-        mirror: GroupInfo,
-        peer: int | None,  # world rank of src/dst
-        shape: tuple[int, ...],
-        dtype: str,
-        where: hooks.RawSite | None,  # resolved and rendered only when a report asks
-        called: str | None = None,  # the MLX function, if not op: recv_like is logged as recv
-    ) -> None:
-        self.seq, self.op, self.mirror, self.peer = seq, op, mirror, peer
-        self.shape, self.dtype, self.where, self.called = shape, dtype, where, called or op
-
-    @property
-    def group(self) -> str:
-        return self.mirror.describe()
-
-    @property
-    def group_ranks(self) -> tuple[int, ...]:
-        return self.mirror.ranks
-
-    @property
-    def site(self) -> str:
-        return hooks.resolve(self.where).describe() if self.where else ""
-
-    def as_dict(self) -> OpState:
-        return {
-            "seq": self.seq, "op": self.op, "group": self.group,
-            "group_ranks": self.group_ranks, "peer": self.peer, "shape": self.shape,
-            "dtype": self.dtype, "site": self.site, "evaluated": self.evaluated,
-            "check": self.check, "stream": self.stream or "default stream",
-        }  # fmt: skip
-
-    def describe(self) -> str:
-        return op_text(self.op, self.seq, self.peer, self.dtype, self.shape)
 
 
 @dataclass
@@ -136,6 +73,8 @@ class OpLog:
     #: MLX's array type, which an op's input is in the common case, and its group type
     array: type = field(default_factory=lambda: _mlx_types()[0])
     group_type: type = field(default_factory=lambda: _mlx_types()[1])
+    #: who mx.compile is tracing, and the templates of compiled ops (see mxnb.rank.compiled)
+    compile: CompileHook = field(default_factory=CompileHook)
 
     # -- hooks logger -----------------------------------------------------
 
@@ -168,6 +107,9 @@ class OpLog:
         )
         if kwargs and kwargs.get("stream") is not None:
             rec.stream = stream_name(kwargs["stream"])
+        if self.compile.stack:  # traced: checked and recorded where its graph runs
+            rec.in_trace, rec.mlx_group = True, group  # (mxnb.rank.compiled)
+            return rec
         self.cell_ops.append(rec)
         if self.checked and op != "sum_scatter":
             rec.check = "pending"
@@ -181,6 +123,9 @@ class OpLog:
 
     def logged(self, rec: OpRecord | None, result: Any) -> None:
         if rec is None:  # not logged (see log): nothing to follow
+            return
+        if rec.in_trace:
+            self._traced(rec, result)
             return
         try:
             ref = weakref.ref(result)  # one per op: the log, its check and the trace share it
@@ -204,6 +149,15 @@ class OpLog:
             self.pending[id(result)] = (rec, ref)
         elif rec.peer is not None and rec.check == "pending":
             self.pairing.follow(rec, result)
+
+    def _traced(self, rec: OpRecord, result: Any) -> None:
+        """An op inside a compiled function's trace: a template for its replays."""
+        shape = getattr(result, "shape", None)
+        rec.out = None if shape is None else tuple(shape)
+        if rec.op in graph.LABELS:
+            prim = graph.own_primitive(result)
+            if prim is not None:
+                self.compile.add(prim, Template(rec, rec.mlx_group))
 
     def failed(self, rec: OpRecord | None) -> None:
         """MLX refused the call: no op exists, so a report must not list one,
@@ -238,17 +192,33 @@ class OpLog:
                 hit[0].evaluated = True
                 direct.append(hit[0])
         self.given = direct
-        if self.pairing.open:
-            p2p = self.pairing.running(direct, arrays)
-            if p2p:
-                try:
-                    self.pairing.check(p2p, self._set_waiting)
-                finally:
-                    self.waiting = None
+        waits = []  # checks to wait for, oldest op first: (seq, key in pending, record)
+        p2p = self.pairing.running(direct, arrays) if self.pairing.open else []
+        if self.checked and self.compile.live:
+            replays = self.compile.replays(arrays, self.groups.of, self._next_seq)
+            self.cell_ops.extend(replays)
+            if self.recorder is not None:
+                for rec in replays:
+                    self.recorder.replayed(rec)
+            direct += replays  # what a report says this evaluation runs
+            for rec in replays:
+                if rec.peer is not None:
+                    p2p.append(rec)
+                    continue
+                n = self.group_seq[rec.mirror.label] = self.group_seq.get(rec.mirror.label, 0) + 1
+                said = encode(rec.op, n, rec.shape, rec.dtype)
+                rec.check = "pending"
+                rec.posted = check.post(rec.op, rec.seq, said, rec.mirror, None)
+                self.pending[-id(rec)] = (rec, _NO_RESULT)  # no array: keyed by the record
+                waits.append((rec.seq, -id(rec), rec))
+        if p2p:
+            try:
+                self.pairing.check(p2p, self._set_waiting)
+            finally:
+                self.waiting = None
         pending = self.pending
         if pending:
-            waits = []  # the arrays given: wait for their checks, oldest op first
-            for a in arrays:
+            for a in arrays:  # the arrays given
                 hit = pending.get(id(a))
                 if hit is not None and hit[1]() is a:
                     waits.append((hit[0].seq, id(a), hit[0]))
@@ -277,6 +247,10 @@ class OpLog:
         recorder = self.recorder
         if recorder is not None:
             recorder.timer.on_eval(self.given, arrays, seconds, entry, check_s)
+
+    def _next_seq(self) -> int:
+        self.wrapped.seq += 1
+        return self.wrapped.seq
 
     def _finish(self, key: int, rec: OpRecord, wait: bool) -> None:
         __tracebackhide__ = True
@@ -374,6 +348,14 @@ class OpLog:
         self.pairing.reset()
         self.groups.reset()
         return check.drain_world()
+
+
+def _no_result() -> None:
+    """Stands for the weak reference of a compiled op's result, which Python never sees."""
+    return None
+
+
+_NO_RESULT: Any = _no_result
 
 
 def _mlx_types() -> tuple[type, type]:

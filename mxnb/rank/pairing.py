@@ -32,7 +32,7 @@ from mxnb.protocol.ops import encode
 from mxnb.rank import check, graph, hooks
 
 if TYPE_CHECKING:
-    from mxnb.rank.oplog import OpRecord
+    from mxnb.rank.oprecord import OpRecord
 
 __all__ = ["MAX_OPEN", "Pairing", "stream_name", "unordered"]
 

@@ -48,7 +48,7 @@ from mxnb.rank.graph import has_pending_graph
 from mxnb.rank.groups import Groups
 
 if TYPE_CHECKING:
-    from mxnb.rank.oplog import OpRecord
+    from mxnb.rank.oprecord import OpRecord
 
 __all__ = ["Recorder", "is_evaluated"]
 
@@ -190,6 +190,19 @@ class Recorder:
             self.kept_ops += 1
         self.ops.append(rec)
         self.timer.follow(rec)
+
+    def replayed(self, rec: OpRecord) -> None:
+        """An op of a compiled function that the evaluation starting now runs
+        (:mod:`mxnb.rank.compiled`): its values stay inside MLX's compiled graph,
+        and its time is that evaluation's."""
+        if len(self.ops) >= MAX_RECORDS:
+            self.dropped += 1
+            return
+        rec.t = time.perf_counter() - self.cell_t0
+        rec.before = {"recv": "none", "recv_like": "template"}.get(rec.called, "compiled")
+        rec.after = "compiled"
+        self.ops.append(rec)
+        self.timer.pending[id(rec)] = rec  # the evaluation it is handed to times it
 
     def forget(self, rec: OpRecord) -> None:
         """MLX refused the call noted by ``before``: drop our own handle on its input."""

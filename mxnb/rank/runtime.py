@@ -51,6 +51,7 @@ class Runtime:
         """
         self.groups.install()
         self.hooks.install()
+        self.oplog.compile.install()
         if not self.oplog.bare:
             self.hooks.set_logger(self.oplog)
         self.entries.install()
@@ -103,6 +104,7 @@ class Runtime:
         self.oplog.recorder = None
         self.hooks.set_logger(None)
         self.entries.uninstall()
+        self.oplog.compile.uninstall()
         self.hooks.uninstall()
         self.groups.uninstall()
 

@@ -29,6 +29,7 @@ STATE_TEXT = {
     "in_flight": "(still in flight when read)",
     "refused": "(never ran: the ranks disagree on this op, and mxnb's check stopped it)",
     "traced": "(traced by mx.compile/vmap: no value)",
+    "compiled": "(inside mx.compile: not visible to Python)",
     "limit": "(not kept: trace limit reached)",
     "released": "(not kept: the cell let go of it, so MLX could reuse its memory; --viz keeps it)",
     "none": "-",

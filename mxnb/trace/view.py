@@ -47,8 +47,8 @@ SIDES = ("before", "after")
 class SideView:
     """One side (the input before, the result after) of one rank's op."""
 
-    #: ok | lazy | in_flight | refused | traced | limit | none | template | error | absent
-    #: | converted (a Python or NumPy input, which MLX made into an array itself),
+    #: ok | lazy | in_flight | refused | traced | compiled | limit | none | template | error
+    #: | absent | converted (a Python or NumPy input, which MLX made into an array itself),
     #: or sent: a send's result, which is its own input (the message is elsewhere)
     state: str
     snap: Snapshot | None  # the values, only when state is "ok"
@@ -201,7 +201,10 @@ class TraceView:
             types = f"{p.type_text('before')} -> {p.type_text('after')}"
             timing = f" | {p.time_text}" if p.timed else ""
             want = f" (expected {p.expected.text})" if p.expected else ""
-            lines.append(f"  rank {r}: {types}: {p.before.text} -> {p.after.text}{want}{timing}")
+            values = f"{p.before.text} -> {p.after.text}"
+            if p.before.state == p.after.state == "compiled":  # one reason for both sides
+                values = p.after.text
+            lines.append(f"  rank {r}: {types}: {values}{want}{timing}")
         if s.inputs_note:
             lines.append(f"  !! {s.inputs_note}")
         if s.mismatch:
