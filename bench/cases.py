@@ -54,6 +54,15 @@ def raw_start(n: int, hostfile: str = "", extra: tuple[str, ...] = ()) -> float:
 
 
 def raw_allsum(n: int, nbytes: int, reps: int, backend: str = "mpi") -> float:
+    return _raw(n, backend, "allsum", str(nbytes), str(reps))
+
+
+def raw_step(n: int, reps: int) -> float:
+    """Median seconds of ``raw_mpi.timed_step`` (a compiled training step) standalone."""
+    return _raw(n, "mpi", "step", str(reps))
+
+
+def _raw(n: int, backend: str, *args: str) -> float:
     import json
     import tempfile
 
@@ -63,7 +72,7 @@ def raw_allsum(n: int, nbytes: int, reps: int, backend: str = "mpi") -> float:
     with tempfile.TemporaryDirectory() as d:
         env = {**env, **backend_env(backend, n, d)}
         out = subprocess.run(
-            [*cmd, sys.executable, str(RAW), "allsum", str(nbytes), str(reps)],
+            [*cmd, sys.executable, str(RAW), *args],
             env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True, text=True,
         )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
@@ -211,13 +220,22 @@ def warm_cell(shell: Shell, reps: int) -> tuple[float, float]:
 
 def cell_allsum(shell: Shell, nbytes: int, reps: int, line: str, spin: float = 0.0) -> float:
     """Median all_sum time inside %%mxdist (slowest rank), with the given flags."""
+    return _cell(shell, f"timed_allsum(mx, world, {nbytes}, {reps}, {spin!r})", line)
+
+
+def cell_step(shell: Shell, reps: int, line: str) -> float:
+    """Median compiled training step inside %%mxdist (slowest rank), with the given flags."""
+    return _cell(shell, f"timed_step(mx, {reps})", line)
+
+
+def _cell(shell: Shell, call: str, line: str) -> float:
     import mxnb
 
     shell.cell(
         "import importlib.util as _u\n"
         f"_s = _u.spec_from_file_location('raw_mpi', {str(RAW)!r})\n"
         "_m = _u.module_from_spec(_s); _s.loader.exec_module(_m)\n"
-        f"bench_med = _m.timed_allsum(mx, world, {nbytes}, {reps}, {spin!r})\n",
+        f"bench_med = _m.{call}\n",
         line,
     )
     return max(mxnb.pull("bench_med"))

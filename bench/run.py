@@ -173,6 +173,7 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
                                spread))  # fmt: skip
             if n == 2:
                 out += python_between_ops(shell, quick)
+                out += compiled_step(shell, quick)
                 out += ring_beside_mpi(shell, quick)
         out += views.views(shell, quick, row)
     finally:
@@ -207,6 +208,28 @@ def ring_beside_mpi(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
         with contextlib.redirect_stdout(io.StringIO()):
             shell.start(2, "mpi")
     return out
+
+
+def compiled_step(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
+    """A compiled data-parallel training step (``raw_mpi.timed_step``), 2 ranks: each
+    way of running it in %%mxdist beside the same loop standalone, rounds interleaved.
+
+    Checking a compiled function's collectives reads MLX's graph at each
+    evaluation (README, "Inside mx.compile"): this is what that costs a step.
+    """
+    reps = 5 if quick else 100
+    runs: dict[str, list[float]] = {"base": [], "bare": [], "record": [], "on": []}
+    for _ in range(1 if quick else ROUNDS):
+        runs["base"].append(cases.raw_step(2, reps))
+        with contextlib.redirect_stdout(io.StringIO()):
+            for way in ("bare", "record", "on"):
+                runs[way].append(cases.cell_step(shell, reps, MODES[way]))
+    base = cases.median(runs["base"])
+    spread = max(runs["base"]) / min(runs["base"])
+    name = "compiled training step (8-layer MLP), 2 ranks"
+    return [row(f"{name}, {label}", cases.median(runs[way]), base, "s/step", "report", None,
+                spread) for way, label in (("bare", "--bare"), ("record", "recording alone"),
+                                           ("on", "tracing+checks on"))]  # fmt: skip
 
 
 def python_between_ops(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:

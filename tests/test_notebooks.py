@@ -123,7 +123,7 @@ def test_course_is_complete_and_in_order():
         "02-collectives": ["all_sum", "all_gather", "all_max", "all_min", "sum_scatter"],
         "03-point-to-point": ["send(", "recv(", "recv_like(", "new_stream(mx.cpu)"],
         "04-groups": ["split(", "key="],
-        "05-data-parallel-training": ["load_digits", "average_gradients"],
+        "05-data-parallel-training": ["load_digits", "average_gradients", "mx.compile"],
         "06-tensor-parallel": ["AllToShardedLinear", "ShardedToAllLinear", "shard_linear("],
         "07-debugging": ["--no-check", "--timeout", "raises-exception"],
         "08-from-pytorch-and-mpi4py": ["torch.distributed", "mpi4py", "Allreduce"],
