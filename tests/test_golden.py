@@ -134,6 +134,8 @@ def test_trace_compiled_loop() -> None:
         x = np.ones(3, dtype=np.float32)
         ops = [op(k, "all_sum", r, x, x, line=3, code=code, states=dict(inside),
                   eval_s=EVAL_S[r]) for k in (1, 2, 3)]  # fmt: skip
+        for m in ops:
+            m["call_s"] = None  # no Python call of its own
         reps.append(report(r, ops))
     check_golden("trace-compiled-loop", Trace(reps).text())
 

@@ -121,7 +121,7 @@ class OpTrace(TypedDict, total=False):
     unordered: list[int]
     site: dict[str, Any] | None  # file, line, code
     t: float  # seconds since the cell started
-    call_s: float  # the Python call: building the lazy graph node
+    call_s: float | None  # the Python call: building the lazy graph node (None: in mx.compile)
     eval_s: float | None
     eval_by: str | None
     eval_ops: int

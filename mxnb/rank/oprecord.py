@@ -29,7 +29,7 @@ class OpRecord:
     posted: check.PendingCheck | None = None
     # -- what the trace notes, while it records (mxnb.rank.recorder, .evaltime) --
     t: float = 0.0  # when it was called, in seconds since the cell started (0: not traced)
-    call_s: float = 0.0  # the Python call: building the lazy graph node
+    call_s: float | None = 0.0  # the Python call: building the graph node (None: in mx.compile)
     ref: weakref.ref[Any] | None = None  # the result, while it lives
     out: tuple[int, ...] | None = None  # the result's shape
     before: Any = "none"  # a handle on the input, or a word for why there is none

@@ -198,7 +198,7 @@ class Recorder:
         if len(self.ops) >= MAX_RECORDS:
             self.dropped += 1
             return
-        rec.t = time.perf_counter() - self.cell_t0
+        rec.t, rec.call_s = time.perf_counter() - self.cell_t0, None  # no call of its own
         rec.before = {"recv": "none", "recv_like": "template"}.get(rec.called, "compiled")
         rec.after = "compiled"
         self.ops.append(rec)

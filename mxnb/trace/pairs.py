@@ -118,7 +118,8 @@ def _exchange(send: OpTrace, recv: OpTrace) -> OpTrace:
     m["op"] = f"send/{recv['op']}"
     m["seq"], m["t"], m["site"] = send["seq"], send["t"], send.get("site")
     m["recv_site"] = recv.get("site")
-    m["call_s"] = send["call_s"] + recv["call_s"]
+    calls = (send["call_s"], recv["call_s"])  # None: run inside mx.compile, no call of its own
+    m["call_s"] = None if None in calls else sum(calls)
     m["in"] = send.get("in")
     m["states"] = {**recv.get("states", {}), "before": send.get("states", {}).get("before", "none")}
     m.pop("before", None)

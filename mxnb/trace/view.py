@@ -65,7 +65,8 @@ class PanelView:
     rank: int
     op: str
     types: dict[str, dict[str, Any] | None]  # side -> {"dtype", "shape"} of in / out
-    call_ms: float  # the Python call: building the lazy graph node
+    call_ms: float | None  # the Python call: building the lazy graph node (None: no call
+    # of its own, the op ran inside a compiled function's graph)
     eval_ms: float | None  # the evaluation that moved the data, if timed
     time_text: str
     t_ms: float  # when it was called, since the cell started
@@ -228,7 +229,7 @@ def _panel(step: Step, rank: int) -> PanelView:
         rank=rank,
         op=m["op"],
         types={"before": m.get("in"), "after": m.get("out")},
-        call_ms=round(m["call_s"] * 1e3, 4),
+        call_ms=None if m["call_s"] is None else round(m["call_s"] * 1e3, 4),
         eval_ms=None if m.get("eval_s") is None else round(m["eval_s"] * 1e3, 4),
         time_text=timing_text(m),
         t_ms=round(m["t"] * 1e3, 3),

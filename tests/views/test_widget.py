@@ -141,6 +141,21 @@ def test_widget_panels_carry_call_and_evaluation_times():
     assert "time" not in never  # not evaluated: no timing line at all
 
 
+def test_a_compiled_op_has_no_call_time_and_says_why_no_values():
+    """An op run inside mx.compile's graph: no Python call of its own, no values."""
+    inside = {"before": "compiled", "after": "compiled"}
+    reps = []
+    for r in range(2):
+        m = op(1, "all_sum", r, np.ones(3, np.float32), np.ones(3, np.float32), states=inside)
+        m["call_s"] = None
+        reps.append(report(r, [m]))
+    widget = TraceWidget(Trace(reps))
+    panel = widget.trace["steps"][0]["panels"][0]
+    assert panel["call_ms"] is None and panel["time"].startswith("evaluated in")
+    words = widget.trace["words"]["states"]
+    assert words["compiled"] == "(inside mx.compile: not visible to Python)"
+
+
 def test_rounding_differences_are_not_disagreement():
     near = SUM * (1 + 1e-7)
     t = Trace([report(r, [op(1, "all_sum", r, X[r], SUM if r else near)]) for r in range(2)])

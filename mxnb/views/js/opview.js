@@ -180,7 +180,8 @@ function opView(data, steps, ctx, view, onPoint) {
         if (side === "before") row.push(el("div", "mxnb-arrow", "\u2192"));
       }
     }
-    if (p) row.push(el("div", "mxnb-time", `${p.time || "not timed"} \u00b7 call ${p.call_ms} ms`));
+    const call = p && p.call_ms != null ? ` \u00b7 call ${p.call_ms} ms` : "";
+    if (p) row.push(el("div", "mxnb-time", `${p.time || "not timed"}${call}`));
     for (const c of row) {
       c.classList.add(...cls.split(" "));
       rows.appendChild(c);
