@@ -226,7 +226,7 @@ def compiled_step(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
                 runs[way].append(cases.cell_step(shell, reps, MODES[way]))
     base = cases.median(runs["base"])
     spread = max(runs["base"]) / min(runs["base"])
-    name = "compiled training step (8-layer MLP), 2 ranks"
+    name = "compiled train step, 2 ranks"
     return [row(f"{name}, {label}", cases.median(runs[way]), base, "s/step", "report", None,
                 spread) for way, label in (("bare", "--bare"), ("record", "recording alone"),
                                            ("on", "tracing+checks on"))]  # fmt: skip

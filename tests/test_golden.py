@@ -314,6 +314,15 @@ def test_hang_collective_skipped_by_a_finished_rank() -> None:
     check_golden("hang-collective-skipped", collective_missing())
 
 
+def test_hang_collective_called_but_never_evaluated() -> None:
+    """Rank 1 called all_sum but never evaluated it (``mx.grad`` of a sum that
+    does not need the sum's value) and finished: rank 0 waits in its check."""
+    o = probe_op(1, "all_sum", ALL_SUM, check="pending")
+    states = {0: waiting_in(0, o, since=95.0), 1: probe_state(1, [o])}
+    d = diagnose(states, running([0, 1], r1="done"), now=100.0, grace=1.5)
+    check_golden("hang-collective-never-evaluated", d.text())
+
+
 def test_hang_recv_without_send() -> None:
     recv = probe_op(1, "recv", "y = mx.distributed.recv_like(x, 1)", peer=1, check="pending")
     states = {0: waiting_in(0, recv, since=95.0), 1: probe_state(1, [])}

@@ -161,12 +161,20 @@ def _cause(
             )
         return _peer_raised(rank, op, status)
     mine = _collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
-    missing = []
+    missing, unrun = [], []
     for member in op["group_ranks"]:
         if member in gone:
-            theirs = _collective_count((states.get(member) or {}).get("ops") or [], op["group"])
-            if theirs < mine or status[member] == "failed":
+            member_ops = (states.get(member) or {}).get("ops") or []
+            if _collective_count(member_ops, op["group"]) < mine or status[member] == "failed":
                 missing.append(member)
+                continue
+            # Had it run its k-th collective, this rank's would have completed
+            # (MPI and mxnb's check pair them in order): so it did not
+            kth = _kth_collective(member_ops, op["group"], mine)
+            if kth is not None and not kth["evaluated"]:
+                unrun.append((member, kth))
+    if not missing and unrun:
+        return _never_evaluated(rank, op, mine, unrun)
     if not missing:
         return None
     who = ", ".join(map(str, missing))
@@ -176,6 +184,30 @@ def _cause(
         f"rank{'s' if len(missing) > 1 else ''} {who} {verb} without calling "
         f"{op['op']} (collective #{mine} on {op['group']}) that rank {rank} waits in; "
         "every rank of a group must reach each collective."
+    )
+
+
+def _kth_collective(ops: list[dict[str, Any]], group: str, k: int) -> dict[str, Any] | None:
+    found = [op for op in ops if op["op"] in COLLECTIVES and op["group"] == group]
+    return found[k - 1] if len(found) >= k else None
+
+
+def _never_evaluated(
+    rank: int, op: dict[str, Any], k: int, unrun: list[tuple[int, dict[str, Any]]]
+) -> str:
+    """Members that called the collective and finished without evaluating it:
+    MLX never ran the op there, whatever became of their half of mxnb's check."""
+    if len(unrun) == 1:
+        member, theirs = unrun[0]
+        name = f"{theirs['op']} #{theirs['seq']}"
+        who = f"rank {member} finished the cell without evaluating its {name}"
+    else:
+        who = (f"ranks {', '.join(str(m) for m, _ in unrun)} finished the cell without "
+               f"evaluating their {unrun[0][1]['op']}")  # fmt: skip
+    return (
+        f"{who} (collective #{k} on {op['group']}) that rank {rank} waits in: MLX runs an "
+        "op only when an evaluation needs its result, and a collective only when every rank "
+        "of the group runs it. Evaluate it on every rank (mx.eval)."
     )
 
 

@@ -63,8 +63,11 @@ class OpLog:
     # (entry, caller frame, since) of the running evaluation, whose records are
     # ``given``: the report is worked out only when a probe asks (see entries.eval_state)
     in_eval: tuple[str, Any, float] | None = None
-    #: records of the arrays the running (or last) evaluation was handed
+    #: records of the arrays the running (or last) evaluation was handed, and of
+    #: the compiled ops it runs (mxnb.rank.compiled): the ops it is timed for
     given: list[OpRecord] = field(default_factory=list)
+    #: records of other ops it runs, found in MLX's graph (not timed: a report's)
+    unhanded: list[OpRecord] = field(default_factory=list)
     running_cell: bool = False
     group_seq: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -191,7 +194,7 @@ class OpLog:
             if hit is not None and hit[1]() is a:
                 hit[0].evaluated = True
                 direct.append(hit[0])
-        self.given = direct
+        self.given, self.unhanded = direct, []
         waits = []  # checks to wait for, oldest op first: (seq, key in pending, record)
         p2p = self.pairing.running(direct, arrays) if self.pairing.open else []
         if self.checked and self.compile.live:
@@ -200,7 +203,7 @@ class OpLog:
             if self.recorder is not None:
                 for rec in replays:
                     self.recorder.replayed(rec)
-            direct += replays  # what a report says this evaluation runs
+            direct += replays  # timed by this evaluation; a report lists them
             for rec in replays:
                 if rec.peer is not None:
                     p2p.append(rec)
@@ -231,6 +234,8 @@ class OpLog:
                 open_ = [(key, rec, ref()) for key, (rec, ref) in pending.items()]
                 hits = graph.inside(arrays, [(rec.op, out) for _, rec, out in open_])
                 for key, rec, _ in sorted((open_[i] for i in hits), key=lambda o: o[1].seq):
+                    rec.evaluated = True  # run by this evaluation, inside an expression
+                    self.unhanded.append(rec)
                     self._finish(key, rec, wait=True)
         # Only a report reads this; it is worked out then (see entries.eval_state).
         self.in_eval = (entry, sys._getframe(2), time.time())
@@ -290,7 +295,7 @@ class OpLog:
             self.cell_ops = deque(maxlen=MAX_OPS)
             self.live = {}
             self.live_limit = LIVE_SWEEP
-            self.given = []
+            self.given, self.unhanded = [], []
         self.wrapped.reset_seq()
         self.running_cell = True
 
@@ -304,7 +309,7 @@ class OpLog:
         """This cell's ops and where the rank waits, as a probe reply carries them."""
         with self.lock:
             ops = list(self.cell_ops)  # one step: the main thread may be appending
-            in_eval = entries.eval_state(self.in_eval, self.given, ops)
+            in_eval = entries.eval_state(self.in_eval, self.given + self.unhanded, ops)
         return {
             "running_cell": self.running_cell,
             "checked": self.checked,

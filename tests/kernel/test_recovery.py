@@ -121,6 +121,30 @@ def test_recv_from_itself(run, nranks, magics):
     assert_kept(run, magics, profile)
 
 
+def test_collective_called_but_never_evaluated(run, nranks, magics, capsys):
+    """The last rank takes the gradient of a sum of an all_sum: MLX's gradient
+    does not need the all_sum's value, so it never runs there, while the
+    other ranks evaluate the sum.  Before, no cause was definite: the cell ran
+    until its timeout (without one, forever).  The last rank's half of the
+    check went out with its call, so the others pass it and wait inside MPI,
+    where no interrupt reaches: the job is stopped, and the report says why."""
+    profile = magics.cluster.profile_dir
+    last = nranks - 1
+    _, text, took = failing(
+        run,
+        "def f(w):\n"
+        "    return mx.distributed.all_sum(w * 2).sum()\n"
+        "w = mx.ones(3)\n"
+        f"print(mx.grad(f)(w) if rank == {last} else f(w))\n",
+    )
+    assert took < 15
+    assert (
+        f"Likely cause: rank {last} finished the cell without evaluating its all_sum #1 "
+        "(collective #1 on world"
+    ) in text
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
 def test_send_never_evaluated(run, nranks, magics):
     profile = magics.cluster.profile_dir
     _, text, took = failing(
