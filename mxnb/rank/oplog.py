@@ -197,14 +197,14 @@ class OpLog:
         self.given, self.unhanded = direct, []
         waits = []  # checks to wait for, oldest op first: (seq, key in pending, record)
         p2p = self.pairing.running(direct, arrays) if self.pairing.open else []
-        if self.checked and self.compile.live:
+        if self.compile.live and (self.checked or self.recorder is not None):
             replays = self.compile.replays(arrays, self.groups.of, self._next_seq)
             self.cell_ops.extend(replays)
             if self.recorder is not None:
                 for rec in replays:
                     self.recorder.replayed(rec)
             direct += replays  # timed by this evaluation; a report lists them
-            for rec in replays:
+            for rec in replays if self.checked else ():
                 if rec.peer is not None:
                     p2p.append(rec)
                     continue

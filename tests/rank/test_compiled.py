@@ -202,11 +202,13 @@ def test_compiled_send_and_recv_are_checked_each_time(run, nranks):
 
 
 @pytest.mark.cluster
-def test_the_trace_shows_each_run_of_a_compiled_op(run, nranks):
+@pytest.mark.parametrize("line", ["", "--no-check"], ids=["checked", "unchecked"])
+def test_the_trace_shows_each_run_of_a_compiled_op(run, nranks, line):
     run(
         "def mean(v):\n    return mx.distributed.all_sum(v) / size\n"
         "g = mx.compile(mean)\n"
-        "for i in range(3):\n    mx.eval(g(mx.ones(3) * i))\n"
+        "for i in range(3):\n    mx.eval(g(mx.ones(3) * i))\n",
+        line,
     )
     text = mxnb.last_trace().text()
     assert text.splitlines()[0].startswith("mxnb trace: 3 ops on ranks")
