@@ -331,3 +331,6 @@ def test_values_past_the_exact_limit_say_how_they_are_shown(show):
         assert said.startswith(says) and "4810 to 4810" not in said, said
         assert said == sampled_text(t.steps[0].snap(0, "after")[0])
         assert said in t.text()
+        # no terms to point at: the line says why, without asking to point
+        terms = page.locator(".mxnb-terms").inner_text().strip()
+        assert terms == "the terms need every rank's exact input (arrays up to 4096 elements)"

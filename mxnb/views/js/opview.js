@@ -56,13 +56,15 @@ function blocksFor(data, step, r, side, snap) {
   return [];
 }
 
+const NO_TERMS = "the terms need every rank's exact input (arrays up to 4096 elements)";
+
 // The readout for one element of a reduction: every rank's term, who won, who holds what.
 function termsText(step, data, i) {
   const parts = [];
   let shape = null;
   for (const r of step.members) {
     const p = step.panels[data.ranks.indexOf(r)];
-    if (!p || !p.before || !p.before.exact) return "the terms need every rank's exact input (arrays up to 4096 elements)";
+    if (!p || !p.before || !p.before.exact) return NO_TERMS;
     shape = p.before.shape;
     const v = decode(p.before).texts[i];
     const won = step.winners && step.winners[i] === r ? " \u2605" : "";
@@ -192,7 +194,9 @@ function opView(data, steps, ctx, view, onPoint) {
   function point(i) {
     if (!reduce) return;
     const step = steps.find((s) => s.panels.some((p) => p && p.after)) || head;
-    terms.textContent = `${termsText(step, data, i)}  (point at a result to see its terms)`;
+    const said = termsText(step, data, i);
+    // the hint only where pointing shows something
+    terms.textContent = said === NO_TERMS ? said : `${said}  (point at a result to see its terms)`;
     for (const [c, k, side, r] of cellsAt) {
       c.classList.toggle("mxnb-pointed", k === i);
       const w = step.winners ? step.winners[k] : null;
