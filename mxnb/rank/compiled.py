@@ -86,10 +86,6 @@ class CompileHook:
         self._compiles: bool | None = None  # see tracing_possible
         self._originals: dict[str, Callable[..., Any]] = {}
 
-    @property
-    def tracing(self) -> bool:
-        return bool(self.stack)
-
     def tracing_possible(self) -> bool:
         """Whether MLX traces compiled functions here, rather than calling them.
 
@@ -154,8 +150,7 @@ class CompileHook:
             traced = t.rec
             rec = OpRecord(number(), traced.op, group_of(t.group), traced.peer, traced.shape,
                            traced.dtype, traced.where, traced.called)  # fmt: skip
-            rec.stream, rec.evaluated, rec.replay = traced.stream, True, True
-            rec.out = traced.out
+            rec.stream, rec.out, rec.evaluated = traced.stream, traced.out, True
             recs.append(rec)
         return recs
 

@@ -117,8 +117,7 @@ class OpLog:
         if self.checked and op != "sum_scatter":
             rec.check = "pending"
             if peer is None:  # a collective: every member calls it, in order
-                n = self.group_seq[mirror.label] = self.group_seq.get(mirror.label, 0) + 1
-                rec.posted = check.post(op, seq, encode(op, n, shape, dtype), mirror, None)
+                self._post(rec)
             # point to point: posted when evaluated (see mxnb.rank.pairing)
         if self.recorder is not None:
             self.recorder.before(rec, x)
@@ -208,10 +207,8 @@ class OpLog:
                 if rec.peer is not None:
                     p2p.append(rec)
                     continue
-                n = self.group_seq[rec.mirror.label] = self.group_seq.get(rec.mirror.label, 0) + 1
-                said = encode(rec.op, n, rec.shape, rec.dtype)
                 rec.check = "pending"
-                rec.posted = check.post(rec.op, rec.seq, said, rec.mirror, None)
+                self._post(rec)
                 self.pending[-id(rec)] = (rec, _NO_RESULT)  # no array: keyed by the record
                 waits.append((rec.seq, -id(rec), rec))
         if p2p:
@@ -252,6 +249,13 @@ class OpLog:
         recorder = self.recorder
         if recorder is not None:
             recorder.timer.on_eval(self.given, arrays, seconds, entry, check_s)
+
+    def _post(self, rec: OpRecord) -> None:
+        """Post a collective's exchange, numbered by its place among its group's checks."""
+        label = rec.mirror.label
+        n = self.group_seq[label] = self.group_seq.get(label, 0) + 1
+        rec.posted = check.post(rec.op, rec.seq, encode(rec.op, n, rec.shape, rec.dtype),
+                                rec.mirror, None)  # fmt: skip
 
     def _next_seq(self) -> int:
         self.wrapped.seq += 1

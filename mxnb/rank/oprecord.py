@@ -42,7 +42,6 @@ class OpRecord:
     #: (None: the world) is kept for the replays (mxnb.rank.compiled)
     in_trace: bool = False
     mlx_group: Any = None
-    replay: bool = False  # made at an evaluation that runs a compiled op
 
     def __init__(
         self,
