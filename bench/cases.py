@@ -218,9 +218,11 @@ def warm_cell(shell: Shell, reps: int) -> tuple[float, float]:
     return median(ours), median(raw)
 
 
-def cell_allsum(shell: Shell, nbytes: int, reps: int, line: str, spin: float = 0.0) -> float:
+def cell_allsum(
+    shell: Shell, nbytes: int, reps: int, line: str, spin: float = 0.0, observe: bool = False
+) -> float:
     """Median all_sum time inside %%mxdist (slowest rank), with the given flags."""
-    return _cell(shell, f"timed_allsum(mx, world, {nbytes}, {reps}, {spin!r})", line)
+    return _cell(shell, f"timed_allsum(mx, world, {nbytes}, {reps}, {spin!r}, {observe!r})", line)
 
 
 def cell_step(shell: Shell, reps: int, line: str) -> float:

@@ -236,18 +236,32 @@ def python_between_ops(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
     """What k microseconds of Python before each 1 KB all_sum cost (2 ranks, ``--bare``).
 
     The op log and evaluation wrapper are a few microseconds of Python per
-    op; this shows what any such gap costs on the machine, apart from mxnb.
+    op; this shows what any such gap costs on the machine, apart from mxnb,
+    and what the least a Python observer can do costs
+    (``raw_mpi.least_observer``), beside mxnb's recording in the same rounds.
     """
     spins = (3,) if quick else (1, 2, 3, 4, 6)
     reps = 5 if quick else 2000
-    runs: dict[int, list[float]] = {k: [] for k in (0, *spins)}
+    runs: dict[Any, list[float]] = {k: [] for k in (0, *spins, "observer", "record")}
     with contextlib.redirect_stdout(io.StringIO()):
         for _ in range(1 if quick else 3):
             for k in runs:
-                runs[k].append(cases.cell_allsum(shell, 1024, reps, "--bare", k * 1e-6))
+                if k == "observer":
+                    t = cases.cell_allsum(shell, 1024, reps, "--bare", observe=True)
+                elif k == "record":
+                    t = cases.cell_allsum(shell, 1024, reps, MODES["record"])
+                else:
+                    t = cases.cell_allsum(shell, 1024, reps, "--bare", k * 1e-6)
+                runs[k].append(t)
     base = cases.median(runs[0])
-    return [row(f"all_sum 1KB, 2 ranks, --bare + {k} us of Python before each op",
-                cases.median(runs[k]), base, "s/op", "report", None) for k in spins]  # fmt: skip
+    name = "all_sum 1KB, 2 ranks"
+    out = [row(f"{name}, --bare + {k} us of Python before each op", cases.median(runs[k]),
+               base, "s/op", "report", None) for k in spins]  # fmt: skip
+    out.append(row(f"{name}, --bare + the least Python observer", cases.median(runs["observer"]),
+                   base, "s/op", "report", None))  # fmt: skip
+    out.append(row(f"{name}, recording alone (same rounds)", cases.median(runs["record"]),
+                   base, "s/op", "report", None))  # fmt: skip
+    return out
 
 
 def payload() -> list[dict[str, Any]]:

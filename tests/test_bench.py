@@ -32,6 +32,7 @@ def test_quick_bench_writes_json(tmp_path):
                  "all_sum 1KB, 2 ranks", "all_sum 1MB, 4 ranks", "--bare",
                  "recording alone (--no-check)",
                  "mxnb kernel (background)", "us of Python before each op",
+                 "the least Python observer", "compiled train step",
                  "widget state,", "render in Chromium", "live strip update",
                  "2 ranks, ring, --bare", "ring beside mpi",
                  "stock ipyparallel MPI cluster", "engine-import floor",

@@ -18,13 +18,18 @@ each time the graph runs it (see :meth:`mxnb.rank.oplog.OpLog.before_eval`).
 The templates of a compiled function live as long as it does: MLX erases the
 function's tape, and so frees its primitives, only when the compiled
 function is deleted, so an address in a live template cannot name another op.
+
+A function traced in ``--bare`` leaves no templates (nothing is observed
+there), and its later replays would run unchecked and unseen.  So the first
+observed call after a bare one compiles the function anew: MLX traces it
+once more, and this time the ops leave their templates.
 """
 
 from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from mxnb.rank import graph
@@ -51,9 +56,12 @@ class Compiled:
     compiled object does not.
     """
 
-    def __init__(self, compiled: Any, fun: Any, hook: CompileHook) -> None:
-        self._compiled = compiled
+    def __init__(self, make: Callable[[], Any], fun: Any, hook: CompileHook) -> None:
+        self._make = make  # mx.compile(fun, ...) as the user called it
+        self._compiled = make()
         self._hook = hook
+        #: called unobserved (--bare) since it was last compiled: traced without templates
+        self._blind = False
         self.templates: dict[int, Template] = {}
         try:
             functools.update_wrapper(self, fun)
@@ -64,6 +72,16 @@ class Compiled:
         hook = self._hook
         if not hook.tracing_possible():
             return self._compiled(*args, **kwargs)
+        if not hook.observed:
+            self._blind = True
+            return self._compiled(*args, **kwargs)
+        if self._blind:  # its traces left no templates: make MLX trace it again
+            self._blind = False
+            self.templates.clear()
+            # MLX keys its traces by the Python function and erases them when
+            # the compiled function it replaces is deleted here
+            self._compiled = None
+            self._compiled = self._make()
         hook.stack.append(self)
         try:
             return self._compiled(*args, **kwargs)
@@ -80,6 +98,8 @@ class CompileHook:
 
     def __init__(self) -> None:
         self.stack: list[Compiled] = []
+        #: False in --bare, where ops are not logged and so leave no templates
+        self.observed = True
         #: id -> compiled function that has templates, while it lives (a plain
         #: dict: every evaluation asks whether it is empty)
         self.live: dict[int, weakref.ref[Compiled]] = {}
@@ -133,15 +153,15 @@ class CompileHook:
 
     def replays(
         self,
-        arrays: Sequence[Any],
+        reading: graph.Reading,
         group_of: Callable[[Any], GroupInfo],
         number: Callable[[], int],
     ) -> list[OpRecord]:
-        """The compiled ops evaluating ``arrays`` runs, as new records in
+        """The compiled ops the evaluation ``reading`` shows runs, as new records in
         MLX's order: one per run of a traced primitive (``number`` gives each
         its sequence number; ``group_of``, its group as it is now)."""
         templates = self.lookup()
-        found = graph.occurrences(arrays, graph.LABELS.values()) if templates else None
+        found = graph.occurrences(reading, graph.LABELS.values()) if templates else None
         recs = []
         for prim, label in found or ():
             t = templates.get(prim)
@@ -165,10 +185,9 @@ class CompileHook:
 
         @functools.wraps(real)
         def compile(fun: Any, *args: Any, **kwargs: Any) -> Any:
-            compiled = real(fun, *args, **kwargs)
             if str(getattr(fun, "__module__", "")).startswith("mlx."):
-                return compiled  # MLX's own (activations): no communication inside
-            return Compiled(compiled, fun, hook)
+                return real(fun, *args, **kwargs)  # MLX's own (activations): no communication
+            return Compiled(functools.partial(real, fun, *args, **kwargs), fun, hook)
 
         compile.__mxnb_original__ = real  # type: ignore[attr-defined]
         mx.compile = compile

@@ -28,6 +28,7 @@ from mxnb.rank.compiled import CompileHook, Template
 from mxnb.rank.groups import Groups
 from mxnb.rank.oprecord import OpRecord
 from mxnb.rank.pairing import Pairing, stream_name
+from mxnb.rank.vmapped import VmapHook
 
 if TYPE_CHECKING:
     from mxnb.rank.recorder import Recorder
@@ -78,6 +79,8 @@ class OpLog:
     group_type: type = field(default_factory=lambda: _mlx_types()[1])
     #: who mx.compile is tracing, and the templates of compiled ops (see mxnb.rank.compiled)
     compile: CompileHook = field(default_factory=CompileHook)
+    #: the batch sizes of the mx.vmap traces running now (see mxnb.rank.vmapped)
+    vmap: VmapHook = field(default_factory=VmapHook)
 
     # -- hooks logger -----------------------------------------------------
 
@@ -103,6 +106,9 @@ class OpLog:
             x, shape, dtype, peer = described
             if peer is not None and not 0 <= peer < len(mirror.ranks):
                 return None  # not a rank of the group: MLX refuses the call, too
+        batch = tuple(self.vmap.sizes) if self.vmap.sizes and op != "recv" else ()
+        if batch:  # MLX runs it batched (mxnb.rank.vmapped)
+            shape = (*batch, *shape)
         backend.screen(op, dtype, self.groups.rank, None if peer is None else mirror.ranks[peer],
                        len(mirror.ranks))  # fmt: skip
         rec = OpRecord(
@@ -110,6 +116,8 @@ class OpLog:
         )
         if kwargs and kwargs.get("stream") is not None:
             rec.stream = stream_name(kwargs["stream"])
+        if batch:
+            rec.batch = batch
         if self.compile.stack:  # traced: checked and recorded where its graph runs
             rec.in_trace, rec.mlx_group = True, group  # (mxnb.rank.compiled)
             return rec
@@ -155,7 +163,7 @@ class OpLog:
     def _traced(self, rec: OpRecord, result: Any) -> None:
         """An op inside a compiled function's trace: a template for its replays."""
         shape = getattr(result, "shape", None)
-        rec.out = None if shape is None else tuple(shape)
+        rec.out = None if shape is None else (*rec.batch, *shape)
         if rec.op in graph.LABELS:
             prim = graph.own_primitive(result)
             if prim is not None:
@@ -195,9 +203,11 @@ class OpLog:
                 direct.append(hit[0])
         self.given, self.unhanded = direct, []
         waits = []  # checks to wait for, oldest op first: (seq, key in pending, record)
-        p2p = self.pairing.running(direct, arrays) if self.pairing.open else []
-        if self.compile.live and (self.checked or self.recorder is not None):
-            replays = self.compile.replays(arrays, self.groups.of, self._next_seq)
+        # one reading of MLX's graph for the parts below that look (none, in a plain loop)
+        reading = graph.Reading(arrays) if self.pairing.open or self.compile.live else None
+        p2p = self.pairing.running(direct, reading) if reading and self.pairing.open else []
+        if reading and self.compile.live and (self.checked or self.recorder is not None):
+            replays = self.compile.replays(reading, self.groups.of, self._next_seq)
             self.cell_ops.extend(replays)
             if self.recorder is not None:
                 for rec in replays:
@@ -229,7 +239,9 @@ class OpLog:
                     self._finish(key, rec, wait=False)
             if pending:  # still open: does this evaluation run them, unhanded? (all_sum(x) / n)
                 open_ = [(key, rec, ref()) for key, (rec, ref) in pending.items()]
-                hits = graph.inside(arrays, [(rec.op, out) for _, rec, out in open_])
+                hits = graph.inside(
+                    reading or graph.Reading(arrays), [(rec.op, out) for _, rec, out in open_]
+                )
                 for key, rec, _ in sorted((open_[i] for i in hits), key=lambda o: o[1].seq):
                     rec.evaluated = True  # run by this evaluation, inside an expression
                     self.unhanded.append(rec)
@@ -339,6 +351,7 @@ class OpLog:
         """
         self.bare = on
         self.wrapped.set_logger(None if on else self)
+        self.compile.observed = not on
 
     def reset_checks(self) -> list[tuple[int, int]]:
         """After an abandoned wait: drop pending exchanges, fresh communicators.

@@ -42,6 +42,9 @@ class OpRecord:
     #: (None: the world) is kept for the replays (mxnb.rank.compiled)
     in_trace: bool = False
     mlx_group: Any = None
+    #: called while mx.vmap traced its function: the batch sizes MLX runs it
+    #: over, which ``shape`` and ``out`` start with (mxnb.rank.vmapped)
+    batch: tuple[int, ...] = ()
 
     def __init__(
         self,

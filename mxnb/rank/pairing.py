@@ -120,11 +120,11 @@ class Pairing:
         del self.open[prim]
         self.refs.pop(prim, None)
 
-    def running(self, direct: Sequence[OpRecord], arrays: Sequence[Any]) -> list[OpRecord]:
-        """The followed ops this evaluation of ``arrays`` runs (``direct``: handed to it)."""
+    def running(self, direct: Sequence[OpRecord], reading: graph.Reading) -> list[OpRecord]:
+        """The followed ops this evaluation runs (``direct``: handed to it)."""
         found = {id(r): r for r in direct if r.prim is not None and self.open.get(r.prim) is r}
         if len(found) < len(self.open):
-            prims = graph.primitives(arrays, _LABELS.values()) or {}
+            prims = graph.primitives(reading, _LABELS.values()) or {}
             for prim, label in prims.items():
                 rec = self.open.get(prim)
                 if rec is not None and _LABELS[rec.op] == label:

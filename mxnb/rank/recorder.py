@@ -181,7 +181,7 @@ class Recorder:
         t1 = time.perf_counter()
         rec.t, rec.call_s, rec.ref = rec.t - self.cell_t0, t1 - rec.t, ref
         if ref is not None:
-            rec.out = tuple(out.shape)
+            rec.out = (*rec.batch, *out.shape) if rec.batch else tuple(out.shape)
             if self.kept_ops < MAX_VALUE_OPS:
                 rec.after = self._hold(out, ref)
             else:  # past the ops whose values are kept: the common case of a long loop

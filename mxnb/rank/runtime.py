@@ -52,6 +52,7 @@ class Runtime:
         self.groups.install()
         self.hooks.install()
         self.oplog.compile.install()
+        self.oplog.vmap.install()
         if not self.oplog.bare:
             self.hooks.set_logger(self.oplog)
         self.entries.install()
@@ -105,6 +106,7 @@ class Runtime:
         self.hooks.set_logger(None)
         self.entries.uninstall()
         self.oplog.compile.uninstall()
+        self.oplog.vmap.uninstall()
         self.hooks.uninstall()
         self.groups.uninstall()
 

@@ -216,3 +216,21 @@ def test_the_trace_shows_each_run_of_a_compiled_op(run, nranks, line):
     assert "float32 (3,) -> float32 (3,): (inside mx.compile: not visible to Python) |" in text
     assert text.count("evaluated in") == nranks  # the first run; the fold says the rest
     assert "the same 1 op ran 2 more times (#2-#3), each time: ok" in text
+
+
+@pytest.mark.cluster
+def test_a_function_traced_in_a_bare_cell_is_checked_after_it(run, nranks, magics):
+    """Traced in --bare, where nothing is observed, the function left no
+    templates.  Replayed in a checked cell, its all_sum ran unchecked: rank 0
+    went into MPI, the others waited in a check, and the cell froze."""
+    profile = magics.cluster.profile_dir
+    run(TOTAL.replace("mx.sum(v)", "v") + "mx.eval(f(mx.ones(3)))\n", "--bare")
+    with pytest.raises(RankError) as info:
+        run("out = f(mx.ones(3 if rank == 0 else 4))\nmx.eval(out)\n", "--timeout 30")
+    err = str(info.value)
+    assert "CommMismatch" in err and "rank 0 has float32[3]" in err
+    assert "the MPI job was stopped" not in err
+    assert magics.cluster.profile_dir == profile  # the ranks were kept
+    run("ok = f(mx.ones(3)).tolist()")  # and each run is in the trace again
+    assert mxnb.pull("ok") == [[float(nranks)] * 3] * nranks
+    assert "#1 all_sum on world" in mxnb.last_trace().text()

@@ -208,3 +208,33 @@ def test_what_mlx_converts_for_an_op_mxnb_takes_as_mlx_does(run, nranks):
     steps = mxnb.last_trace().steps[:4]  # the four all_sums
     states = {s.ranks[r]["states"].get("before") for s in steps for r in range(n)}
     assert states == {"converted"}
+
+
+def test_an_evaluation_reads_mlxs_graph_once(run, nranks):
+    """An open send, a compiled function with communication and a collective
+    inside an expression all need MLX's graph at one evaluation: MLX writes it
+    once (0.4 ms on a training step's graph), not once for each."""
+    run(
+        "avg = mx.compile(lambda v: mx.distributed.all_sum(v) / size)\n"
+        "mx.eval(avg(mx.ones(3)))  # traced: its all_sum is checked where it runs\n"
+        "s = mx.distributed.send(mx.ones(2), (rank + 1) % size)  # open: not evaluated yet\n"
+        "z = mx.distributed.all_sum(mx.ones(4)) * 2  # handed inside an expression\n"
+        "y = avg(mx.ones(3))\n"
+        "writes, _real = [], mx.export_to_dot\n"
+        "def _counted(*a, **k):\n"
+        "    writes.append(1)\n"
+        "    return _real(*a, **k)\n"
+        "mx.export_to_dot = _counted\n"
+        "try:\n"
+        "    mx.eval(z, y)\n"
+        "finally:\n"
+        "    mx.export_to_dot = _real\n"
+        "n_writes = len(writes)\n"
+        "own = mx.new_stream(mx.cpu)\n"
+        "r = mx.distributed.recv_like(mx.ones(2), (rank - 1) % size, stream=own)\n"
+        "mx.eval(s, r)\n"
+        "got = (z.tolist(), y.tolist(), r.tolist())\n",
+        "--no-trace",
+    )
+    assert mxnb.pull("n_writes") == [1] * nranks
+    assert mxnb.pull("got") == [([2.0 * nranks] * 4, [1.0] * 3, [1.0] * 2)] * nranks
