@@ -140,6 +140,20 @@ def test_trace_compiled_loop() -> None:
     check_golden("trace-compiled-loop", Trace(reps).text())
 
 
+def test_trace_vmapped_all_sum() -> None:
+    """An all_sum inside mx.vmap over 3 examples: MLX ran it on the batch,
+    and Python held only one example's placeholder."""
+    code = "f = mx.vmap(lambda v: mx.distributed.all_sum(v))"
+    reps = []
+    for r in range(2):
+        x = np.ones((3, 2), dtype=np.float32)
+        one = op(1, "all_sum", r, x, x, line=2, code=code,
+                 states={"before": "vmapped", "after": "vmapped"})  # fmt: skip
+        one["eval_s"], one["eval_note"] = None, "vmapped"
+        reps.append(report(r, [one]))
+    check_golden("trace-vmapped", Trace(reps).text())
+
+
 def test_trace_two_recvs_in_one_eval_unchecked() -> None:
     """--no-check: rank 1 evaluates two recvs from rank 0 together; both are marked."""
     ones, twos = np.ones(4, np.float32), np.full(4, 2, np.float32)

@@ -130,7 +130,7 @@ class OpTrace(TypedDict, total=False):
     #: completing mxnb's checks just before that evaluation (not in eval_s); None: unchecked
     check_s: float | None
     errors: dict[str, str]
-    states: dict[str, str]  # side -> ok | lazy | in_flight | refused | compiled | limit | ...
+    states: dict[str, str]  # side -> ok | lazy | in_flight | refused | compiled | vmapped | ...
     # "in"/"out" ({"shape", "dtype"}) and "before"/"after" (Snapshot) are keys too;
     # "in" is a Python keyword, so they are left out of the class syntax.
 

@@ -29,6 +29,8 @@ many arrays that evaluation was handed.  An op that is not timed says why
   completing the checks of its evaluation (one handed to it, or an earlier
   op whose check had landed), so MLX never ran it either;
 * ``interrupted``: the evaluation was stopped while mxnb's check waited.
+* ``vmapped``: called inside ``mx.vmap``, whose result runs the batched op
+  MLX makes of it (:mod:`mxnb.rank.vmapped`), an array Python never sees.
 
 After each evaluation, untimed ops are checked for having been run by it
 indirectly; otherwise a later, cheap ``print(y)`` of an already computed
@@ -53,7 +55,7 @@ __all__ = ["MAX_FOLLOW", "NOTES", "EvalTimer", "output"]
 #: recent); older ones are given up as "unknown" rather than mistimed later.
 MAX_FOLLOW = 32
 #: What an untimed op's ``eval_note`` means.
-NOTES = ("indirect", "async", "lazy", "unknown", "interrupted", "refused", "held_back")
+NOTES = ("indirect", "async", "lazy", "unknown", "interrupted", "refused", "held_back", "vmapped")
 
 
 def output(rec: OpRecord) -> Any:
@@ -76,6 +78,9 @@ class EvalTimer:
         """Start following an op's result (``rec.ref``) until an evaluation runs it."""
         if rec.ref is None:  # not an MLX array
             rec.eval_note = "unknown"
+            return
+        if rec.batch:  # a placeholder inside mx.vmap: the batched op is MLX's
+            rec.eval_note = "vmapped"
             return
         self.pending[id(rec)] = rec
 

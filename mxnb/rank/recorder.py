@@ -256,7 +256,9 @@ class Recorder:
             meta["out"] = {"shape": list(rec.out), "dtype": rec.dtype}  # type: ignore[typeddict-unknown-key]
         out = Record(meta)
         for side, h in (("before", rec.before), ("after", rec.after)):
-            if isinstance(h, str):
+            if rec.batch:  # what Python held was one example's placeholder (mxnb.rank.vmapped)
+                out.states[side] = "vmapped"
+            elif isinstance(h, str):
                 out.states[side] = h
             else:
                 out.handles[side] = h

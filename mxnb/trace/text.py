@@ -15,6 +15,7 @@ from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import shape_text
 
 __all__ = [
+    "ONE_REASON",
     "STATE_TEXT",
     "UNTIMED_TEXT",
     "count",
@@ -30,6 +31,7 @@ STATE_TEXT = {
     "refused": "(never ran: the ranks disagree on this op, and mxnb's check stopped it)",
     "traced": "(traced by mx.compile/vmap: no value)",
     "compiled": "(inside mx.compile: not visible to Python)",
+    "vmapped": "(inside mx.vmap: Python saw one example, MLX ran the batch)",
     "limit": "(not kept: trace limit reached)",
     "released": "(not kept: the cell let go of it, so MLX could reuse its memory; --viz keeps it)",
     "none": "-",
@@ -38,6 +40,8 @@ STATE_TEXT = {
     "error": "(could not be read)",
     "stopped": "(lost: the ranks were stopped while blocked in MPI)",
 }
+#: States whose reason is the same for an op's input and result: said once.
+ONE_REASON = ("compiled", "vmapped")
 
 
 def sent_text(dst: int | None, received: bool) -> str:
@@ -99,6 +103,7 @@ UNTIMED_TEXT = {
     "interrupted": "interrupted while mxnb's check waited for the other ranks; MLX never ran it",
     "refused": "refused by mxnb's check, which found the ranks disagree; MLX never ran it",
     "held_back": "not run: mxnb's check refused another op just before its evaluation",
+    "vmapped": "not timed: MLX runs its batch with the result of mx.vmap",
     "unknown": "not timed",
 }
 

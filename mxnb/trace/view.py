@@ -18,7 +18,7 @@ import numpy as np
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.wording import hosts_text, ranks_text, shape_text
 from mxnb.trace.provenance import Provenance, provenance
-from mxnb.trace.text import count, describe_value, sent_text, timing_text
+from mxnb.trace.text import ONE_REASON, count, describe_value, sent_text, timing_text
 from mxnb.trace.timeline import (
     LANE_STATES,
     Fold,
@@ -47,8 +47,8 @@ SIDES = ("before", "after")
 class SideView:
     """One side (the input before, the result after) of one rank's op."""
 
-    #: ok | lazy | in_flight | refused | traced | compiled | limit | none | template | error
-    #: | absent | converted (a Python or NumPy input, which MLX made into an array itself),
+    #: ok | lazy | in_flight | refused | traced | compiled | vmapped | limit | none | template
+    #: | error | absent | converted (a Python or NumPy input, which MLX made into an array itself),
     #: or sent: a send's result, which is its own input (the message is elsewhere)
     state: str
     snap: Snapshot | None  # the values, only when state is "ok"
@@ -203,7 +203,7 @@ class TraceView:
             timing = f" | {p.time_text}" if p.timed else ""
             want = f" (expected {p.expected.text})" if p.expected else ""
             values = f"{p.before.text} -> {p.after.text}"
-            if p.before.state == p.after.state == "compiled":  # one reason for both sides
+            if p.before.state == p.after.state in ONE_REASON:  # said once for both sides
                 values = p.after.text
             lines.append(f"  rank {r}: {types}: {values}{want}{timing}")
         if s.inputs_note:

@@ -65,6 +65,8 @@ def test_ranks_mapping_over_different_batches_are_refused(run, nranks, magics):
         "same = f(mx.ones((3, 2)) * (rank + 1)).tolist()\n")  # fmt: skip
     total = float(sum(range(1, nranks + 1)))
     assert mxnb.pull("same") == [[[total] * 2] * 3] * nranks
+    text = mxnb.last_trace().text()  # the op as MLX ran it: the batch of 3
+    assert "rank 0: float32 (3, 2) -> float32 (3, 2): (inside mx.vmap: Python saw" in text
     with pytest.raises(RankError) as info:
         run("out = f(mx.ones((3 + rank, 2)))\nmx.eval(out)\n", "--timeout 30")
     err = str(info.value)
