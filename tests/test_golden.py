@@ -140,6 +140,23 @@ def test_trace_compiled_loop() -> None:
     check_golden("trace-compiled-loop", Trace(reps).text())
 
 
+def test_trace_collectives_run_in_different_orders() -> None:
+    """Both ranks call all_sum a then b; rank 0 evaluates a first, rank 1 b first.
+    MPI paired rank 0's a with rank 1's b (the values measured on 2 ranks)."""
+    a_code, b_code = "a = mx.distributed.all_sum(x)", "b = mx.distributed.all_sum(x * 10)"
+    xs = [np.array([1.0, 2.0], np.float32) * (r + 1) for r in range(2)]
+    got = {0: ([21.0, 42.0], [12.0, 24.0]), 1: ([12.0, 24.0], [21.0, 42.0])}
+    runs = {0: (1, 2), 1: (2, 1)}  # which evaluation ran a, b on each rank
+    reps = []
+    for r in range(2):
+        a = op(1, "all_sum", r, xs[r], np.array(got[r][0], np.float32), line=2, code=a_code)
+        b = op(2, "all_sum", r, xs[r] * 10, np.array(got[r][1], np.float32), line=3,
+               code=b_code)  # fmt: skip
+        a["eval_no"], b["eval_no"] = runs[r]
+        reps.append(report(r, [a, b]))
+    check_golden("trace-run-in-different-orders", Trace(reps).text())
+
+
 def test_trace_vmapped_all_sum() -> None:
     """An all_sum inside mx.vmap over 3 examples: MLX ran it on the batch,
     and Python held only one example's placeholder."""

@@ -127,6 +127,9 @@ class OpTrace(TypedDict, total=False):
     eval_ops: int
     eval_arrays: int
     eval_note: str | None  # indirect | async | lazy | unknown
+    #: which of the cell's evaluations on this rank ran it (1, 2, ...): the order
+    #: the rank ran its ops in; None where that is not known
+    eval_no: int | None
     #: completing mxnb's checks just before that evaluation (not in eval_s); None: unchecked
     check_s: float | None
     errors: dict[str, str]

@@ -73,6 +73,9 @@ class EvalTimer:
         #: tells, without evaluating, whether MLX has evaluated an array
         self.evaluated = evaluated
         self.pending: dict[int, OpRecord] = {}  # id(record) -> untimed op, oldest first
+        #: the cell's evaluations that ran so far: each op notes which one ran it
+        #: (``eval_no``), the order a view compares across ranks (MPI pairs in it)
+        self.evals = 0
 
     def follow(self, rec: OpRecord) -> None:
         """Start following an op's result (``rec.ref``) until an evaluation runs it."""
@@ -103,6 +106,8 @@ class EvalTimer:
         results) took ``seconds`` (entry point ``entry``), after ``check_s`` of
         completing mxnb's checks; ``seconds`` None: interrupted during those
         checks, before MLX ran."""
+        if seconds is not None:
+            self.evals += 1
         pending = self.pending
         if not pending:
             return
@@ -142,11 +147,12 @@ class EvalTimer:
         elif entry == "mx.async_eval":
             for rec in hits:
                 self._settle(rec, "async", by)
+                rec.eval_no = self.evals  # MLX queues its run now
         else:
             n = len(arrays) if len(arrays) < 2 else len({id(a) for a in arrays})
-            timing = (seconds, by, len(hits), n, check_s)
+            timing, k = (seconds, by, len(hits), n, check_s), self.evals
             for rec in hits:
-                rec.timing = timing
+                rec.timing, rec.eval_no = timing, k
         if len(hits) > 1 and seconds is not None:  # nothing ran: no order to speak of
             _mark_unordered(hits)
 
@@ -161,6 +167,7 @@ class EvalTimer:
                 self._settle(rec, "unknown")
             elif self.evaluated(out):
                 self._settle(rec, "indirect")
+                rec.eval_no = self.evals  # run by the evaluation that just ended
 
     def end_cell(self) -> None:
         """Settle every op still untimed: evaluated some other way, or never."""

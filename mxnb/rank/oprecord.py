@@ -37,6 +37,7 @@ class OpRecord:
     #: the evaluation that ran it: (eval_s, eval_by, eval_ops, eval_arrays, check_s)
     timing: tuple[float | None, str | None, int, int, float | None] | None = None
     eval_note: str | None = None  # why it has no eval_s (mxnb.rank.evaltime.NOTES)
+    eval_no: int | None = None  # which of the cell's evaluations ran it (1, 2, ...)
     unordered: list[int] | None = None  # seqs run with it on its channel
     #: called while ``mx.compile`` traced its function: the MLX group passed
     #: (None: the world) is kept for the replays (mxnb.rank.compiled)

@@ -247,6 +247,7 @@ class Recorder:
             "call_s": rec.call_s,  # building the graph node: no data moves here
             "eval_s": eval_s, "eval_by": eval_by, "eval_ops": eval_ops,
             "eval_arrays": eval_arrays, "eval_note": rec.eval_note, "check_s": check_s,
+            "eval_no": rec.eval_no,
         }  # fmt: skip
         if rec.unordered:
             meta["unordered"] = rec.unordered

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mxnb.protocol.ops import COLLECTIVES
 from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import ranks_text, shape_text
 from mxnb.trace.expect import RTOL
@@ -18,7 +19,7 @@ from mxnb.trace.expect import RTOL
 if TYPE_CHECKING:
     from mxnb.trace.merge import Step
 
-__all__ = ["disagreeing", "inputs_note", "same_result"]
+__all__ = ["disagreeing", "inputs_note", "run_order", "same_result"]
 
 
 def same_result(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -72,3 +73,66 @@ def disagreeing(step: Step) -> list[int]:
     if first is None or all(same_result(first, step.ranks[r]["after"]) for r in read[1:]):
         return []
     return read
+
+
+def run_order(steps: list[Step]) -> None:
+    """Note, under both, two collectives of one group that ranks ran in different orders.
+
+    MPI pairs a group's collectives in the order each rank runs them, which
+    MLX's laziness makes the order of the evaluations, not of the calls: a
+    rank that evaluates ``b`` before ``a`` while another evaluates ``a``
+    first has each combined with the other's data, with no error.  Each op
+    says which of its rank's evaluations ran it (``eval_no``); ops run by one
+    evaluation, or whose evaluation is not known, are not compared.
+    """
+    by_group: dict[str, list[Step]] = defaultdict(list)
+    for step in steps:
+        if step.op in COLLECTIVES:
+            by_group[step.group].append(step)
+    for group in by_group.values():
+        runs: dict[int, dict[int, int]] = defaultdict(dict)  # rank -> step index -> eval_no
+        for step in group:
+            for rank, m in step.ranks.items():
+                if m.get("eval_no") is not None:
+                    runs[rank][step.index] = m["eval_no"]
+        found = _swapped(runs)
+        if found is None:
+            continue
+        first, second, r, q = found
+        a, b = sorted((first, second))
+        note = (
+            f"{ranks_text([r, q])} ran #{a} and #{b} in different orders (rank {r} ran "
+            f"#{first} first, rank {q} #{second}): MPI pairs a group's collectives in the "
+            "order each rank runs them, so it combined different collectives across the "
+            "ranks. Evaluate them in the same order on every rank."
+        )
+        for step in group:
+            if step.index in (first, second):
+                step.order_note = note
+
+
+def _swapped(runs: dict[int, dict[int, int]]) -> tuple[int, int, int, int] | None:
+    """(a, b, r, q): rank r ran step a in an earlier evaluation than step b, rank q
+    in a later one; None if every rank ran them in one order.  O(n log n) a rank."""
+    ranks = sorted(runs)
+    if len(ranks) < 2:
+        return None
+    r = ranks[0]
+    mine = runs[r]
+    for q in ranks[1:]:
+        theirs = runs[q]
+        both = sorted((mine[i], theirs[i], i) for i in mine.keys() & theirs.keys())
+        # (q's eval_no, step): the step q ran last among those r ran in earlier evaluations
+        best: tuple[int, int] | None = None
+        current: tuple[int, int] | None = None  # the same over r's evaluation at hand
+        at = None
+        for e_mine, e_theirs, i in both:
+            if e_mine != at:  # r's next evaluation: fold the last one in
+                if current is not None and (best is None or current > best):
+                    best = current
+                current, at = None, e_mine
+            if best is not None and best[0] > e_theirs:
+                return best[1], i, r, q
+            if current is None or (e_theirs, i) > current:
+                current = (e_theirs, i)
+    return None

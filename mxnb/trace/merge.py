@@ -32,7 +32,7 @@ from mxnb.protocol.messages import OpTrace, TraceReport
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import group_text, ranks_text, shape_text
-from mxnb.trace.agree import disagreeing, inputs_note
+from mxnb.trace.agree import disagreeing, inputs_note, run_order
 from mxnb.trace.expect import Expected, expected
 from mxnb.trace.pairs import pair_transfers
 
@@ -76,6 +76,8 @@ class Step:
     expected: Expected | None = None
     #: a collective called with different dtypes or shapes on different ranks
     inputs_note: str = ""
+    #: two collectives of one group the ranks ran in different orders (see run_order)
+    order_note: str = ""
 
     @property
     def site(self) -> dict[str, Any] | None:
@@ -148,6 +150,7 @@ class Trace:
                 s.mismatch = s.expected.wrong
             elif s.op in AGREEING:
                 s.mismatch = disagreeing(s)
+        run_order(self.steps)
 
     # -- merging --------------------------------------------------------------
 

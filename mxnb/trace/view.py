@@ -110,6 +110,8 @@ class StepView:
     mismatch: list[int]
     mismatch_text: str
     inputs_note: str
+    #: collectives of this group the ranks ran in different orders (empty: none)
+    order_note: str
     transfers: list[TransferView]
     panels: dict[int, PanelView]  # rank -> panel, for the ranks that took part
     lanes: dict[int, str] = field(default_factory=dict)  # rank -> lane state (timeline)
@@ -210,6 +212,8 @@ class TraceView:
             lines.append(f"  !! {s.inputs_note}")
         if s.mismatch:
             lines.append(f"  !! {s.mismatch_text}")
+        if s.order_note:
+            lines.append(f"  !! {s.order_note}")
         return lines
 
 
@@ -260,6 +264,7 @@ def _step(step: Step) -> StepView:
         mismatch=list(step.mismatch),
         mismatch_text=step.mismatch_text(),
         inputs_note=step.inputs_note,
+        order_note=step.order_note,
         transfers=[
             TransferView(t.src, t.dst, t.matched, t.what, t.note, _received_here(step, t))
             for t in step.transfers
@@ -308,7 +313,7 @@ def _lanes(step: Step) -> dict[int, str]:
             out[r] = "mismatched"
         elif r in step.mismatch:
             out[r] = "wrong" if step.expected is not None else "disagree"
-        elif step.inputs_note or r in bad:
+        elif step.inputs_note or step.order_note or r in bad:
             out[r] = "mismatched"
         elif after == "lazy":
             out[r] = "lazy"

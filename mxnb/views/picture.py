@@ -193,7 +193,8 @@ def _op_block(step: StepView, ranks: list[int]) -> tuple[Image.Image, dict[Any, 
         y = pen.para(tx, y + 2, t.note, x + width - tx, BODY, RED) if t.note else y + 24
     won = WINNERS_NOTE if step.provenance and step.provenance.winners else ""
     for note, ink in (
-        (step.inputs_note, RED), (step.mismatch_text, RED), (scale.note, CLIP_INK),
+        (step.inputs_note, RED), (step.mismatch_text, RED), (step.order_note, RED),
+        (scale.note, CLIP_INK),
         (won, GREY_INK),
     ):  # fmt: skip
         y = pen.para(x, y, note, width, BODY, ink) if note else y

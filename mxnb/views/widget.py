@@ -133,6 +133,7 @@ def _step_state(step: StepView, ranks: list[int]) -> dict[str, Any]:
         "mismatch": step.mismatch,
         "mismatch_text": step.mismatch_text,
         "inputs_note": step.inputs_note,
+        "order_note": step.order_note,
         "transfers": [
             {"src": t.src, "dst": t.dst, "what": t.what, "note": t.note, "drawn": t.drawn}
             for t in step.transfers

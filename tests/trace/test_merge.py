@@ -611,3 +611,26 @@ def test_an_op_stopped_by_a_refused_op_it_was_not_evaluated_with_is_held_back(ru
     text = t.text()
     assert "not run: mxnb's check refused another op just before its evaluation" in text
     assert "interrupted" not in text
+
+
+def test_collectives_run_in_different_orders_are_named(run, nranks):
+    """Every rank calls all_sum a then b; the last rank evaluates b first.  The
+    checks compare the calls, which agree, and MPI pairs the runs: the last
+    rank's b was combined with the others' a, with no error.  The trace says why."""
+    run(
+        "x = mx.array([1.0, 2.0]) * (rank + 1)\n"
+        "a = mx.distributed.all_sum(x)\n"
+        "b = mx.distributed.all_sum(x * 10)\n"
+        "if rank == size - 1:\n"
+        "    mx.eval(b)\n    mx.eval(a)\n"
+        "else:\n"
+        "    mx.eval(a)\n    mx.eval(b)\n",
+        "--timeout 30",
+    )
+    text = mxnb.last_trace().text()
+    last = nranks - 1
+    said = f"!! ranks 0, {last} ran #1 and #2 in different orders (rank 0 ran #1 first, "
+    assert said + f"rank {last} #2): MPI pairs" in text
+    assert text.count("in different orders") == 2  # under both ops
+    run("y = mx.distributed.all_sum(x)\nmx.eval(y)\nz = mx.distributed.all_sum(x)\nmx.eval(z)\n")
+    assert "in different orders" not in mxnb.last_trace().text()

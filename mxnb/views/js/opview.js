@@ -128,6 +128,7 @@ function opView(data, steps, ctx, view, onPoint) {
     }
     if (s.inputs_note) root.appendChild(el("div", "mxnb-bad mxnb-inputs", s.inputs_note));
     if (s.mismatch.length) root.appendChild(el("div", "mxnb-bad mxnb-mismatch", s.mismatch_text));
+    if (s.order_note) root.appendChild(el("div", "mxnb-bad mxnb-order", s.order_note));
   }
   // a result to point at: none where the op never ran (refused, or not evaluated)
   const reduce = steps.every((s) => REDUCE[s.op]) && steps.some((s) => s.panels.some((p) => p && p.after));
