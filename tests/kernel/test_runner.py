@@ -60,11 +60,17 @@ def test_timeout_returns_control_and_names_the_slow_rank(cluster):
 
 
 def test_ctrl_c_returns_at_once_and_leaves_ranks_running(cluster):
+    # as a kernel does while it runs a cell; a test run started in the
+    # background by a shell inherits SIGINT ignored instead
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     t0 = time.monotonic()
-    res = run_cell(cluster.view, "import time\ntime.sleep(4)\nprint('slept')")
-    timer.cancel()
+    try:
+        res = run_cell(cluster.view, "import time\ntime.sleep(4)\nprint('slept')")
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, handler)
     assert time.monotonic() - t0 < 2
     assert res.interrupted and res.unfinished == [0, 1]
     # the runner does not touch the ranks; they finish on their own
