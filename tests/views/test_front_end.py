@@ -334,3 +334,19 @@ def test_values_past_the_exact_limit_say_how_they_are_shown(show):
         # no terms to point at: the line says why, without asking to point
         terms = page.locator(".mxnb-terms").inner_text().strip()
         assert terms == "the terms need every rank's exact input (arrays up to 4096 elements)"
+
+
+def test_collectives_run_in_different_orders_are_said_under_the_op(show):
+    """Rank 1 ran #2 before #1: the op says so, under its wrong results."""
+    xs = [np.array([1.0, 2.0], np.float32) * (r + 1) for r in range(2)]
+    got = {0: ([21.0, 42.0], [12.0, 24.0]), 1: ([12.0, 24.0], [21.0, 42.0])}
+    reps = []
+    for r in range(2):
+        a = op(1, "all_sum", r, xs[r], np.array(got[r][0], np.float32), line=2)
+        b = op(2, "all_sum", r, xs[r] * 10, np.array(got[r][1], np.float32), line=3)
+        a["eval_no"], b["eval_no"] = (1, 2) if r == 0 else (2, 1)
+        reps.append(report(r, [a, b]))
+    page = show(Trace(reps))
+    said = page.locator(".mxnb-order").inner_text()
+    assert said.startswith("ranks 0, 1 ran #1 and #2 in different orders (rank 0 ran #1 first")
+    assert "hold a wrong result" in page.locator(".mxnb-mismatch").inner_text()

@@ -125,6 +125,8 @@ def test_collective_inputs_of_different_dtypes_are_named():
          "not timed: mx.async_eval returns before the transfer ends"),
         ({"eval_s": None, "eval_note": "lazy"}, "not evaluated"),
         ({"eval_s": None, "eval_note": "unknown"}, "not timed"),
+        ({"eval_s": None, "eval_note": "vmapped"},
+         "not timed: MLX runs its batch with the result of mx.vmap"),
         ({}, "not timed"),
     ],
 )  # fmt: skip
@@ -154,6 +156,16 @@ def test_a_compiled_op_has_no_call_time_and_says_why_no_values():
     assert panel["call_ms"] is None and panel["time"].startswith("evaluated in")
     words = widget.trace["words"]["states"]
     assert words["compiled"] == "(inside mx.compile: not visible to Python)"
+
+
+def test_a_vmapped_op_says_what_python_held():
+    inside = {"before": "vmapped", "after": "vmapped"}
+    x = np.ones((3, 2), np.float32)
+    widget = TraceWidget(Trace([report(r, [op(1, "all_sum", r, x, x, states=inside)])
+                                for r in range(2)]))  # fmt: skip
+    words = widget.trace["words"]["states"]
+    assert words["vmapped"] == "(inside mx.vmap: Python saw one example, MLX ran the batch)"
+    assert widget.trace["steps"][0]["order_note"] == ""
 
 
 def test_rounding_differences_are_not_disagreement():
