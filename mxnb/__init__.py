@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mxnb.errors import CommMismatch, MxnbError, RankError
+from mxnb.errors import CommMismatch, MxnbError, RankError, RunOrderError
 
 if TYPE_CHECKING:
     from mxnb.kernel.session import MxdistSession
@@ -25,6 +25,7 @@ __all__ = [
     "CommMismatch",
     "MxnbError",
     "RankError",
+    "RunOrderError",
     "Trace",
     "__version__",
     "last_trace",

@@ -25,6 +25,7 @@ __all__ = [
     "MPIError",
     "MxnbError",
     "RankError",
+    "RunOrderError",
     "UndefinedOrder",
     "UnknownGroup",
     "UnsupportedReduction",
@@ -78,6 +79,16 @@ class RankError(MxnbError):
         from mxnb.views.outcome import error_lines
 
         return error_lines(self.shown, self.headline, self.report, self.note)
+
+
+class RunOrderError(MxnbError):
+    """Every rank finished the cell, but ranks ran a group's collectives in
+    different orders, so MPI combined different collectives and their results
+    are wrong; names the collectives, their lines and the ranks.
+
+    Found after the fact, from each rank's record of which evaluation ran
+    which op: the checks compare the calls, which agreed.
+    """
 
 
 class CommMismatch(RuntimeError):

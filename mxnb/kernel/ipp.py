@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["launcher_output", "task_futures"]
+__all__ = ["launcher_output", "reply_payloads", "task_futures"]
 
 
 def task_futures(ar: Any) -> list[Any]:
@@ -19,6 +19,15 @@ def task_futures(ar: Any) -> list[Any]:
     public ``AsyncResult`` only says when *all* replies are in.
     """
     return list(ar._children)
+
+
+def reply_payloads(child: Any) -> list[dict[str, Any]]:
+    """The payloads (IPython's ``payload_manager``) of an engine's finished,
+    successful execute reply; the client keeps them only in the reply's content."""
+    if not child.done() or child.exception() is not None:
+        return []
+    content = getattr(child.result(), "_content", None) or {}
+    return list(content.get("payload") or [])
 
 
 def launcher_output(launcher: Any) -> str:

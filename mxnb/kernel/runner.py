@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from mxnb.kernel import ipp
+from mxnb.protocol.messages import ORDER_PAYLOAD
 
 __all__ = ["CellResult", "RankOutcome", "RankStreamer", "run_cell"]
 
@@ -32,6 +33,8 @@ class RankOutcome:
     result: dict[str, Any] | None = None  # mime bundle of the last expression
     error: dict[str, Any] | None = None  # ename, evalue, traceback (list of lines)
     done: bool = False
+    #: groups whose collectives the rank ran out of call order (OrderPayload)
+    late: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -253,3 +256,6 @@ def _collect(ar: Any, outcomes: list[RankOutcome]) -> None:
         er = md.get("execute_result")
         if er:
             o.result = er.get("data") or None
+        for said in ipp.reply_payloads(child):
+            if said.get("source") == ORDER_PAYLOAD:
+                o.late = list(said["groups"])

@@ -245,6 +245,7 @@ class MxdistSession(Configurable):
             told = self.tracing.after_cell(view, result, show=viz)
             if result.failed:
                 raise RankError(result, note=told)
+            self.tracing.check_order(view, result, shown=viz)
             shown = RankResults(result.outcomes)
             return shown if shown else None
         settled = settle(cluster, run, why, watch.diagnosis)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mxnb.errors import MxnbError
+from mxnb.errors import MxnbError, RunOrderError
 from mxnb.kernel import remote
 from mxnb.trace import Trace
 
@@ -69,6 +69,26 @@ class Tracing:
 
         display(TraceWidget(self.trace))
         return "The trace of what ran is shown above; mxnb.last_trace() returns it."
+
+    def check_order(self, view: Any, result: Any, shown: bool) -> None:
+        """Raise :class:`RunOrderError` if the ranks ran a group's collectives in
+        different orders; ``shown``: the cell's trace is displayed above.
+
+        Only when a rank said it ran some out of call order (its reply's
+        payload) is the trace fetched and compared: otherwise no two ranks can
+        differ, and a cell costs nothing more.
+        """
+        if not any(o.late for o in result.outcomes):
+            return
+        if self.trace is None:
+            self.trace = fetch_trace(view)
+        swaps = self.trace.swaps
+        if not swaps:
+            return
+        said = [f"On {s.first.group_text()}: {s.note(sites=True)}" for s in swaps]
+        where = "above" if shown else "of the cell (mxnb.show())"
+        said.append(f"The trace {where} marks the results that are wrong.")
+        raise RunOrderError(" ".join(said))
 
     def show_probed(self, states: dict[int, Any], size: int) -> str:
         """After the ranks had to be stopped: the trace their last probe answers hold."""

@@ -7,18 +7,22 @@ builds them, the kernel side reads them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
 __all__ = [
+    "ORDER_PAYLOAD",
     "EvalState",
     "OpLogState",
     "OpState",
     "OpTrace",
+    "OrderPayload",
     "ProbeReply",
     "RankInfo",
     "Snapshot",
     "TraceReport",
     "WaitState",
+    "in_call_order",
 ]
 
 
@@ -150,3 +154,35 @@ class TraceReport(TypedDict):
     groups: dict[str, list[int]]  # label -> world ranks of each group this rank is in
     dropped: int
     host: str  # the rank's hostname
+
+
+#: The ``source`` of the payload a rank adds to its reply to a cell (IPython's
+#: payload manager) when it ran collectives out of their call order.
+ORDER_PAYLOAD = "mxnb.run_order"
+
+
+class OrderPayload(TypedDict):
+    """Sent with a cell's reply, only by a rank that ran a group's collectives
+    in another order than it called them: the kernel then compares the ranks'
+    traces, as MPI would have paired different collectives if they differ."""
+
+    source: str  # ORDER_PAYLOAD
+    groups: list[str]  # labels of the groups concerned
+
+
+def in_call_order(eval_nos: Iterable[int | None]) -> bool:
+    """Whether a rank ran one group's collectives in their call order.
+
+    ``eval_nos``: which of the cell's evaluations ran each collective, in call
+    order (None: not known).  Ops run by one evaluation tie.  Ranks that all
+    ran in call order cannot have paired different collectives, so this is the
+    cheap test each rank makes on its own.
+    """
+    last = 0
+    for e in eval_nos:
+        if e is None:
+            continue
+        if e < last:
+            return False
+        last = e
+    return True

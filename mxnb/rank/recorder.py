@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mxnb.protocol import snapshot
-from mxnb.protocol.messages import OpTrace, TraceReport
-from mxnb.protocol.ops import AGREEING
+from mxnb.protocol.messages import OpTrace, TraceReport, in_call_order
+from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.rank import check, hooks
 from mxnb.rank.evaltime import EvalTimer
 from mxnb.rank.graph import has_pending_graph
@@ -116,6 +116,12 @@ class Recorder:
 
     # cell boundaries (IPython events on the rank's shell)
 
+    @property
+    def late(self) -> list[str]:
+        """Groups whose collectives the last cell ran out of call order here
+        (:class:`~mxnb.protocol.messages.OrderPayload`)."""
+        return (self.finished or {}).get("late", [])
+
     def start_cell(self, *_: Any) -> None:
         held = any(rec.handles for rec in (self.finished or {}).get("records", ()))
         self.ops, self.dropped, self.held, self.kept_ops = [], 0, 0, 0
@@ -153,7 +159,7 @@ class Recorder:
                     rec.states[side] = "in_flight" if stuck else "lazy"
                     del rec.handles[side]
         self.finished = {"enabled": self.enabled, "kept": self.keep, "records": records,
-                         "dropped": self.dropped}  # fmt: skip
+                         "dropped": self.dropped, "late": _late_groups(self.ops)}  # fmt: skip
         self.ops = []
         self.held = 0
 
@@ -306,6 +312,15 @@ def _snapshot(rec: Record, side: str, value: Any, h: Any) -> None:
     digest = side == "after" and rec.meta["op"] in AGREEING
     rec.meta[side] = snapshot.encode(value, dtype=dtype, digest=digest)
     rec.states[side] = "ok"
+
+
+def _late_groups(ops: list[OpRecord]) -> list[str]:
+    """Labels of the groups whose collectives this rank ran out of call order."""
+    runs: dict[str, list[int | None]] = {}
+    for rec in ops:
+        if rec.op in COLLECTIVES:
+            runs.setdefault(rec.mirror.label, []).append(rec.eval_no)
+    return [label for label, evals in runs.items() if not in_call_order(evals)]
 
 
 def finish_reads(recs: list[Record]) -> None:

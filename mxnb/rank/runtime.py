@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mxnb.protocol.messages import ORDER_PAYLOAD, OrderPayload
 from mxnb.protocol.net import LOOPBACK, address_towards
 from mxnb.rank.entries import EvalEntries
 from mxnb.rank.groups import Groups
@@ -79,7 +80,19 @@ class Runtime:
         shell.events.register("pre_run_cell", self.recorder.start_cell)
         shell.events.register("pre_run_cell", self.oplog.pre_cell)
         shell.events.register("post_run_cell", self.recorder.end_cell)
+        shell.events.register("post_run_cell", self._tell_order)
         shell.events.register("post_run_cell", self.oplog.post_cell)
+
+    def _tell_order(self, *_: Any) -> None:
+        """Say, with the cell's reply, which groups ran collectives out of call order.
+
+        It rides in the reply the kernel waits for anyway (IPython's payload),
+        and only when there is something to say: a cell costs nothing more.
+        """
+        late = self.recorder.late
+        if late and self._shell is not None:
+            said: OrderPayload = {"source": ORDER_PAYLOAD, "groups": late}
+            self._shell.payload_manager.write_payload(said)
 
     def uninstall(self) -> None:
         """Put MLX's own functions back and stop serving the probe."""
@@ -92,6 +105,7 @@ class Runtime:
                 ("pre_run_cell", self.recorder.start_cell),
                 ("pre_run_cell", self.oplog.pre_cell),
                 ("post_run_cell", self.recorder.end_cell),
+                ("post_run_cell", self._tell_order),
                 ("post_run_cell", self.oplog.post_cell),
             ):
                 try:

@@ -7,10 +7,12 @@ into steps; the words are what every view shows under the step.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mxnb.protocol.messages import in_call_order
 from mxnb.protocol.ops import COLLECTIVES
 from mxnb.protocol.snapshot import decode
 from mxnb.protocol.wording import ranks_text, shape_text
@@ -19,7 +21,7 @@ from mxnb.trace.expect import RTOL
 if TYPE_CHECKING:
     from mxnb.trace.merge import Step
 
-__all__ = ["disagreeing", "inputs_note", "run_order", "same_result"]
+__all__ = ["Swap", "disagreeing", "inputs_note", "run_order", "same_result"]
 
 
 def same_result(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -75,7 +77,33 @@ def disagreeing(step: Step) -> list[int]:
     return read
 
 
-def run_order(steps: list[Step]) -> None:
+@dataclass(frozen=True)
+class Swap:
+    """Two collectives of one group that ranks ran in different orders: rank
+    ``r`` ran ``first`` first, rank ``q`` ran ``second`` first."""
+
+    first: Step
+    second: Step
+    r: int
+    q: int
+
+    def note(self, sites: bool = False) -> str:
+        """The words every view shows; ``sites``: name each op's line too (an error
+        says it away from the trace, where the steps' lines are not beside it)."""
+        first, second = self.first.index, self.second.index
+        said = {s.index: f"#{s.index}" + (f" ({s.site_text()})" if sites else "")
+                for s in (self.first, self.second)}  # fmt: skip
+        a, b = sorted(said)
+        return (
+            f"{ranks_text([self.r, self.q])} ran {said[a]} and {said[b]} in different "
+            f"orders (rank {self.r} ran #{first} first, rank {self.q} #{second}): MPI "
+            "pairs a group's collectives in the order each rank runs them, so it combined "
+            "different collectives across the ranks. Evaluate them in the same order on "
+            "every rank."
+        )
+
+
+def run_order(steps: list[Step]) -> list[Swap]:
     """Note, under both, two collectives of one group that ranks ran in different orders.
 
     MPI pairs a group's collectives in the order each rank runs them, which
@@ -83,12 +111,14 @@ def run_order(steps: list[Step]) -> None:
     rank that evaluates ``b`` before ``a`` while another evaluates ``a``
     first has each combined with the other's data, with no error.  Each op
     says which of its rank's evaluations ran it (``eval_no``); ops run by one
-    evaluation, or whose evaluation is not known, are not compared.
+    evaluation, or whose evaluation is not known, are not compared.  Returns
+    one swap per group that has one.
     """
     by_group: dict[str, list[Step]] = defaultdict(list)
     for step in steps:
         if step.op in COLLECTIVES:
             by_group[step.group].append(step)
+    swaps = []
     for group in by_group.values():
         runs: dict[int, dict[int, int]] = defaultdict(dict)  # rank -> step index -> eval_no
         for step in group:
@@ -99,40 +129,47 @@ def run_order(steps: list[Step]) -> None:
         if found is None:
             continue
         first, second, r, q = found
-        a, b = sorted((first, second))
-        note = (
-            f"{ranks_text([r, q])} ran #{a} and #{b} in different orders (rank {r} ran "
-            f"#{first} first, rank {q} #{second}): MPI pairs a group's collectives in the "
-            "order each rank runs them, so it combined different collectives across the "
-            "ranks. Evaluate them in the same order on every rank."
-        )
-        for step in group:
-            if step.index in (first, second):
-                step.order_note = note
+        at = {step.index: step for step in group}
+        swap = Swap(at[first], at[second], r, q)
+        swap.first.order_note = swap.second.order_note = swap.note()
+        swaps.append(swap)
+    return swaps
 
 
 def _swapped(runs: dict[int, dict[int, int]]) -> tuple[int, int, int, int] | None:
     """(a, b, r, q): rank r ran step a in an earlier evaluation than step b, rank q
-    in a later one; None if every rank ran them in one order.  O(n log n) a rank."""
+    in a later one; None if every rank ran them in one order.
+
+    Only a rank that ran some collectives out of call order can be half of a
+    swap, so each such rank is compared with every other one: no comparison
+    at all in the common case, and O(n log n) for each pair compared.
+    """
     ranks = sorted(runs)
-    if len(ranks) < 2:
-        return None
-    r = ranks[0]
-    mine = runs[r]
-    for q in ranks[1:]:
-        theirs = runs[q]
-        both = sorted((mine[i], theirs[i], i) for i in mine.keys() & theirs.keys())
-        # (q's eval_no, step): the step q ran last among those r ran in earlier evaluations
-        best: tuple[int, int] | None = None
-        current: tuple[int, int] | None = None  # the same over r's evaluation at hand
-        at = None
-        for e_mine, e_theirs, i in both:
-            if e_mine != at:  # r's next evaluation: fold the last one in
-                if current is not None and (best is None or current > best):
-                    best = current
-                current, at = None, e_mine
-            if best is not None and best[0] > e_theirs:
-                return best[1], i, r, q
-            if current is None or (e_theirs, i) > current:
-                current = (e_theirs, i)
+    late = {q for q in ranks if not in_call_order(runs[q][i] for i in sorted(runs[q]))}
+    for k, r in enumerate(ranks):
+        for q in ranks[k + 1 :]:
+            if r in late or q in late:
+                found = _pair(runs[r], runs[q])
+                if found is not None:
+                    return (*found, r, q)
+    return None
+
+
+def _pair(mine: dict[int, int], theirs: dict[int, int]) -> tuple[int, int] | None:
+    """(a, b): one rank ran step a in an earlier evaluation than step b, the other
+    in a later one; None if the two ran their common steps in one order."""
+    both = sorted((mine[i], theirs[i], i) for i in mine.keys() & theirs.keys())
+    # (their eval_no, step): the step they ran last among those I ran in earlier evaluations
+    best: tuple[int, int] | None = None
+    current: tuple[int, int] | None = None  # the same over my evaluation at hand
+    at = None
+    for e_mine, e_theirs, i in both:
+        if e_mine != at:  # my next evaluation: fold the last one in
+            if current is not None and (best is None or current > best):
+                best = current
+            current, at = None, e_mine
+        if best is not None and best[0] > e_theirs:
+            return best[1], i
+        if current is None or (e_theirs, i) > current:
+            current = (e_theirs, i)
     return None

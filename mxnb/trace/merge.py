@@ -150,7 +150,8 @@ class Trace:
                 s.mismatch = s.expected.wrong
             elif s.op in AGREEING:
                 s.mismatch = disagreeing(s)
-        run_order(self.steps)
+        #: collectives ranks ran in different orders, one per group (see run_order)
+        self.swaps = run_order(self.steps)
 
     # -- merging --------------------------------------------------------------
 

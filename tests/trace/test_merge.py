@@ -16,7 +16,7 @@ import pytest
 
 import mxnb
 from collective_cases import EXPECTED, SETUP, inputs
-from mxnb.errors import MxnbError
+from mxnb.errors import MxnbError, RunOrderError
 from mxnb.protocol.snapshot import MAX_BYTES, snapshot_size
 from mxnb.protocol.wording import ranks_text as rank_list
 from mxnb.trace import Trace
@@ -613,24 +613,51 @@ def test_an_op_stopped_by_a_refused_op_it_was_not_evaluated_with_is_held_back(ru
     assert "interrupted" not in text
 
 
-def test_collectives_run_in_different_orders_are_named(run, nranks):
+def test_collectives_run_in_different_orders_are_named(run, nranks, ip):
     """Every rank calls all_sum a then b; the last rank evaluates b first.  The
     checks compare the calls, which agree, and MPI pairs the runs: the last
-    rank's b was combined with the others' a, with no error.  The trace says why."""
-    run(
-        "x = mx.array([1.0, 2.0]) * (rank + 1)\n"
-        "a = mx.distributed.all_sum(x)\n"
-        "b = mx.distributed.all_sum(x * 10)\n"
-        "if rank == size - 1:\n"
-        "    mx.eval(b)\n    mx.eval(a)\n"
-        "else:\n"
-        "    mx.eval(a)\n    mx.eval(b)\n",
-        "--timeout 30",
+    rank's b was combined with the others' a.  The cell fails saying why, and
+    the trace says it under both ops."""
+    last = nranks - 1
+    with pytest.raises(RunOrderError) as err:
+        run(
+            "x = mx.array([1.0, 2.0]) * (rank + 1)\n"
+            "a = mx.distributed.all_sum(x)\n"
+            "b = mx.distributed.all_sum(x * 10)\n"
+            "if rank == size - 1:\n"
+            "    mx.eval(b)\n    mx.eval(a)\n"
+            "else:\n"
+            "    mx.eval(a)\n    mx.eval(b)\n",
+            "--timeout 30",
+        )
+    assert str(err.value) == (
+        f"On world ({rank_list(range(nranks))}): ranks 0, {last} ran #1 (line 3: a = "
+        "mx.distributed.all_sum(x)) and #2 (line 4: b = mx.distributed.all_sum(x * 10)) "
+        f"in different orders (rank 0 ran #1 first, rank {last} #2): MPI pairs a group's "
+        "collectives in the order each rank runs them, so it combined different "
+        "collectives across the ranks. Evaluate them in the same order on every rank. "
+        "The trace of the cell (mxnb.show()) marks the results that are wrong."
     )
     text = mxnb.last_trace().text()
-    last = nranks - 1
     said = f"!! ranks 0, {last} ran #1 and #2 in different orders (rank 0 ran #1 first, "
     assert said + f"rank {last} #2): MPI pairs" in text
     assert text.count("in different orders") == 2  # under both ops
-    run("y = mx.distributed.all_sum(x)\nmx.eval(y)\nz = mx.distributed.all_sum(x)\nmx.eval(z)\n")
+    # what MPI did: b and a mixed, as its algorithm for the world size mixes them
+    right = sum(range(1, nranks + 1))
+    assert any(got.tolist() != [right, 2 * right] for got in mxnb.pull("a"))
+
+
+def test_one_order_on_every_rank_passes_and_costs_no_fetch(run, ip):
+    """Every rank evaluates b before a: out of call order, but the same order,
+    so MPI paired the right collectives; a cell in call order fetches nothing."""
+    tracing = mxnb._session(ip).tracing
+    run(
+        "x = mx.array([1.0, 2.0])\n"
+        "a = mx.distributed.all_sum(x)\n"
+        "b = mx.distributed.all_sum(x * 10)\n"
+        "mx.eval(b)\nmx.eval(a)\n"
+        "assert a.tolist() == [size, 2 * size] and b.tolist() == [10 * size, 20 * size]\n"
+    )
     assert "in different orders" not in mxnb.last_trace().text()
+    run("y = mx.distributed.all_sum(x)\nmx.eval(y)\nz = mx.distributed.all_sum(x)\nmx.eval(z)\n")
+    assert tracing.trace is None  # nothing was fetched
