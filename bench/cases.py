@@ -219,7 +219,7 @@ def warm_cell(shell: Shell, reps: int) -> tuple[float, float]:
 
 
 def cell_allsum(
-    shell: Shell, nbytes: int, reps: int, line: str, spin: float = 0.0, observe: bool = False
+    shell: Shell, nbytes: int, reps: int, line: str, spin: float = 0.0, observe: str = ""
 ) -> float:
     """Median all_sum time inside %%mxdist (slowest rank), with the given flags."""
     return _cell(shell, f"timed_allsum(mx, world, {nbytes}, {reps}, {spin!r}, {observe!r})", line)

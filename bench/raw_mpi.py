@@ -17,20 +17,22 @@ import sys
 import time
 
 
-def timed_allsum(
-    mx, group, nbytes: int, reps: int, spin: float = 0.0, observe: bool = False
-) -> float:
+def timed_allsum(mx, group, nbytes: int, reps: int, spin: float = 0.0, observe: str = "") -> float:
     """Median seconds of ``mx.eval(all_sum(x))``.
 
     ``spin``: seconds of busy Python before each op, inside the timed step,
     standing for what a wrapper does between two ops.  ``observe``: the op
-    and ``mx.eval`` go through :func:`least_observer`'s wrappers instead.
+    and ``mx.eval`` go through :func:`least_observer`'s wrappers ("python"),
+    or through the same observer compiled (the path of the module
+    ``bench/compiled.py`` built).
     """
     x = mx.ones(max(1, nbytes // 4), dtype=mx.float32)
     mx.eval(x)
     all_sum, evaluate = mx.distributed.all_sum, mx.eval
-    if observe:
+    if observe == "python":
         all_sum, evaluate = least_observer(mx, all_sum, evaluate)
+    elif observe:
+        all_sum, evaluate = compiled_observer(observe).observe(all_sum, evaluate)
     for _ in range(3):
         evaluate(all_sum(x, group=group))
     times = []
@@ -82,6 +84,16 @@ def least_observer(mx, all_sum, evaluate):
             evals.clear()
 
     return op, ev
+
+
+def compiled_observer(path: str):
+    """The compiled least observer (``least_observer.c``), loaded from ``path``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("least_observer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def timed_step(mx, reps: int) -> float:

@@ -14,6 +14,7 @@ import io
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cases
+import compiled
 import views
 
 SIZES = {"1KB": 1024, "1MB": 2**20, "64MB": 64 * 2**20}
@@ -238,27 +240,41 @@ def python_between_ops(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
     The op log and evaluation wrapper are a few microseconds of Python per
     op; this shows what any such gap costs on the machine, apart from mxnb,
     and what the least a Python observer can do costs
-    (``raw_mpi.least_observer``), beside mxnb's recording in the same rounds.
+    (``raw_mpi.least_observer``), the same observer compiled
+    (``least_observer.c``, where a C compiler is at hand), and mxnb's
+    recording, all in the same rounds.
     """
     spins = (3,) if quick else (1, 2, 3, 4, 6)
     reps = 5 if quick else 2000
-    runs: dict[Any, list[float]] = {k: [] for k in (0, *spins, "observer", "record")}
-    with contextlib.redirect_stdout(io.StringIO()):
-        for _ in range(1 if quick else 3):
-            for k in runs:
-                if k == "observer":
-                    t = cases.cell_allsum(shell, 1024, reps, "--bare", observe=True)
-                elif k == "record":
-                    t = cases.cell_allsum(shell, 1024, reps, MODES["record"])
-                else:
-                    t = cases.cell_allsum(shell, 1024, reps, "--bare", k * 1e-6)
-                runs[k].append(t)
+    with tempfile.TemporaryDirectory(prefix="mxnb-bench-") as tmp:
+        built, why = compiled.build_observer(Path(tmp))
+        ways: list[Any] = [0, *spins, "observer", "record"]
+        if built is not None:
+            ways.insert(-1, "compiled")
+        runs: dict[Any, list[float]] = {k: [] for k in ways}
+        with contextlib.redirect_stdout(io.StringIO()):
+            for _ in range(1 if quick else 3):
+                for k in runs:
+                    if k == "observer":
+                        t = cases.cell_allsum(shell, 1024, reps, "--bare", observe="python")
+                    elif k == "compiled":
+                        t = cases.cell_allsum(shell, 1024, reps, "--bare", observe=str(built))
+                    elif k == "record":
+                        t = cases.cell_allsum(shell, 1024, reps, MODES["record"])
+                    else:
+                        t = cases.cell_allsum(shell, 1024, reps, "--bare", k * 1e-6)
+                    runs[k].append(t)
     base = cases.median(runs[0])
     name = "all_sum 1KB, 2 ranks"
     out = [row(f"{name}, --bare + {k} us of Python before each op", cases.median(runs[k]),
                base, "s/op", "report", None) for k in spins]  # fmt: skip
     out.append(row(f"{name}, --bare + the least Python observer", cases.median(runs["observer"]),
                    base, "s/op", "report", None))  # fmt: skip
+    if built is not None:
+        out.append(row(f"{name}, --bare + the least observer, compiled",
+                       cases.median(runs["compiled"]), base, "s/op", "report", None))  # fmt: skip
+    else:
+        print(f"the least observer, compiled: not measured ({why})")
     out.append(row(f"{name}, recording alone (same rounds)", cases.median(runs["record"]),
                    base, "s/op", "report", None))  # fmt: skip
     return out
