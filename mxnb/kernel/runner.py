@@ -33,8 +33,9 @@ class RankOutcome:
     result: dict[str, Any] | None = None  # mime bundle of the last expression
     error: dict[str, Any] | None = None  # ename, evalue, traceback (list of lines)
     done: bool = False
-    #: groups whose collectives the rank ran out of call order (OrderPayload)
-    late: list[str] = field(default_factory=list)
+    #: groups whose collectives the rank ran out of call order, and in which
+    #: order (label -> run_order_digest, from the rank's OrderPayload)
+    late: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -258,4 +259,4 @@ def _collect(ar: Any, outcomes: list[RankOutcome]) -> None:
             o.result = er.get("data") or None
         for said in ipp.reply_payloads(child):
             if said.get("source") == ORDER_PAYLOAD:
-                o.late = list(said["groups"])
+                o.late = dict(said["groups"])

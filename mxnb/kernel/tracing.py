@@ -75,10 +75,11 @@ class Tracing:
         different orders; ``shown``: the cell's trace is displayed above.
 
         Only when a rank said it ran some out of call order (its reply's
-        payload) is the trace fetched and compared: otherwise no two ranks can
-        differ, and a cell costs nothing more.
+        payload), and not every rank ran them in that same order, is the trace
+        fetched and compared: otherwise no two ranks can differ, and a cell
+        costs nothing more.
         """
-        if not any(o.late for o in result.outcomes):
+        if not _orders_differ(result.outcomes):
             return
         if self.trace is None:
             self.trace = fetch_trace(view)
@@ -117,3 +118,14 @@ class Tracing:
         if self.trace is None:
             self.trace = fetch_trace(cluster.client[self.targets])
         return self.trace
+
+
+def _orders_differ(outcomes: list[Any]) -> bool:
+    """Whether the ranks may have run some group's collectives in different orders.
+
+    Each rank that ran a group out of call order said in which order; ranks in
+    call order said nothing.  Only when every rank said the same for a group
+    can nothing differ (a group not every rank is in is compared in the trace).
+    """
+    said = {label for o in outcomes for label in o.late}
+    return any(len({o.late.get(label) for o in outcomes}) > 1 for label in said)

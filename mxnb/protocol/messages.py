@@ -7,7 +7,8 @@ builds them, the kernel side reads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "TraceReport",
     "WaitState",
     "in_call_order",
+    "run_order_digest",
 ]
 
 
@@ -167,7 +169,7 @@ class OrderPayload(TypedDict):
     traces, as MPI would have paired different collectives if they differ."""
 
     source: str  # ORDER_PAYLOAD
-    groups: list[str]  # labels of the groups concerned
+    groups: dict[str, str]  # label -> run_order_digest of the group's collectives
 
 
 def in_call_order(eval_nos: Iterable[int | None]) -> bool:
@@ -186,3 +188,16 @@ def in_call_order(eval_nos: Iterable[int | None]) -> bool:
             return False
         last = e
     return True
+
+
+def run_order_digest(eval_nos: Sequence[int | None]) -> str:
+    """The order a rank ran one group's collectives in, as a short text to compare.
+
+    Equal on two ranks when each ran the collectives in the same relative
+    order (the same ties, the same unknowns), whatever its evaluations were
+    numbered: ranks that all ran one order, even another than the calls',
+    paired the right collectives, and the kernel need not look further.
+    """
+    dense = {e: k for k, e in enumerate(sorted({e for e in eval_nos if e is not None}))}
+    said = ",".join("?" if e is None else str(dense[e]) for e in eval_nos)
+    return hashlib.blake2b(said.encode(), digest_size=8).hexdigest()

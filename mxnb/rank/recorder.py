@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mxnb.protocol import snapshot
-from mxnb.protocol.messages import OpTrace, TraceReport, in_call_order
+from mxnb.protocol.messages import OpTrace, TraceReport, in_call_order, run_order_digest
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.rank import check, hooks
 from mxnb.rank.evaltime import EvalTimer
@@ -117,10 +117,10 @@ class Recorder:
     # cell boundaries (IPython events on the rank's shell)
 
     @property
-    def late(self) -> list[str]:
-        """Groups whose collectives the last cell ran out of call order here
-        (:class:`~mxnb.protocol.messages.OrderPayload`)."""
-        return (self.finished or {}).get("late", [])
+    def late(self) -> dict[str, str]:
+        """Groups whose collectives the last cell ran out of call order here,
+        and in which order (:class:`~mxnb.protocol.messages.OrderPayload`)."""
+        return (self.finished or {}).get("late", {})
 
     def start_cell(self, *_: Any) -> None:
         held = any(rec.handles for rec in (self.finished or {}).get("records", ()))
@@ -314,13 +314,15 @@ def _snapshot(rec: Record, side: str, value: Any, h: Any) -> None:
     rec.states[side] = "ok"
 
 
-def _late_groups(ops: list[OpRecord]) -> list[str]:
-    """Labels of the groups whose collectives this rank ran out of call order."""
+def _late_groups(ops: list[OpRecord]) -> dict[str, str]:
+    """The groups whose collectives this rank ran out of call order, with the
+    order it ran them in (:func:`~mxnb.protocol.messages.run_order_digest`)."""
     runs: dict[str, list[int | None]] = {}
     for rec in ops:
         if rec.op in COLLECTIVES:
             runs.setdefault(rec.mirror.label, []).append(rec.eval_no)
-    return [label for label, evals in runs.items() if not in_call_order(evals)]
+    return {label: run_order_digest(evals) for label, evals in runs.items()
+            if not in_call_order(evals)}  # fmt: skip
 
 
 def finish_reads(recs: list[Record]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mxnb.protocol.messages import in_call_order
 from mxnb.trace import Trace
 from mxnb.trace.agree import _swapped
 from trace_reports import op, report
@@ -33,12 +32,6 @@ def test_a_swap_between_two_ranks_is_found_when_the_lowest_rank_cannot_say():
     and 2 are still compared with each other."""
     assert _swapped({0: {}, 1: {1: 1, 2: 2}, 2: {1: 2, 2: 1}}) == (1, 2, 1, 2)
     assert _swapped({0: {3: 1}, 1: {1: 1, 2: 2, 3: 3}, 2: {1: 2, 2: 1, 3: 3}}) == (1, 2, 1, 2)
-
-
-def test_a_rank_in_call_order_says_so_on_its_own():
-    assert in_call_order([1, 1, 2, None, 3])
-    assert in_call_order([])
-    assert not in_call_order([2, None, 1])
 
 
 def test_ops_whose_run_is_unknown_are_left_out():
