@@ -27,7 +27,7 @@ from mxnb.kernel.cluster import ClusterStatus
 from mxnb.kernel.diagnose import diagnose
 from mxnb.kernel.magics import MxdistMagics, parse_targets
 from mxnb.kernel.openmpi import OpenMPI
-from mxnb.kernel.recovery import crash_sentence, launcher_message
+from mxnb.kernel.recovery import crash_report
 from mxnb.kernel.runner import CellResult, RankOutcome
 from mxnb.kernel.session import HEADLINES
 from mxnb.protocol.ops import Meta
@@ -391,6 +391,30 @@ def test_hang_unchecked_ranks_call_different_collectives() -> None:
     check_golden("hang-collectives-differ", d.text())
 
 
+def test_hang_collectives_run_in_different_orders() -> None:
+    """Every rank calls a = all_sum (#1) then b = all_sum (#2); rank 3 evaluates b
+    first.  MPI paired rank 3's b with the others' a; now rank 0 runs #1, ranks
+    1-2 ran both and wait in #2, and rank 3 waits in #2 without having run #1."""
+    a = "a = mx.distributed.all_sum(x)"
+    b = "b = mx.distributed.all_sum(x * 10)"
+    every = (0, 1, 2, 3)
+
+    def ops(ran_a: bool, ran_b: bool) -> list[dict[str, Any]]:
+        return [probe_op(1, "all_sum", a, ranks=every, evaluated=ran_a),
+                probe_op(2, "all_sum", b, ranks=every, evaluated=ran_b)]  # fmt: skip
+
+    states = {
+        0: blocked_in(0, ops(True, False), [1], "cell In[5], line 8: mx.eval(a)"),
+        1: blocked_in(1, ops(True, True), [2], "cell In[5], line 9: mx.eval(b)"),
+        2: blocked_in(2, ops(True, True), [2], "cell In[5], line 9: mx.eval(b)"),
+        3: blocked_in(3, ops(False, True), [2], "cell In[5], line 5: mx.eval(b)"),
+    }
+    d = diagnose(states, running(list(every)), now=100.0, grace=1.5)
+    check_golden("hang-collectives-run-in-different-orders", d.text())
+    # as briefly as a rank last to leave a collective stays behind: nothing said
+    assert diagnose(states, running(list(every)), now=90.5, grace=1.5).cause is None
+
+
 def test_hang_pairwise_exchange_cycle() -> None:
     """Both ranks evaluate a send to and a recv from each other in one mx.eval."""
     states: dict[int, dict[str, Any] | None] = {}
@@ -554,12 +578,6 @@ thus causing the job to be terminated. The first process to do so was:
 --------------------------------------------------------------------------"""
 
 
-def crash_report(output: str) -> str:
-    """The report settle() builds after a crash (mxnb/recovery.py)."""
-    message = launcher_message(output)
-    return (crash_sentence(message) or "rank ? died") + "\nmpiexec reported:\n" + message
-
-
 def test_error_crash() -> None:
     """Rank 1 was killed; the others never finished the cell before the job ended."""
     outcomes = [RankOutcome(r) for r in range(4)]
@@ -569,6 +587,44 @@ def test_error_crash() -> None:
     report = crash_report(SIGNAL_OUTPUT)
     err = RankError(CellResult(outcomes), note=note, report=report, headline=HEADLINES["crash"])
     check_error("error-crash", err)
+
+
+FAULT_CELL = """\
+# In[5]: %%mxdist
+a = mx.distributed.all_sum(mx.ones(1 << 20))
+b = mx.distributed.all_sum(mx.ones(1 << 21))
+if rank == 1:
+    mx.eval(b)
+    mx.eval(a)"""
+
+#: What faulthandler wrote to rank 1's fault file (two of its threads kept).
+FAULT_FILE = """\
+Fatal Python error: Aborted
+
+Thread 0x00007f1a2b3c46c0 (most recent call first):
+  File "/usr/lib/python3.11/socket.py", line 294 in accept
+  File "/opt/mxnb/mxnb/rank/probe_server.py", line 118 in _serve
+
+Current thread 0x00007f1a2f5e8b80 (most recent call first):
+  File "/opt/mxnb/mxnb/rank/entries.py", line 126 in entry
+  File "/tmp/ipykernel_4242/2888184429.py", line 6 in <module>
+  File "/usr/lib/python3/site-packages/IPython/core/interactiveshell.py", line 3823 in run_code
+"""
+
+ABORT_OUTPUT = """\
+double free or corruption (!prev)
+--------------------------------------------------------------------------
+prterun noticed that process rank 1 with PID 4242 on node vm exited on
+signal 6 (Aborted).
+--------------------------------------------------------------------------
+[vm:4242] """
+
+
+def test_recovery_rank_died_evaluating() -> None:
+    """Rank 1 ran b before a: MPI paired b with rank 0's a, wrote past a buffer
+    and rank 1 died in mx.eval(a); its fault file says where."""
+    check_golden("recovery-died-evaluating",
+                 crash_report(ABORT_OUTPUT, FAULT_CELL, faults={1: FAULT_FILE}))  # fmt: skip
 
 
 def test_recovery_killed_by_signal() -> None:

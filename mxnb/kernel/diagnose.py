@@ -262,6 +262,48 @@ def _collectives_differ(
     return None
 
 
+def _run_out_of_order(
+    waits: dict[int, dict[str, Any]],
+    states: dict[int, dict[str, Any] | None],
+    now: float,
+    grace: float,
+) -> str | None:
+    """A rank runs a group's collective before an earlier one it has not run,
+    while another member runs a different one, both for ``grace`` seconds.
+
+    MPI pairs a group's collectives in the order each rank runs them, so the
+    two were paired with each other's data (the checks compare the calls,
+    which agreed): of different sizes, they wait for each other forever, or
+    MPI writes past a buffer.  A rank that runs ahead briefly, as the last to
+    leave a collective the others left, does not stay for ``grace``.
+    """
+    blocked: dict[int, tuple[dict[str, Any], int]] = {}
+    for rank, op in waits.items():
+        state = states.get(rank) or {}
+        in_eval = state.get("in_eval")
+        if op["op"] not in COLLECTIVES or not in_eval or now - in_eval["since"] < grace:
+            continue
+        blocked[rank] = (op, _collective_count(state.get("ops") or [], op["group"], op["seq"]))
+    for r, (op, k) in sorted(blocked.items()):
+        state = states.get(r) or {}
+        needs = set(state["in_eval"]["ops"])
+        earlier = [o for o in state.get("ops") or [] if o["op"] in COLLECTIVES
+                   and o["group"] == op["group"] and o["seq"] < op["seq"]
+                   and not o["evaluated"] and o["seq"] not in needs]  # fmt: skip
+        others = [(q, o) for q, (o, j) in sorted(blocked.items())
+                  if q != r and o["group"] == op["group"] and j != k]  # fmt: skip
+        if earlier and others:
+            q, theirs = others[0]
+            return (
+                f"rank {r} runs {_op_text(op)} before its {_op_text(earlier[0])}, which it "
+                f"has not run, while rank {q} runs {_op_text(theirs)}: MPI pairs a group's "
+                f"collectives in the order each rank runs them, so it paired different "
+                f"collectives on {op['group']}, and the ranks wait for each other. Evaluate "
+                "them in the same order on every rank."
+            )
+    return None
+
+
 def diagnose(
     states: dict[int, dict[str, Any] | None],
     status: dict[int, str],
@@ -310,6 +352,8 @@ def diagnose(
             + ". Every rank of a group must call the same collectives, and each "
             "recv needs a matching send, in the same order."
         )
+    if d.cause is None:
+        d.cause = _run_out_of_order(waits, states, now, 0.0 if hints else grace)
     if d.cause is None and hints:
         d.cause = _collectives_differ(waits, states)
     if d.cause is None:

@@ -18,13 +18,18 @@ from typing import Any
 
 from mxnb.kernel import remote
 from mxnb.kernel.diagnose import Diagnosis, diagnose
+from mxnb.kernel.lastwords import LastWords, dead_pid, last_words
 from mxnb.kernel.live import LIVE_AFTER, LiveStrip
 from mxnb.kernel.runner import CellResult, CellRun
 from mxnb.kernel.waitgraph import wait_graph
+from mxnb.protocol.startup import faults_of
 from mxnb.protocol.wording import ranks_text
 
-__all__ = ["HangWatch", "Settlement", "settle"]
+__all__ = ["HangWatch", "Settlement", "crash_report", "settle"]
 
+#: Lines of mpiexec's output read after a crash: the dead rank's stacks come before
+#: the launcher's block.
+OUTPUT_LINES = 300
 #: Seconds ranks get to stop after SIGINT before the MPI job is stopped.
 INTERRUPT_GRACE = 2.5
 
@@ -79,7 +84,9 @@ def launcher_message(output: str) -> str:
     lines = output.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("-----"):
-            return "\n".join(lines[i : i + 14])
+            block = lines[i : i + 14]
+            ends = [k for k, text in enumerate(block) if k and text.startswith("-----")]
+            return "\n".join(block[: ends[0] + 1] if ends else block)
     return ""
 
 
@@ -87,16 +94,61 @@ _EXIT = re.compile(r"@\d+,(\d+)\].*?Exit code:\s*(-?\d+)", re.S)
 _SIGNAL = re.compile(r"process rank (\d+) .*?exited on\s+signal\s+(\d+)(?:\s+\(([^)]*)\))?", re.S)
 
 
-def crash_sentence(message: str) -> str | None:
-    """Which rank ended the job and how, from Open MPI's launcher message."""
+def crash_sentence(message: str, where: str = "") -> str | None:
+    """Which rank ended the job and how, from Open MPI's launcher message;
+    ``where``: where in the cell it was (:meth:`LastWords.sentence`)."""
     m = _SIGNAL.search(message)
     if m:
-        name = f" ({m.group(3)})" if m.group(3) else ""
-        return f"rank {m.group(1)} was killed by signal {m.group(2)}{name}; the MPI job ended."
+        how = f"signal {m.group(2)}" + (f" ({m.group(3)})" if m.group(3) else "")
+        return f"rank {m.group(1)} was killed by {how}{where}; the MPI job ended."
     m = _EXIT.search(message)
     if m:
-        return f"rank {m.group(1)} exited with code {m.group(2)}; the MPI job ended."
+        return f"rank {m.group(1)} exited with code {m.group(2)}{where}; the MPI job ended."
     return None
+
+
+#: Why a rank dies of a buffer overrun while evaluating, under mxnb's checks.
+OVERRUN_CAUSE = (
+    "MPI paired collectives of different sizes across the ranks and wrote past a buffer. "
+    "mxnb's checks compare the ranks' calls, so with checks on this happens when ranks "
+    "evaluate a group's collectives in different orders (with --no-check, also when they "
+    "pass different shapes): evaluate them in the same order on every rank."
+)
+
+
+def crash_report(
+    output: str,
+    cell: str = "",
+    fallback: str = "a rank died.",
+    faults: dict[int, str] | None = None,
+) -> str:
+    """What a crash's report says: who ended the job and how, where it was in
+    the cell and what it said as it died, the likely cause, then the launcher's
+    own block.  ``output``: mpiexec's; ``cell``: the code the ranks ran;
+    ``faults``: the fatal-error reports ranks left (rank -> text)."""
+    message = launcher_message(output)
+    words = _last_words(message, output, cell, faults or {})
+    report = crash_sentence(message, words.sentence() if words else "") or fallback
+    if words is not None and words.said:
+        report += f"\nIt wrote as it died: {words.said}"
+    # what the C library said is often lost with the job: with nothing said, an
+    # evaluation that died takes the same likely cause
+    if words is not None and words.evaluating and (words.overrun or not words.said):
+        report += f"\nLikely cause: {OVERRUN_CAUSE}"
+    if message:
+        report += "\nmpiexec reported:\n" + message
+    return report
+
+
+def _last_words(message: str, output: str, cell: str, faults: dict[int, str]) -> LastWords | None:
+    """The dead rank's last words: from its fault file, else from mpiexec's output."""
+    if not cell:
+        return None
+    m = _SIGNAL.search(message)
+    if m and int(m.group(1)) in faults:
+        return last_words(faults[int(m.group(1))], cell, output=output)
+    pid = dead_pid(message)
+    return last_words(output, cell, pid) if pid is not None else None
 
 
 def discarded_text(dropped: dict[int, list[tuple[int, int]]]) -> str:
@@ -119,16 +171,18 @@ def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None)
     result = run.result
     if reason == "crash":
         dead = cluster.dead_ranks()
-        # mpiexec writes why the rank ended, then exits: give it a moment
+        # mpiexec writes why the rank ended, then exits: give it a moment, and
+        # the dead rank's last words (forwarded alongside) a moment more
         deadline = time.monotonic() + 3.0
-        output = launcher_message(cluster.mpiexec_output(40))
-        while not crash_sentence(output) and time.monotonic() < deadline:
+        output = cluster.mpiexec_output(OUTPUT_LINES)
+        while not crash_sentence(launcher_message(output)) and time.monotonic() < deadline:
             time.sleep(0.1)
-            output = launcher_message(cluster.mpiexec_output(40))
+            output = cluster.mpiexec_output(OUTPUT_LINES)
+        where = cluster.profile_dir
+        faults = faults_of(where, range(cluster.n)) if where else {}
         cluster.stop()
-        report = crash_sentence(output) or f"{ranks_text(dead)} died while the cell ran."
-        if output:
-            report += "\nmpiexec reported:\n" + output
+        fallback = f"{ranks_text(dead)} died while the cell ran."
+        report = crash_report(output, run.code, fallback, faults)
         note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
         return Settlement(report, note, True)
     if diagnosis is None:

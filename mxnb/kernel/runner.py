@@ -140,6 +140,7 @@ class CellRun:
 
     def __init__(self, view: Any, code: str, streamer: RankStreamer | None = None) -> None:
         self.ranks = list(view.targets)
+        self.code = code
         self.streamer = streamer or RankStreamer(self.ranks)
         self.result = CellResult([RankOutcome(rank=r) for r in self.ranks])
         self.t0 = time.monotonic()

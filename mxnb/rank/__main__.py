@@ -8,13 +8,14 @@ makes mpi4py find MPI already running and leave it alone.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import sys
 import tempfile
 import time
 
-from mxnb.protocol.startup import enter
+from mxnb.protocol.startup import enter, fault_file
 from mxnb.protocol.wording import RING_NEEDS
 
 #: Seconds a rank waits for the controller's connection file.
@@ -149,6 +150,10 @@ def main() -> None:
     from mxnb.rank import runtime
 
     runtime.start(world, runtime.probe_ip())
+    # a rank that MLX or MPI kills (a heap corrupted by mismatched buffers, an
+    # abort) writes where each of its Python threads was, for the crash report
+    # (mxnb.kernel.lastwords); set after MPI's own handlers, which it then runs
+    faulthandler.enable(file=fault_file(here, rank) or sys.__stderr__, all_threads=True)
     local_profile_dir()
     enter("connect", here, rank)
     await_connection_info()

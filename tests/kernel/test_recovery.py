@@ -214,9 +214,17 @@ def test_timeout_in_python_code_interrupts_and_keeps_the_cluster(run, nranks, ma
 @pytest.mark.parametrize(
     ("how", "said"),
     [
-        ("os._exit(3)", "rank 1 exited with code 3"),
-        ("os.kill(os.getpid(), signal.SIGKILL)", "rank 1 was killed by signal 9 (Killed)"),
-        ("ctypes.string_at(0)", "rank 1 was killed by signal 11 (Segmentation fault)"),
+        ("os._exit(3)", "rank 1 exited with code 3; the MPI job ended."),
+        (
+            "os.kill(os.getpid(), signal.SIGKILL)",
+            "rank 1 was killed by signal 9 (Killed); the MPI job ended.",
+        ),
+        # a fatal signal Python's faulthandler sees: the rank says where it was
+        (
+            "ctypes.string_at(0)",
+            "rank 1 was killed by signal 11 (Segmentation fault) at "
+            "line 4 (ctypes.string_at(0)); the MPI job ended.",
+        ),
     ],
     ids=["exit", "sigkill", "segfault"],
 )
@@ -230,6 +238,34 @@ def test_rank_crash_is_reported_and_recovered(run, nranks, magics, capsys, how, 
     assert "a rank died" in text
     assert said in text
     assert "mpiexec reported:" in text
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
+def test_collectives_run_in_different_orders_end_the_cell_with_the_cause(
+    run, nranks, magics, capsys
+):
+    """Every rank calls a (1M floats) then b (2M); the last rank evaluates b first.
+    The checks compare calls, which agree, and MPI pairs the runs: buffers of
+    different sizes.  On 2 ranks the last rank dies writing past a buffer; on 4
+    they wait for each other forever.  Either way the cell ends in seconds,
+    saying why, instead of hanging until its timeout."""
+    profile = magics.cluster.profile_dir
+    _, text, took = failing(
+        run,
+        "a = mx.distributed.all_sum(mx.ones(1 << 20))\n"
+        "b = mx.distributed.all_sum(mx.ones(1 << 21))\n"
+        "if rank == size - 1:\n"
+        "    mx.eval(b)\n    mx.eval(a)\n"
+        "else:\n"
+        "    mx.eval(a)\n    mx.eval(b)\n",
+        "--timeout 60",
+    )
+    assert took < 20
+    last = nranks - 1
+    died = f"rank {last} was killed by signal 6 (Aborted) at line 6 (mx.eval(a)), while evaluating"
+    waits = f"rank {last} runs all_sum #2 of float32[2097152] before its all_sum #1"
+    assert died in text or waits in text, text
+    assert "in the same order on every rank" in text
     assert_restarted(run, magics, profile, nranks, capsys)
 
 

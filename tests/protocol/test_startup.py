@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mxnb.protocol.startup import STEPS, enter, steps_of
+from mxnb.protocol.startup import STEPS, enter, fault_file, faults_of, steps_of
 
 
 def test_the_last_step_entered_is_read_back(tmp_path: Path) -> None:
@@ -28,3 +28,14 @@ def test_a_rank_away_from_the_kernel_s_host_writes_nothing(tmp_path: Path) -> No
 def test_a_word_that_is_no_step_is_not_read(tmp_path: Path) -> None:
     (tmp_path / "mxnb-start-0").write_text("half")
     assert steps_of(str(tmp_path), [0]) == {}
+
+
+def test_a_ranks_fatal_error_report_is_read_back(tmp_path: Path) -> None:
+    one, two = fault_file(str(tmp_path), "1"), fault_file(str(tmp_path), "2")
+    assert one is not None and two is not None
+    with one, two:
+        one.write("Fatal Python error: Aborted\n")
+        one.flush()
+        # rank 2 did not die: its empty file says nothing
+        assert faults_of(str(tmp_path), range(4)) == {1: "Fatal Python error: Aborted\n"}
+    assert fault_file(str(tmp_path / "not-on-this-host"), "1") is None
