@@ -415,6 +415,17 @@ def test_hang_collectives_run_in_different_orders() -> None:
     assert diagnose(states, running(list(every)), now=90.5, grace=1.5).cause is None
 
 
+def test_hang_collectives_run_in_different_orders_one_rank_finished() -> None:
+    """The same on 2 ranks: MPI let rank 0 finish both; rank 1, which ran b
+    first, waits in a, which no rank will run with it."""
+    a = "a = mx.distributed.all_sum(x)"
+    b = "b = mx.distributed.all_sum(x * 10)"
+    ops = [probe_op(1, "all_sum", a, evaluated=True), probe_op(2, "all_sum", b, evaluated=True)]
+    states = {0: probe_state(0, ops), 1: blocked_in(1, ops, [1], "cell In[5], line 6: mx.eval(a)")}
+    d = diagnose(states, running([0, 1], r0="done"), now=100.0, grace=1.5)
+    check_golden("hang-collectives-run-in-different-orders-one-finished", d.text())
+
+
 def test_hang_pairwise_exchange_cycle() -> None:
     """Both ranks evaluate a send to and a recv from each other in one mx.eval."""
     states: dict[int, dict[str, Any] | None] = {}

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from mxnb.kernel.waitfor import wait_cycle
+from mxnb.kernel.waitfor import allowance, wait_cycle
 from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import COLLECTIVES, POINT_TO_POINT
 from mxnb.protocol.wording import op_text, rank_on, ranks_text, typed_text
@@ -265,41 +265,51 @@ def _collectives_differ(
 def _run_out_of_order(
     waits: dict[int, dict[str, Any]],
     states: dict[int, dict[str, Any] | None],
+    status: dict[int, str],
     now: float,
     grace: float,
 ) -> str | None:
-    """A rank runs a group's collective before an earlier one it has not run,
-    while another member runs a different one, both for ``grace`` seconds.
+    """A rank runs a group's collectives in another order than it called them,
+    and waits in one for ``grace`` seconds while another member runs a
+    different one or has finished the cell.
 
-    MPI pairs a group's collectives in the order each rank runs them, so the
-    two were paired with each other's data (the checks compare the calls,
-    which agreed): of different sizes, they wait for each other forever, or
+    MPI pairs a group's collectives in the order each rank runs them, so it
+    paired different collectives (the checks compare the calls, which
+    agreed): of different sizes, the ranks wait for each other forever, or
     MPI writes past a buffer.  A rank that runs ahead briefly, as the last to
-    leave a collective the others left, does not stay for ``grace``.
+    leave a collective the others left, does not stay for ``grace`` (plus the
+    time its data takes at the slowest rate, as for any transfer).
     """
     blocked: dict[int, tuple[dict[str, Any], int]] = {}
     for rank, op in waits.items():
         state = states.get(rank) or {}
-        in_eval = state.get("in_eval")
-        if op["op"] not in COLLECTIVES or not in_eval or now - in_eval["since"] < grace:
+        busy = state.get("in_eval") or state.get("waiting")
+        if op["op"] not in COLLECTIVES or not busy or now - busy["since"] < allowance([op], grace):
             continue
         blocked[rank] = (op, _collective_count(state.get("ops") or [], op["group"], op["seq"]))
     for r, (op, k) in sorted(blocked.items()):
         state = states.get(r) or {}
-        needs = set(state["in_eval"]["ops"])
-        earlier = [o for o in state.get("ops") or [] if o["op"] in COLLECTIVES
-                   and o["group"] == op["group"] and o["seq"] < op["seq"]
-                   and not o["evaluated"] and o["seq"] not in needs]  # fmt: skip
-        others = [(q, o) for q, (o, j) in sorted(blocked.items())
+        needs = set((state.get("in_eval") or {}).get("ops") or [op["seq"]])
+        mine = [o for o in state.get("ops") or [] if o["op"] in COLLECTIVES
+                and o["group"] == op["group"] and o["seq"] not in needs]  # fmt: skip
+        unrun = [o for o in mine if o["seq"] < op["seq"] and not o["evaluated"]]
+        ahead = [o for o in mine if o["seq"] > op["seq"] and o["evaluated"]]
+        if unrun:
+            earlier = _op_text(unrun[0])
+            how = f"rank {r} runs {_op_text(op)} before its {earlier}, which it has not run"
+        elif ahead:
+            how = f"rank {r} runs {_op_text(op)} after its {_op_text(ahead[0])}"
+        else:
+            continue
+        others = [f"rank {q} runs {_op_text(o)}" for q, (o, j) in sorted(blocked.items())
                   if q != r and o["group"] == op["group"] and j != k]  # fmt: skip
-        if earlier and others:
-            q, theirs = others[0]
+        others += [f"rank {q} finished the cell" for q in op["group_ranks"]
+                   if status.get(q) == "done"]  # fmt: skip
+        if others:
             return (
-                f"rank {r} runs {_op_text(op)} before its {_op_text(earlier[0])}, which it "
-                f"has not run, while rank {q} runs {_op_text(theirs)}: MPI pairs a group's "
-                f"collectives in the order each rank runs them, so it paired different "
-                f"collectives on {op['group']}, and the ranks wait for each other. Evaluate "
-                "them in the same order on every rank."
+                f"{how}, while {others[0]}: MPI pairs a group's collectives in the order each "
+                f"rank runs them, so it paired different collectives on {op['group']}, and "
+                "they cannot finish. Evaluate them in the same order on every rank."
             )
     return None
 
@@ -353,7 +363,7 @@ def diagnose(
             "recv needs a matching send, in the same order."
         )
     if d.cause is None:
-        d.cause = _run_out_of_order(waits, states, now, 0.0 if hints else grace)
+        d.cause = _run_out_of_order(waits, states, status, now, 0.0 if hints else grace)
     if d.cause is None and hints:
         d.cause = _collectives_differ(waits, states)
     if d.cause is None:

@@ -26,7 +26,7 @@ from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import POINT_TO_POINT
 from mxnb.protocol.wording import op_text, ranks_text
 
-__all__ = ["SLOWEST_RATE", "blocked_ops", "cycles", "wait_cycle"]
+__all__ = ["SLOWEST_RATE", "allowance", "blocked_ops", "cycles", "wait_cycle"]
 
 #: Bytes per second no real transfer is slower than: an evaluation that moves
 #: ``n`` bytes counts as stuck only after ``grace + n / SLOWEST_RATE`` seconds.
@@ -42,6 +42,11 @@ def _nbytes(op: OpState) -> int:
     return math.prod(op["shape"]) * size
 
 
+def allowance(ops: Iterable[OpState], grace: float) -> float:
+    """Seconds an evaluation moving ``ops`` may take before it counts as stuck."""
+    return grace + sum(map(_nbytes, ops)) / SLOWEST_RATE if grace > 0 else 0.0
+
+
 def blocked_ops(state: State | None, now: float, grace: float) -> list[OpState]:
     """The point-to-point ops of the evaluation a rank has been stuck in, or []."""
     if not state or state.get("waiting"):
@@ -54,8 +59,7 @@ def blocked_ops(state: State | None, now: float, grace: float) -> list[OpState]:
     p2p = [op for op in ops if op["op"] in POINT_TO_POINT]
     if not p2p:
         return []
-    allowance = grace + sum(map(_nbytes, p2p)) / SLOWEST_RATE if grace > 0 else 0.0
-    return p2p if now - ev["since"] >= allowance else []
+    return p2p if now - ev["since"] >= allowance(p2p, grace) else []
 
 
 def cycles(edges: Mapping[int, Iterable[int]]) -> list[list[int]]:

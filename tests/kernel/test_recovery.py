@@ -246,9 +246,10 @@ def test_collectives_run_in_different_orders_end_the_cell_with_the_cause(
 ):
     """Every rank calls a (1M floats) then b (2M); the last rank evaluates b first.
     The checks compare calls, which agree, and MPI pairs the runs: buffers of
-    different sizes.  On 2 ranks the last rank dies writing past a buffer; on 4
-    they wait for each other forever.  Either way the cell ends in seconds,
-    saying why, instead of hanging until its timeout."""
+    different sizes.  Then the last rank dies writing past a buffer, or the
+    ranks wait for each other forever, or some finish and the last rank waits
+    in a, which nobody runs with it (MPI's algorithm and timing decide).  Each
+    way the cell ends in seconds, saying why, instead of at its timeout."""
     profile = magics.cluster.profile_dir
     _, text, took = failing(
         run,
@@ -263,8 +264,9 @@ def test_collectives_run_in_different_orders_end_the_cell_with_the_cause(
     assert took < 20
     last = nranks - 1
     died = f"rank {last} was killed by signal 6 (Aborted) at line 6 (mx.eval(a)), while evaluating"
-    waits = f"rank {last} runs all_sum #2 of float32[2097152] before its all_sum #1"
-    assert died in text or waits in text, text
+    ahead = f"rank {last} runs all_sum #2 of float32[2097152] before its all_sum #1"
+    behind = f"rank {last} runs all_sum #1 of float32[1048576] after its all_sum #2"
+    assert died in text or ahead in text or behind in text, text
     assert "in the same order on every rank" in text
     assert_restarted(run, magics, profile, nranks, capsys)
 
