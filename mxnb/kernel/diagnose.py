@@ -17,7 +17,7 @@ from mxnb.protocol.messages import OpState
 from mxnb.protocol.ops import COLLECTIVES, POINT_TO_POINT
 from mxnb.protocol.wording import op_text, rank_on, ranks_text, typed_text
 
-__all__ = ["Diagnosis", "diagnose", "waiting_op"]
+__all__ = ["Diagnosis", "collective_count", "diagnose", "kth_collective", "waiting_op"]
 
 #: Ops a blocked rank's report lists; a longer list is cut with "and n more".
 MAX_LISTED = 4
@@ -104,7 +104,9 @@ def _describe_rank(rank: int, state: dict[str, Any] | None, status: str, host: s
     return f"{me}: running {state.get('line') or 'Python code'}"
 
 
-def _collective_count(ops: list[dict[str, Any]], group: str, upto_seq: int | None = None) -> int:
+def collective_count(ops: list[dict[str, Any]], group: str, upto_seq: int | None = None) -> int:
+    """How many collectives on ``group`` a rank called (up to op ``upto_seq``):
+    op #k of a rank is its group's collective number ``collective_count(.., k)``."""
     return sum(
         1
         for op in ops
@@ -160,17 +162,17 @@ def _cause(
                 f"{how[peer]} without a recv from rank {rank}."
             )
         return _peer_raised(rank, op, status)
-    mine = _collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
+    mine = collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
     missing, unrun = [], []
     for member in op["group_ranks"]:
         if member in gone:
             member_ops = (states.get(member) or {}).get("ops") or []
-            if _collective_count(member_ops, op["group"]) < mine or status[member] == "failed":
+            if collective_count(member_ops, op["group"]) < mine or status[member] == "failed":
                 missing.append(member)
                 continue
             # Had it run its k-th collective, this rank's would have completed
             # (MPI and mxnb's check pair them in order): so it did not
-            kth = _kth_collective(member_ops, op["group"], mine)
+            kth = kth_collective(member_ops, op["group"], mine)
             if kth is not None and not kth["evaluated"]:
                 unrun.append((member, kth))
     if not missing and unrun:
@@ -187,7 +189,7 @@ def _cause(
     )
 
 
-def _kth_collective(ops: list[dict[str, Any]], group: str, k: int) -> dict[str, Any] | None:
+def kth_collective(ops: list[dict[str, Any]], group: str, k: int) -> dict[str, Any] | None:
     found = [op for op in ops if op["op"] in COLLECTIVES and op["group"] == group]
     return found[k - 1] if len(found) >= k else None
 
@@ -246,7 +248,7 @@ def _collectives_differ(
     for rank, op in sorted(waits.items()):
         if op["op"] not in COLLECTIVES:
             continue
-        k = _collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
+        k = collective_count((states.get(rank) or {}).get("ops") or [], op["group"], op["seq"])
         kind = f"{op['op']} of {typed_text(op['dtype'], op['shape'])}"
         at.setdefault((op["group"], k), {}).setdefault(kind, []).append(rank)
         members[op["group"]] = sorted(op["group_ranks"])
@@ -286,7 +288,7 @@ def _run_out_of_order(
         busy = state.get("in_eval") or state.get("waiting")
         if op["op"] not in COLLECTIVES or not busy or now - busy["since"] < allowance([op], grace):
             continue
-        blocked[rank] = (op, _collective_count(state.get("ops") or [], op["group"], op["seq"]))
+        blocked[rank] = (op, collective_count(state.get("ops") or [], op["group"], op["seq"]))
     for r, (op, k) in sorted(blocked.items()):
         state = states.get(r) or {}
         needs = set((state.get("in_eval") or {}).get("ops") or [op["seq"]])

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mxnb.kernel.diagnose import waiting_op
+from mxnb.kernel.diagnose import collective_count, kth_collective, waiting_op
 from mxnb.kernel.waitfor import cycles
 from mxnb.protocol.ops import COLLECTIVES
 from mxnb.protocol.wording import op_text, rank_on, ranks_text
@@ -74,10 +74,22 @@ def _peers(state: Mapping[str, Any], op: Mapping[str, Any], states: Mapping[int,
         needs = set((state.get("in_eval") or {}).get("ops", [])) or {op["seq"]}
         ops = [o for o in state.get("ops") or [] if o["seq"] in needs and o["peer"] is not None]
         return {o["peer"] for o in ops if o["op"] not in COLLECTIVES} or {op["peer"]}
+    # a member is there if it waits in the same collective of the group (the
+    # k-th, as MPI pairs them), or ran its k-th already; ranks that ran a
+    # group's collectives in different orders so wait on each other
+    group = op["group"]
+    k = collective_count(state.get("ops") or [], group, op["seq"])
     here = set()
     for m in op["group_ranks"]:
-        theirs = waiting_op(states.get(m) or {})
-        if theirs is not None and theirs["op"] == op["op"] and theirs["group"] == op["group"]:
+        theirs_state = states.get(m) or {}
+        ops = theirs_state.get("ops") or []
+        theirs = waiting_op(theirs_state)
+        if theirs is not None and theirs["op"] in COLLECTIVES and theirs["group"] == group:
+            if collective_count(ops, group, theirs["seq"]) == k:
+                here.add(m)
+                continue
+        kth = kth_collective(ops, group, k)
+        if kth is not None and kth["evaluated"] and (theirs is None or theirs["seq"] != kth["seq"]):
             here.add(m)
     return set(op["group_ranks"]) - here - {rank}
 

@@ -59,6 +59,26 @@ def test_a_collective_waits_on_the_members_not_there_yet():
     assert g.cycles == []
 
 
+def test_collectives_run_in_different_orders_wait_on_each_other():
+    """Every rank called a (#1) then b (#2); rank 3 evaluates b first.  Rank 0 is
+    in a, waiting on rank 3, which never ran a; rank 3 and ranks 1, 2 (which ran
+    a) are in b, waiting on rank 0: a cycle of ranks 0 and 3, not four ranks
+    "in all_sum" together."""
+
+    def blocked(ran_a: bool, ran_b: bool, seq: int) -> dict:
+        a, b = op(1, "all_sum", None), op(2, "all_sum", None)
+        a["evaluated"], b["evaluated"] = ran_a, ran_b
+        state = in_eval([a, b])
+        state["in_eval"]["ops"] = [seq]
+        return state
+
+    states = {0: blocked(True, False, 1), 1: blocked(True, True, 2),
+              2: blocked(True, True, 2), 3: blocked(False, True, 2)}  # fmt: skip
+    g = wait_graph(states, dict.fromkeys(range(4), "running"), NOW)
+    assert [r.waits_on for r in g.ranks] == [(3,), (0,), (0,), (0,)]
+    assert g.cycles == [[0, 3]]
+
+
 def test_a_silent_rank_is_said_to_be_silent():
     g = wait_graph({0: None}, {0: "running"}, NOW)
     assert g.ranks[0].status == "silent" and g.ranks[0].text() == "rank 0: not answering"
