@@ -68,15 +68,16 @@ class WaitGraph:
 
 
 def _peers(state: Mapping[str, Any], op: Mapping[str, Any], states: Mapping[int, Any],
-           rank: int) -> set[int]:  # fmt: skip
+           rank: int, gone: set[int]) -> set[int]:  # fmt: skip
     """Whom ``rank`` waits on in ``op``: its peer, or the members not yet in that collective."""
     if op["op"] not in COLLECTIVES:
         needs = set((state.get("in_eval") or {}).get("ops", [])) or {op["seq"]}
         ops = [o for o in state.get("ops") or [] if o["seq"] in needs and o["peer"] is not None]
         return {o["peer"] for o in ops if o["op"] not in COLLECTIVES} or {op["peer"]}
     # a member is there if it waits in the same collective of the group (the
-    # k-th, as MPI pairs them), or ran its k-th already; ranks that ran a
-    # group's collectives in different orders so wait on each other
+    # k-th, as MPI pairs them), or, still running, ran its k-th already; ranks
+    # that ran a group's collectives in different orders so wait on each other,
+    # and a member that left the cell is waited on (a missing peer)
     group = op["group"]
     k = collective_count(state.get("ops") or [], group, op["seq"])
     here = set()
@@ -89,7 +90,8 @@ def _peers(state: Mapping[str, Any], op: Mapping[str, Any], states: Mapping[int,
                 here.add(m)
                 continue
         kth = kth_collective(ops, group, k)
-        if kth is not None and kth["evaluated"] and (theirs is None or theirs["seq"] != kth["seq"]):
+        ran = kth is not None and kth["evaluated"] and m not in gone
+        if ran and (theirs is None or theirs["seq"] != kth["seq"]):
             here.add(m)
     return set(op["group_ranks"]) - here - {rank}
 
@@ -99,6 +101,7 @@ def wait_graph(states: Mapping[int, Any], status: Mapping[int, str], now: float 
     """``status`` per rank: running, done or failed; ``hosts``: rank -> host when the
     ranks span hosts (as :func:`~.diagnose.diagnose` takes them)."""
     now = time.time() if now is None else now
+    gone = {r for r, s in status.items() if s in ("done", "failed")}
     out, edges = [], {}
     for rank in sorted(status):
         state = states.get(rank)
@@ -109,14 +112,13 @@ def wait_graph(states: Mapping[int, Any], status: Mapping[int, str], now: float 
             busy = state.get("waiting") or state.get("in_eval")
             since = busy["since"] if busy else None
             if op is not None:
-                waits = _peers(state, op, states, rank)
+                waits = _peers(state, op, states, rank, gone)
                 edges[rank] = waits
         text = op_text(op["op"], op["seq"], op["peer"], op["dtype"], op["shape"]) if op else ""
         site = (op or {}).get("site") or (state or {}).get("line") or ""
         secs = max(0.0, now - since) if since else 0.0
         host = (hosts or {}).get(rank, "")
         out.append(RankNow(rank, st, text, site, tuple(sorted(waits)), secs, host))
-    gone = {r for r, s in status.items() if s in ("done", "failed")}
     missing = sorted({p for w in edges.values() for p in w} & gone)
     running = {r: {p for p in w if p in edges} for r, w in edges.items()}
     return WaitGraph(out, cycles(running), missing)
