@@ -117,18 +117,12 @@ static PyObject *observe(PyObject *module, PyObject *args)
                          PyObject_GetAttrString(module, "evaluate"));
 }
 
-static PyObject *counts(PyObject *module, PyObject *unused)
-{
-    return Py_BuildValue("(ii)", n_ops, n_evals);
-}
-
 static PyMethodDef methods[] = {
     {"op", (PyCFunction)(void (*)(void))observed_op, METH_FASTCALL | METH_KEYWORDS,
      "The wrapped op, noted."},
     {"evaluate", (PyCFunction)(void (*)(void))observed_eval, METH_FASTCALL | METH_KEYWORDS,
      "The wrapped evaluation, timed."},
     {"observe", observe, METH_VARARGS, "observe(op, evaluate) -> (op, evaluate), wrapped."},
-    {"counts", counts, METH_NOARGS, "(ops noted, evaluations noted) since the notes wrapped."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["LastWords", "dead_pid", "last_words"]
+__all__ = ["LastWords", "last_words"]
 
-_DEAD = re.compile(r"process rank \d+ with PID (\d+)")
 _THREAD = re.compile(r"^(?:Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")
 _LOG = re.compile(r"^(?:\d{4}-\d\d-\d\d |\[|\s)")
 #: What the C library says of a heap something wrote past, and MPI of a buffer too short.
@@ -48,12 +47,6 @@ class LastWords:
         """Whether it died of a buffer written past its end (a heap corrupted, a
         message truncated), the mark of MPI pairing data of different sizes."""
         return any(word in self.said for word in _OVERRUN)
-
-
-def dead_pid(message: str) -> int | None:
-    """The process id Open MPI's launcher names in its message about a dead rank."""
-    m = _DEAD.search(message)
-    return int(m.group(1)) if m else None
 
 
 def last_words(

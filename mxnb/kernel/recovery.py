@@ -18,7 +18,7 @@ from typing import Any
 
 from mxnb.kernel import remote
 from mxnb.kernel.diagnose import Diagnosis, diagnose
-from mxnb.kernel.lastwords import LastWords, dead_pid, last_words
+from mxnb.kernel.lastwords import LastWords, last_words
 from mxnb.kernel.live import LIVE_AFTER, LiveStrip
 from mxnb.kernel.runner import CellResult, CellRun
 from mxnb.kernel.waitgraph import wait_graph
@@ -92,6 +92,15 @@ def launcher_message(output: str) -> str:
 
 _EXIT = re.compile(r"@\d+,(\d+)\].*?Exit code:\s*(-?\d+)", re.S)
 _SIGNAL = re.compile(r"process rank (\d+) .*?exited on\s+signal\s+(\d+)(?:\s+\(([^)]*)\))?", re.S)
+
+
+_DEAD = re.compile(r"process rank \d+ with PID (\d+)")
+
+
+def dead_pid(message: str) -> int | None:
+    """The process id Open MPI's launcher names in its message about a dead rank."""
+    m = _DEAD.search(message)
+    return int(m.group(1)) if m else None
 
 
 def crash_sentence(message: str, where: str = "") -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mxnb.kernel.lastwords import LastWords, dead_pid, last_words
+from mxnb.kernel.lastwords import LastWords, last_words
 
 CELL = "# In[5]: %%mxdist\nimport ctypes\nif rank == 1:\n    ctypes.string_at(0)\nmx.eval(y)\n"
 
@@ -54,9 +54,3 @@ def test_what_a_dying_process_said_and_whether_it_is_an_overrun():
 def test_no_stack_no_words():
     assert last_words("Fatal Python error: Aborted\n", CELL) is None
     assert LastWords(None, "", False, "").sentence() == ""
-
-
-def test_the_pid_of_the_dead_process_from_the_launcher():
-    message = "prterun noticed that process rank 1 with PID 4242 on node vm exited on"
-    assert dead_pid(message) == 4242
-    assert dead_pid("nothing") is None

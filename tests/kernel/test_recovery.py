@@ -271,6 +271,14 @@ def test_collectives_run_in_different_orders_end_the_cell_with_the_cause(
     assert_restarted(run, magics, profile, nranks, capsys)
 
 
+def test_the_pid_of_the_dead_process_from_the_launcher():
+    from mxnb.kernel.recovery import dead_pid
+
+    message = "prterun noticed that process rank 1 with PID 4242 on node vm exited on"
+    assert dead_pid(message) == 4242
+    assert dead_pid("nothing") is None
+
+
 def test_crash_sentences_from_launcher_messages():
     from mxnb.kernel.recovery import crash_sentence, launcher_message
 
