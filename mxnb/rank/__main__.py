@@ -150,6 +150,7 @@ def main() -> None:
     from mxnb.rank import runtime
 
     runtime.start(world, runtime.probe_ip())
+    runtime.hide_debugger()
     # a rank that MLX or MPI kills (a heap corrupted by mismatched buffers, an
     # abort) writes where each of its Python threads was, for the crash report
     # (mxnb.kernel.lastwords); set after MPI's own handlers, which it then runs

@@ -11,6 +11,7 @@ of its own at module level.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,7 @@ class Runtime:
         if self._shell is shell:
             return
         self._shell = shell
+        _unhide_debugger()
         _freeze_start_up()
         self._unnumber = number_cells(shell)
         # the recorder settles a cell's arrays before the op log forgets its ops
@@ -137,6 +139,29 @@ class Runtime:
         else:
             self.oplog.recorder = None
         return rec.enabled
+
+
+#: The module ipykernel imports to offer a debugger (see :func:`hide_debugger`).
+_DEBUGGER = "debugpy"
+
+
+def hide_debugger() -> None:
+    """Keep ipykernel from importing its debugger while this rank's engine starts.
+
+    ipykernel imports debugpy as it makes a kernel, to serve debug requests;
+    an ipyparallel engine has no channel for them, so the debugger is never
+    used, and its import cost each rank 0.13 s of CPU in a cold start, where
+    four ranks share two cores (issue 18).  A module set to None in
+    ``sys.modules`` cannot be imported; ipykernel takes that as debugpy not
+    installed.  :meth:`Runtime.attach` undoes it before the first cell, so a
+    cell can import debugpy itself.
+    """
+    sys.modules.setdefault(_DEBUGGER, None)
+
+
+def _unhide_debugger() -> None:
+    if _DEBUGGER in sys.modules and sys.modules[_DEBUGGER] is None:
+        del sys.modules[_DEBUGGER]
 
 
 def _freeze_start_up() -> None:

@@ -51,3 +51,16 @@ def test_a_full_collection_leaves_out_the_engine_s_own_objects(run, nranks):
     frozen, scanned = mxnb.pull("frozen"), mxnb.pull("scanned")
     assert all(f > 20_000 for f in frozen), frozen
     assert all(s < f for s, f in zip(scanned, frozen, strict=True)), (scanned, frozen)
+
+
+def test_the_engine_starts_without_a_debugger_and_a_cell_can_still_import_debugpy(run, nranks):
+    # ipykernel's debugger (never served by an engine) was not set up as the rank
+    # started, which is the start-up cost saved; debugpy itself is importable again
+    run(
+        "import ipykernel.debugger as _kd\n"
+        "offered = _kd._is_debugpy_available\n"
+        "import debugpy\n"
+        "imported = debugpy.__name__\n"
+    )
+    assert mxnb.pull("offered") == [False] * nranks
+    assert mxnb.pull("imported") == ["debugpy"] * nranks
