@@ -308,7 +308,14 @@ class MxCluster(HasTraits):
     def _wait_for_engines(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         es = self._ipp.engine_set
+        checked = 0.0
         while len(self._client.ids) < self.n:
+            time.sleep(0.01)
+            # whether the controller and mpiexec live, ten times a second: each
+            # check reads /proc, and the ranks starting meanwhile need the CPU
+            if time.monotonic() - checked < 0.1:
+                continue
+            checked = time.monotonic()
             failure = self._controller_failure()
             if failure is not None:
                 raise failure
@@ -316,9 +323,8 @@ class MxCluster(HasTraits):
                 es is not None and es.pid and not alive(es.pid)
             ):
                 raise self._start_error(f"mpiexec exited before all {self.n} ranks started.")
-            if time.monotonic() > deadline:
+            if checked > deadline:
                 raise self._start_error(self._not_registered())
-            time.sleep(0.01)
 
     def _not_registered(self) -> str:
         """Which ranks did not register in time, and where each of them is."""
