@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["launcher_output", "reply_payloads", "task_futures"]
+__all__ = ["launcher_output", "reply_metadata", "reply_payloads", "task_futures"]
+
+
+def reply_metadata(ar: Any) -> list[dict[str, Any]]:
+    """Each engine's metadata of an ``AsyncResult`` (output so far, status, error), in
+    target order, as the client keeps it.
+
+    The public ``metadata`` parses the dates in it with dateutil at every
+    access where they are still text: eight dates for a cell on four ranks,
+    about 2 ms of a 20 ms trivial cell (issue 18); mxnb reads no date.
+    """
+    raw = getattr(ar, "_metadata", None)
+    return list(raw) if raw is not None else list(ar.metadata)
 
 
 def task_futures(ar: Any) -> list[Any]:

@@ -235,7 +235,7 @@ def _poll(
 ) -> bool:
     """Stream new output; mark finished ranks.  True when all are done."""
     # the client appends each rank's output to its metadata as it arrives
-    for o, child, md in zip(outcomes, ipp.task_futures(ar), ar.metadata, strict=True):
+    for o, child, md in zip(outcomes, ipp.task_futures(ar), ipp.reply_metadata(ar), strict=True):
         if _finished(child):
             o.done = True
         end = final or o.done
@@ -247,7 +247,7 @@ def _poll(
 
 def _collect(ar: Any, outcomes: list[RankOutcome]) -> None:
     """Fill in results and errors of the ranks that finished."""
-    for o, child, md in zip(outcomes, ipp.task_futures(ar), ar.metadata, strict=True):
+    for o, child, md in zip(outcomes, ipp.task_futures(ar), ipp.reply_metadata(ar), strict=True):
         if (o.error or o.result) is not None or not _finished(child):
             continue  # already collected, or still running
         o.done = True

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mxnb.kernel.cluster import MxCluster
-from mxnb.kernel.runner import RankStreamer, run_cell
+from mxnb.kernel.runner import CellRun, RankStreamer, run_cell
 
 pytestmark = pytest.mark.cluster
 
@@ -78,3 +78,14 @@ def test_ctrl_c_returns_at_once_and_leaves_ranks_running(cluster):
     again = run_cell(cluster.view, "print('still here')")
     assert again.ok
     assert [o.stdout for o in again.outcomes] == ["still here\n"] * 2
+
+
+def test_reading_the_ranks_outcomes_leaves_the_client_s_dates_unparsed(cluster):
+    # the client's public metadata parses its dates (dateutil) at every read; the
+    # runner reads output, status and results only, and a trivial cell is ~10% cheaper
+    run = CellRun(cluster.view, "print('hi')", RankStreamer(cluster.view.targets))
+    run.wait(30)
+    res = run.finish()
+    assert [o.stdout for o in res.outcomes] == ["hi\n"] * 2
+    dates = [md.get("completed") for md in run.ar._metadata]
+    assert all(isinstance(d, str) for d in dates), dates
