@@ -118,56 +118,29 @@ def _fresh_kernel(name: str, timeout: float) -> Iterator[Callable[[str], float]]
         yield run
     finally:
         kc.stop_channels()
-        started = _descendants(km)
         km.shutdown_kernel(now=False)
-        _settle(started)
 
 
-def _descendants(km: Any) -> list[Any]:
-    """Every process a kernel started (a cluster's controller, mpiexec, ranks)."""
-    import psutil
+def _settle(profile: str, grace: float = 5.0) -> None:
+    """Stop what is left of the stock cluster of ``profile``, so that the next start is
+    timed on an idle machine.
 
-    pid = getattr(km.provisioner, "pid", None)
-    try:
-        return psutil.Process(pid).children(recursive=True) if pid else []
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _of_profile(profile: str) -> list[Any]:
-    """This user's processes started for the ipyparallel profile ``profile``.
-
-    A stock cluster's engine nannies are no kernel's children once their
-    engines end: they are found by the profile in their environment.
+    Its engine nannies outlive its stop and its kernel by about 5 s (they are
+    no kernel's children then, so they are found by the profile in their
+    environment); a start timed meanwhile shared the cores with them.
     """
     import psutil
 
-    found = []
+    from mxnb.kernel.processes import kill_pids
+
+    left = []
     for p in psutil.process_iter():
         try:
             if p.environ().get("IPP_PROFILE_DIR") == profile:
-                found.append(p)
+                left.append(p.pid)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             pass
-    return found
-
-
-def _settle(procs: list[Any], grace: float = 15.0) -> None:
-    """Wait until ``procs`` have ended, so that the next start is timed on an idle machine.
-
-    A stock ipyparallel cluster's engine nannies outlive its stop and its
-    kernel by about 5 s; a start timed meanwhile shared the cores with them.
-    What is left after ``grace`` is killed, by pid.
-    """
-    import psutil
-
-    _, left = psutil.wait_procs(procs, timeout=grace)
-    for p in left:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(left, timeout=5)
+    kill_pids(left, grace=grace)
 
 
 def stock_cold_start(n: int) -> float:
@@ -186,7 +159,7 @@ def stock_cold_start(n: int) -> float:
         with _fresh_kernel("python3", timeout=180) as run:
             took = run(code)
             run("cluster.stop_cluster_sync()")
-        _settle(_of_profile(profile))
+        _settle(profile)
         return took
     finally:
         shutil.rmtree(profile, ignore_errors=True)

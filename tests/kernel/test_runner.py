@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from mxnb.kernel import ipp
 from mxnb.kernel.cluster import MxCluster
 from mxnb.kernel.runner import CellRun, RankStreamer, run_cell
 
@@ -87,5 +88,5 @@ def test_reading_the_ranks_outcomes_leaves_the_client_s_dates_unparsed(cluster):
     run.wait(30)
     res = run.finish()
     assert [o.stdout for o in res.outcomes] == ["hi\n"] * 2
-    dates = [md.get("completed") for md in run.ar._metadata]
+    dates = [md.get("completed") for md in ipp.reply_metadata(run.ar)]
     assert all(isinstance(d, str) for d in dates), dates
