@@ -4,9 +4,10 @@
 heavy is imported until the extension is loaded.
 
 The package is laid out by where code runs: :mod:`mxnb.kernel` in the
-notebook's kernel, :mod:`mxnb.rank` inside each MPI rank, :mod:`mxnb.protocol`
-what both share, :mod:`mxnb.trace` the merged trace of a cell, and
-:mod:`mxnb.views` what a user sees.
+notebook's kernel, :mod:`mxnb.rank` inside each MPI rank, :mod:`mxnb.controller`
+in the ipyparallel controller between them, :mod:`mxnb.protocol` what they
+share, :mod:`mxnb.trace` the merged trace of a cell, and :mod:`mxnb.views`
+what a user sees.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 - ``mxnb.protocol`` imports neither side;
 - ``mxnb.rank`` never imports ``mxnb.kernel`` (nor the trace model or views);
+- ``mxnb.controller`` (ipyparallel's controller, run by the kernel) imports
+  only ``mxnb.protocol``;
 - of the kernel side, only ``mxnb.kernel.remote`` imports ``mxnb.rank``;
 - no two modules share a name, none is much over 400 lines, and there is no
   import cycle, not even one hidden inside a function.
@@ -86,6 +88,11 @@ def test_the_rank_side_never_imports_the_kernel_side():
         if _side(name) == "rank":
             bad = {d for d in deps if _side(d) in ("kernel", "trace", "views")}
             assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_the_controller_imports_only_what_both_sides_share():
+    deps = set().union(*(d for name, d in GRAPH.items() if _side(name) == "controller"))
+    assert deps and {_side(d) for d in deps} <= {"protocol", "controller"}
 
 
 def test_only_remote_sends_calls_to_the_ranks():

@@ -91,13 +91,16 @@ def _config(plan: LaunchPlan) -> Any:
     es.environment = plan.environment()
     es.mpi_args = plan.mpiexec_args(es.environment)
     es.stop_seconds_until_kill = 2
+    cfg.LocalControllerLauncher.controller_cmd = [sys.executable, "-m", "mxnb.controller"]
     cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
     return cfg
 
 
 def ipp_cluster(plan: LaunchPlan) -> Any:
     """The ipyparallel Cluster (controller plus one mpiexec job of engines), not started."""
-    from ipyparallel import Cluster
+    from mxnb.protocol.ippimport import import_ipyparallel
+
+    Cluster = import_ipyparallel().Cluster
     from ipyparallel.cluster.launcher import LocalControllerLauncher, MPIEngineSetLauncher
 
     # ipyparallel logs each engine exit (with its whole log) as a warning;

@@ -145,7 +145,9 @@ def main() -> None:
 
     # the heaviest import of a rank, and the op hooks, while the controller starts
     enter("import", here, rank)
-    import ipyparallel.engine.app  # noqa: F401
+    from mxnb.protocol.ippimport import import_ipyparallel
+
+    import_ipyparallel("ipyparallel.engine.app")
 
     from mxnb.rank import runtime
 

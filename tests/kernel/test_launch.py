@@ -32,5 +32,9 @@ def test_building_the_cluster_scans_no_entry_points_and_reads_no_profile(
         assert cluster.controller_launcher_class is LocalControllerLauncher
         assert cluster.engine_launcher_class is MPIEngineSetLauncher
         assert cluster.config.MPIEngineSetLauncher.engine_cmd[-2:] == ["-m", "mxnb.rank"]
+        # ipyparallel's controller, imported as mxnb.protocol.ippimport does
+        assert cluster.config.LocalControllerLauncher.controller_cmd[-2:] == [
+            "-m", "mxnb.controller"
+        ]  # fmt: skip
         assert "profile_config" not in cluster._trait_values
     assert scans == []

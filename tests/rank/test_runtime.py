@@ -64,3 +64,21 @@ def test_the_engine_starts_without_a_debugger_and_a_cell_can_still_import_debugp
     )
     assert mxnb.pull("offered") == [False] * nranks
     assert mxnb.pull("imported") == ["debugpy"] * nranks
+
+
+def test_the_engine_import_did_not_list_the_launchers_and_ipyparallel_finds_them_again(run, nranks):
+    # the listing (four scans of every package's entry points as ipyparallel's
+    # Cluster class is defined) is a cold start's cost in every rank; only the
+    # traits' docstrings, fixed at that moment, show it was skipped
+    run(
+        "import importlib.metadata as _md\n"
+        "import ipyparallel.cluster.cluster as _cc\n"
+        "import ipyparallel.traitlets as _it\n"
+        "_trait = _cc.Cluster.class_traits()['engine_launcher_class']\n"
+        "listed_at_start = 'mpi:' in (_trait.__doc__ or '')\n"
+        "listed_now = 'mpi:' in _trait.help\n"
+        "own_function = _it.entry_points is _md.entry_points\n"
+    )
+    assert mxnb.pull("listed_at_start") == [False] * nranks
+    assert mxnb.pull("listed_now") == [True] * nranks
+    assert mxnb.pull("own_function") == [True] * nranks
