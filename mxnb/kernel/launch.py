@@ -17,7 +17,14 @@ from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.backends import backend_env
 from mxnb.kernel.placement import Placement
 
-__all__ = ["HEARTBEAT_MS", "HEART_TOLERANCE_S", "LaunchPlan", "ipp_cluster"]
+__all__ = [
+    "BLAS_SPIN",
+    "HEARTBEAT_MS",
+    "HEART_TOLERANCE_S",
+    "LaunchPlan",
+    "blas_env",
+    "ipp_cluster",
+]
 
 #: Controller heartbeat period (ms); ipyparallel's default is 3000.  The
 #: controller counts an engine as registered one to two periods after its
@@ -25,6 +32,12 @@ __all__ = ["HEARTBEAT_MS", "HEART_TOLERANCE_S", "LaunchPlan", "ipp_cluster"]
 #: 100 ms costs the controller and ranks ~2.6% of one core (measured: 1.5% at
 #: 200 ms, 5% at 50 ms, which started only ~0.05 s faster than 100 ms).
 HEARTBEAT_MS = 100
+#: How long (log2 of CPU cycles) an idle worker thread of OpenBLAS, NumPy's
+#: BLAS, spins before it sleeps; its default, 28, is about 0.1 s.  Its workers
+#: start, and spin, as NumPy is imported, which every rank and the controller
+#: do as they start: 0.1 s of CPU each, on cores the start already fills
+#: (issue 18).  MLX does not use OpenBLAS; the number of threads stays.
+BLAS_SPIN = "4"
 #: Seconds without an answer after which the controller gives a rank up (as
 #: ipyparallel's default of 10 missed beats at the old 200 ms period).
 HEART_TOLERANCE_S = 2.0
@@ -53,6 +66,7 @@ class LaunchPlan:
                 hostfile=bool(where.hostfile),
             ),
             **backend_env(self.backend, self.n, self.profile_dir, where.spans_hosts),
+            **blas_env(),
             "MXNB_START_TIMEOUT": str(self.start_timeout),
             "MXNB_KERNEL_IP": where.ip,
         }
@@ -70,6 +84,13 @@ class LaunchPlan:
             one_host=not where.spans_hosts and not os.environ.get("SLURM_JOB_ID"),
             extra=list(self.mpi_args),
         )
+
+
+def blas_env() -> dict[str, str]:
+    """OpenBLAS's idle spin cut short, unless the user set it (either of its two names)."""
+    if "OPENBLAS_THREAD_TIMEOUT" in os.environ or "GOTO_THREAD_TIMEOUT" in os.environ:
+        return {}
+    return {"OPENBLAS_THREAD_TIMEOUT": BLAS_SPIN}
 
 
 def _config(plan: LaunchPlan) -> Any:
@@ -92,6 +113,7 @@ def _config(plan: LaunchPlan) -> Any:
     es.mpi_args = plan.mpiexec_args(es.environment)
     es.stop_seconds_until_kill = 2
     cfg.LocalControllerLauncher.controller_cmd = [sys.executable, "-m", "mxnb.controller"]
+    cfg.LocalControllerLauncher.environment = blas_env()
     cfg.LocalControllerLauncher.stop_seconds_until_kill = 2
     return cfg
 

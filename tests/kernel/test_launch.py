@@ -1,4 +1,5 @@
-"""The ipyparallel Cluster a start builds: launchers given as classes, no profile read."""
+"""The ipyparallel Cluster a start builds: launchers as classes, no profile read, and the
+environment its processes start with."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import pytest
 
+import mxnb
 from mxnb.kernel import openmpi
-from mxnb.kernel.launch import LaunchPlan, ipp_cluster
+from mxnb.kernel.launch import BLAS_SPIN, LaunchPlan, ipp_cluster
 from mxnb.kernel.placement import plan
 
 
@@ -38,3 +40,40 @@ def test_building_the_cluster_scans_no_entry_points_and_reads_no_profile(
         ]  # fmt: skip
         assert "profile_config" not in cluster._trait_values
     assert scans == []
+
+
+def test_openblas_spin_is_cut_short_unless_the_user_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    where = plan(2)
+    mpi = openmpi.find_openmpi()
+    for name in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    env = LaunchPlan(2, "mpi", where, mpi, "/nonexistent", 30.0).environment()
+    assert env["OPENBLAS_THREAD_TIMEOUT"] == BLAS_SPIN
+    with tempfile.TemporaryDirectory() as profile:
+        cluster = ipp_cluster(LaunchPlan(2, "mpi", where, mpi, profile, 30.0))
+        assert cluster.config.LocalControllerLauncher.environment == {
+            "OPENBLAS_THREAD_TIMEOUT": BLAS_SPIN
+        }
+    for name in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT"):
+        monkeypatch.setenv(name, "20")
+        assert (
+            "OPENBLAS_THREAD_TIMEOUT"
+            not in LaunchPlan(2, "mpi", where, mpi, "/nonexistent", 30.0).environment()
+        )
+        monkeypatch.delenv(name)
+
+
+@pytest.mark.cluster
+def test_a_rank_idle_after_numpy_blas_spends_no_cpu_spinning(run, nranks) -> None:
+    # OpenBLAS's workers spin ~0.1 s after each call by default: at NumPy's
+    # import, as every rank starts, and after a BLAS call in a cell
+    run(
+        "import time as _t, numpy as _np\n"
+        "_a = _np.ones((256, 256))\n"
+        "_a @ _a\n"
+        "_c = _t.process_time()\n"
+        "_t.sleep(0.3)\n"
+        "idle_cpu = _t.process_time() - _c\n"
+    )
+    spent = mxnb.pull("idle_cpu")
+    assert max(spent) < 0.03, spent
