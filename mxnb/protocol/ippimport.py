@@ -4,7 +4,7 @@ Importing ipyparallel defines its ``Cluster`` class, whose two launcher
 traits list every installed launcher in their help text: four scans of every
 installed package's entry points, as the class is defined, in every process
 that imports any of ipyparallel (an engine too).  Each scan grows with the
-packages installed; here the four cost 0.03-0.06 s of CPU per process, and
+packages installed; here the four took 0.048 s in one engine's import, and
 a cold start runs six such processes on two cores (issue 18).  Nothing mxnb
 starts ever shows that help, so the first import skips the listing.
 """
@@ -29,6 +29,8 @@ def import_ipyparallel(module: str = "ipyparallel") -> ModuleType:
     Only the help text of a trait is left without the list, and only if its
     class is defined by this import; once imported, ipyparallel finds its
     launchers by entry point as before (it reads the list again each time).
+    While the import runs, another thread asking for ipyparallel's entry
+    points gets none.
     """
     if "ipyparallel" in sys.modules:  # imported already: nothing to save
         return importlib.import_module(module)
