@@ -1,7 +1,9 @@
 """The parts of ipyparallel mxnb reads that it offers no public API for.
 
-Kept in one module so that a new ipyparallel changes one file.  Each
-function falls back to something harmless if the attribute is gone.
+Kept in one module so that a new ipyparallel changes one file (and
+:mod:`mxnb.protocol.ippimport`, how every process imports it, which the
+ranks and the controller need too).  Each function falls back to something
+harmless if the attribute is gone.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def main() -> None:
     enter("import", here, rank)
     from mxnb.protocol.ippimport import import_ipyparallel
 
-    import_ipyparallel("ipyparallel.engine.app")
+    engine = import_ipyparallel("ipyparallel.engine.app")
 
     from mxnb.rank import runtime
 
@@ -161,10 +161,7 @@ def main() -> None:
     enter("connect", here, rank)
     await_connection_info()
     enter("engine", here, rank)
-
-    from ipyparallel.engine.app import main as ipengine_main
-
-    ipengine_main()
+    engine.main()
 
 
 if __name__ == "__main__":
