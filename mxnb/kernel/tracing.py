@@ -8,11 +8,13 @@ on the ranks only when a trace is fetched (``--viz`` or :func:`mxnb.show`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxnb.errors import MxnbError, RunOrderError
 from mxnb.kernel import remote
-from mxnb.trace import Trace
+
+if TYPE_CHECKING:  # the trace model (and NumPy) are imported once a trace is read
+    from mxnb.trace import Trace
 
 __all__ = ["FETCH_TIMEOUT", "Tracing", "fetch_trace"]
 
@@ -22,6 +24,8 @@ FETCH_TIMEOUT = 60.0
 
 def fetch_trace(view: Any, timeout: float = FETCH_TIMEOUT) -> Trace:
     """The last cell's trace from every rank of ``view``."""
+    from mxnb.trace import Trace
+
     return Trace(remote.collect_traces(view, timeout))
 
 
@@ -95,6 +99,7 @@ class Tracing:
         """After the ranks had to be stopped: the trace their last probe answers hold."""
         from IPython.display import display
 
+        from mxnb.trace import Trace
         from mxnb.trace.probed import reports_from_probes
         from mxnb.views.widget import TraceWidget
 

@@ -7,6 +7,13 @@ that imports any of ipyparallel (an engine too).  Each scan grows with the
 packages installed; here the four took 0.048 s in one engine's import, and
 a cold start runs six such processes on two cores (issue 18).  Nothing mxnb
 starts ever shows that help, so the first import skips the listing.
+
+ipyparallel's serializer also imports NumPy the first time it prepares any
+message (its map of special types names ``numpy.ndarray``), though no
+NumPy array can exist before NumPy is imported.  A rank that never uses
+NumPy paid 0.12 s of CPU for it at its first cell, as each of a cold
+start's four ranks does at once (issue 18).  So that entry of the map is
+added when NumPy is imported, by whoever imports it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import importlib.metadata as metadata
 import sys
 from types import ModuleType
 from typing import Any
+
+from mxnb.protocol.afterimport import when_imported
 
 __all__ = ["import_ipyparallel"]
 
@@ -34,6 +43,12 @@ def import_ipyparallel(module: str = "ipyparallel") -> ModuleType:
     """
     if "ipyparallel" in sys.modules:  # imported already: nothing to save
         return importlib.import_module(module)
+    imported = _without_listing(module)
+    _numpy_when_imported()
+    return imported
+
+
+def _without_listing(module: str) -> ModuleType:
     real = metadata.entry_points
 
     def entry_points(**params: Any) -> Any:
@@ -51,3 +66,17 @@ def import_ipyparallel(module: str = "ipyparallel") -> ModuleType:
             bound = getattr(mod, "entry_points", None)
             if name.startswith("ipyparallel") and bound is entry_points:
                 mod.entry_points = real
+
+
+def _numpy_when_imported() -> None:
+    """Leave the serializer's NumPy entry until NumPy is imported (module doc)."""
+    from ipyparallel.serialize import canning
+
+    canned = canning.can_map.pop("numpy.ndarray", None)
+    if canned is None:  # not the map this was written for: leave it
+        return
+
+    def add(numpy: ModuleType) -> None:
+        canning.can_map[numpy.ndarray] = canned
+
+    when_imported("numpy", add)

@@ -11,13 +11,12 @@ import functools
 import struct
 from typing import NamedTuple
 
-import numpy as np
-
 __all__ = [
     "AGREEING",
     "BACKENDS",
     "COLLECTIVES",
     "DTYPES",
+    "ITEMSIZE",
     "META_BYTES",
     "OPS",
     "PEER_ARG",
@@ -56,6 +55,8 @@ DTYPES = (
     "bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
     "float16", "float32", "float64", "bfloat16", "complex64",
 )  # fmt: skip
+#: Bytes per element of each of :data:`DTYPES`.
+ITEMSIZE = dict(zip(DTYPES, (1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8), strict=True))
 MAX_NDIM = 10
 #: int64 entries of one encoded :class:`Meta`.
 WIDTH = 4 + MAX_NDIM
@@ -90,17 +91,19 @@ class Meta(NamedTuple):
         return mine[_TYPED:] == theirs[_TYPED:]
 
     @classmethod
-    def decode(cls, v: bytes | bytearray | np.ndarray) -> Meta:
-        v = np.frombuffer(v, dtype="<i8") if not isinstance(v, np.ndarray) else v
-        ndim = int(v[3])
-        dtype = DTYPES[int(v[2])] if 0 <= v[2] < len(DTYPES) else "?"
-        shape = tuple(int(x) for x in v[4 : 4 + min(ndim, MAX_NDIM)])
-        return cls(_META_OPS[int(v[0])], int(v[1]), shape, dtype)
+    def decode(cls, v: bytes | bytearray) -> Meta:
+        return cls._of(_VECTOR.unpack_from(v))
 
     @classmethod
     def decode_all(cls, v: bytes | bytearray) -> list[Meta]:
         """The vectors of every rank, as an all-gather leaves them."""
-        return [cls.decode(row) for row in np.frombuffer(v, dtype="<i8").reshape(-1, WIDTH)]
+        return [cls._of(row) for row in _VECTOR.iter_unpack(v)]
+
+    @classmethod
+    def _of(cls, v: tuple[int, ...]) -> Meta:
+        ndim = v[3]
+        dtype = DTYPES[v[2]] if 0 <= v[2] < len(DTYPES) else "?"
+        return cls(_META_OPS[v[0]], v[1], tuple(v[4 : 4 + min(ndim, MAX_NDIM)]), dtype)
 
 
 def encode(op: str, seq: int, shape: tuple[int, ...], dtype: str) -> bytes:
@@ -117,6 +120,9 @@ def encode(op: str, seq: int, shape: tuple[int, ...], dtype: str) -> bytes:
 
 
 _INT64 = struct.Struct("<q").pack
+#: One encoded vector.  Plain ``struct``, not NumPy: a rank imports this module
+#: as it starts, and NumPy's import cost each rank 0.12 s of CPU there (issue 18).
+_VECTOR = struct.Struct(f"<{WIDTH}q")
 #: Bytes before the dtype in an encoded vector: the op and the sequence number.
 _TYPED = 2 * 8
 
@@ -124,10 +130,7 @@ _TYPED = 2 * 8
 @functools.lru_cache(maxsize=256)
 def _template(op: str, dtype: str, shape: tuple[int, ...]) -> tuple[bytes, bytes]:
     """An encoded vector's bytes before and after the sequence number."""
-    v = np.full(WIDTH, -1, dtype="<i8")
-    v[0] = _META_OPS.index(op)
-    v[2] = DTYPES.index(dtype) if dtype in DTYPES else -2
-    v[3] = len(shape)
-    v[4 : 4 + min(len(shape), MAX_NDIM)] = shape[:MAX_NDIM]
-    raw = v.tobytes()
+    dims = list(shape[:MAX_NDIM]) + [-1] * (MAX_NDIM - min(len(shape), MAX_NDIM))
+    code = DTYPES.index(dtype) if dtype in DTYPES else -2
+    raw = _VECTOR.pack(_META_OPS.index(op), -1, code, len(shape), *dims)
     return raw[:8], raw[16:]

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mxnb.protocol.afterimport import when_imported
 from mxnb.rank.hooks import call_site
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class EvalEntries:
     def __init__(self, watcher: EvalWatcher) -> None:
         self.watcher = watcher
         self._originals: list[tuple[Any, str, Any]] = []
+        self._numpy_wait: Callable[[], None] = _nothing
 
     def _entry(
         self, name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any] | None]
@@ -166,14 +168,20 @@ class EvalEntries:
 
         targets = [(mx, "mx.eval", "eval", eval_args)]
         targets += [(mx, f"mx.{name}", name, saved_args) for name in _SAVERS]
-        # NumPy reads an MLX array through the buffer protocol, which evaluates it
-        # without passing any Python method of the array: NumPy's converters are
-        # the entry points then.
-        import numpy as np
-
-        targets += [(np, f"np.{name}", name, numpy_args) for name in _NUMPY_ENTRIES]
         targets += [(mx, "mx.async_eval", "async_eval", eval_args)]
         targets += [(mx.array, name, name, self_only) for name in _ARRAY_ENTRIES]
+        self._wrap_all(targets)
+
+        # NumPy reads an MLX array through the buffer protocol, which evaluates it
+        # without passing any Python method of the array: NumPy's converters are
+        # the entry points then.  They are wrapped once NumPy is imported, by a
+        # cell or by mxnb: a rank that never uses NumPy does not import it.
+        def wrap_numpy(np: Any) -> None:
+            self._wrap_all([(np, f"np.{name}", name, numpy_args) for name in _NUMPY_ENTRIES])
+
+        self._numpy_wait = when_imported("numpy", wrap_numpy)
+
+    def _wrap_all(self, targets: list[tuple[Any, str, str, Any]]) -> None:
         for owner, name, attr, arrays_of in targets:
             real = getattr(owner, attr, None)
             if real is None:
@@ -184,6 +192,8 @@ class EvalEntries:
 
     def uninstall(self) -> None:
         """Put MLX's own entry points back."""
+        self._numpy_wait()
+        self._numpy_wait = _nothing
         for owner, attr, real in self._originals:
             setattr(owner, attr, real)
         self._originals.clear()
@@ -213,3 +223,7 @@ def eval_state(in_eval: tuple[str, Any, float] | None, given: Sequence[Any],
         "since": since,
         "ops": needs,
     }
+
+
+def _nothing() -> None:
+    return None

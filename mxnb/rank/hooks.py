@@ -140,10 +140,17 @@ def input_meta(x: Any) -> tuple[tuple[int, ...], str] | None:
     scalar) those of the array it makes (float64 NumPy becomes float32); None
     for anything else, which MLX refuses in its own words."""
     import mlx.core as mx
-    import numpy as np
 
     if isinstance(x, mx.array):
         return tuple(x.shape), dtype_name(x.dtype)
+    np = sys.modules.get("numpy")  # no NumPy value exists before NumPy is imported
+    if np is None:
+        if isinstance(x, (bool, int, float, complex)):
+            try:
+                return (), dtype_name(mx.array(x).dtype)
+            except (TypeError, ValueError):  # e.g. an int too large for MLX
+                return None
+        return None
     if isinstance(x, np.ndarray):
         try:  # the dtype MLX makes of it, from an empty array: no copy of the data
             return tuple(x.shape), dtype_name(mx.array(np.empty(0, x.dtype)).dtype)

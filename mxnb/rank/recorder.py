@@ -39,7 +39,6 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mxnb.protocol import snapshot
 from mxnb.protocol.messages import OpTrace, TraceReport, in_call_order, run_order_digest
 from mxnb.protocol.ops import AGREEING, COLLECTIVES
 from mxnb.rank import check, hooks
@@ -309,6 +308,10 @@ def _snapshot(rec: Record, side: str, value: Any, h: Any) -> None:
     if isinstance(value, str):  # bfloat16: ready; reinterpret the bits as float32
         bits = np.asarray(memoryview(h.view(mx.uint16))).astype(np.uint32) << 16
         value = bits.view(np.float32)
+    # here, not at the top: it imports NumPy, which a rank needs only once a
+    # trace is read, and which cost each rank 0.12 s of CPU as it started
+    from mxnb.protocol import snapshot
+
     digest = side == "after" and rec.meta["op"] in AGREEING
     rec.meta[side] = snapshot.encode(value, dtype=dtype, digest=digest)
     rec.states[side] = "ok"

@@ -77,3 +77,35 @@ def test_a_rank_idle_after_numpy_blas_spends_no_cpu_spinning(run, nranks) -> Non
     )
     spent = mxnb.pull("idle_cpu")
     assert max(spent) < 0.03, spent
+
+
+def _numpy_loaded(pid: int) -> bool:
+    """Whether NumPy's compiled core is mapped into process ``pid``."""
+    import psutil
+
+    return any("_multiarray_umath" in m.path for m in psutil.Process(pid).memory_maps())
+
+
+@pytest.mark.cluster
+def test_the_controller_and_ranks_import_numpy_only_when_a_cell_uses_it() -> None:
+    from mxnb.kernel.cluster import MxCluster
+
+    with MxCluster(n=2) as c:
+        ranks = c.rank_pids([0, 1])
+        controller = c._ipp.controller.pid
+        # a cell that returns a value: ipyparallel's serializer has run both ways
+        c.view.execute("total = mx.distributed.all_sum(mx.ones(3)).tolist()", block=True)
+        assert c.view.pull("total", block=True) == [[2.0] * 3] * 2
+        assert [_numpy_loaded(pid) for pid in (controller, *ranks)] == [False] * 3
+        # once a cell imports it, NumPy's converters are MLX entry points (an
+        # evaluation mxnb sees) and arrays travel as ipyparallel sends them
+        c.view.execute(
+            "import numpy as np\n"
+            "seen = hasattr(np.asarray, '__mxnb_original__')\n"
+            "a = np.asarray(mx.distributed.all_sum(mx.arange(100_000)))\n",
+            block=True,
+        )
+        assert c.view.pull("seen", block=True) == [True, True]
+        got = c.view.pull("a", block=True)
+        assert [int(g.sum()) for g in got] == [2 * sum(range(100_000))] * 2
+        assert [_numpy_loaded(pid) for pid in ranks] == [True, True]

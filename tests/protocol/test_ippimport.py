@@ -55,3 +55,22 @@ def test_an_import_that_already_happened_is_left_alone() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_the_serializer_leaves_numpy_unimported_until_something_imports_it() -> None:
+    probe = (
+        "import sys\n"
+        "from mxnb.protocol.ippimport import import_ipyparallel\n"
+        "import_ipyparallel('ipyparallel.engine.app')\n"
+        "from ipyparallel.serialize import deserialize_object, serialize_object\n"
+        "serialize_object({'a': [1, 2]})\n"
+        "print('numpy' in sys.modules)\n"
+        "import numpy as np\n"
+        "a = np.arange(100_000)\n"
+        "bufs = serialize_object(a)\n"
+        "back, _ = deserialize_object(bufs)\n"
+        # as ipyparallel sends an array: its data as a buffer of its own, not pickled
+        "print(len(bufs), bool((back == a).all()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "2", "True"]

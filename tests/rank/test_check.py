@@ -9,7 +9,7 @@ import pytest
 
 import mxnb
 from mxnb.errors import RankError, UnsupportedReduction
-from mxnb.protocol.ops import Meta
+from mxnb.protocol.ops import DTYPES, ITEMSIZE, Meta
 from mxnb.protocol.wording import typed_text
 from mxnb.rank import backend, check
 from mxnb.rank.groups import GroupInfo as Mirror
@@ -29,6 +29,13 @@ def test_meta_roundtrip():
     assert typed_text(m.dtype, m.shape) == "bfloat16[2,3,4]"
     scalar = Meta.decode(Meta("all_sum", 1, (), "float32").encode())
     assert typed_text(scalar.dtype, scalar.shape) == "float32[]"
+
+
+def test_each_dtype_s_item_size_is_numpy_s_and_bfloat16_is_two_bytes():
+    # a hang's time allowance counts bytes without importing NumPy (waitfor)
+    for dtype, size in ITEMSIZE.items():
+        assert size == (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize), dtype
+    assert set(ITEMSIZE) == set(DTYPES)
 
 
 def test_collective_messages():
