@@ -29,7 +29,7 @@ from mxnb.kernel.magics import MxdistMagics, parse_targets
 from mxnb.kernel.openmpi import OpenMPI
 from mxnb.kernel.recovery import crash_report
 from mxnb.kernel.runner import CellResult, RankOutcome
-from mxnb.kernel.session import HEADLINES
+from mxnb.kernel.session import HEADLINES, cost_note
 from mxnb.protocol.ops import Meta
 from mxnb.rank.backend import bool_trap, refuse
 from mxnb.rank.check import PendingCheck, _collective_problem, _p2p_problem
@@ -660,6 +660,12 @@ def test_results_by_rank() -> None:
         ]
     )
     check_golden("results-by-rank", res.text())
+
+
+def test_cost_of_a_loop_of_small_ops() -> None:
+    said = [cost_note(20_000, checked, recorded) for checked in (True, False)
+            for recorded in (True, False)]  # fmt: skip
+    check_golden("note-op-cost", "\n".join(said))
 
 
 # -- %mxdist status -----------------------------------------------------------

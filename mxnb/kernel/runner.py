@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from mxnb.kernel import ipp
-from mxnb.protocol.messages import ORDER_PAYLOAD
+from mxnb.protocol.messages import COST_PAYLOAD, ORDER_PAYLOAD, CostPayload
 
 __all__ = ["CellResult", "RankOutcome", "RankStreamer", "run_cell"]
 
@@ -36,6 +36,8 @@ class RankOutcome:
     #: groups whose collectives the rank ran out of call order, and in which
     #: order (label -> run_order_digest, from the rank's OrderPayload)
     late: dict[str, str] = field(default_factory=dict)
+    #: the rank ran a loop of small ops that mxnb watched (its CostPayload)
+    cost: CostPayload | None = None
 
 
 @dataclass
@@ -261,3 +263,5 @@ def _collect(ar: Any, outcomes: list[RankOutcome]) -> None:
         for said in ipp.reply_payloads(child):
             if said.get("source") == ORDER_PAYLOAD:
                 o.late = dict(said["groups"])
+            elif said.get("source") == COST_PAYLOAD:
+                o.cost = said  # type: ignore[assignment]

@@ -27,7 +27,7 @@ from mxnb.kernel.waitgraph import wait_graph
 from mxnb.protocol.ops import BACKENDS
 from mxnb.views.outcome import RankResults
 
-__all__ = ["HEADLINES", "MxdistSession"]
+__all__ = ["HEADLINES", "MxdistSession", "cost_note"]
 
 #: How a cell that could not finish is announced, by reason.
 HEADLINES = {
@@ -93,6 +93,7 @@ class MxdistSession(Configurable):
         self._background: BackgroundStart | None = None
         self._ranks_checked = True  # what the running ranks are set to
         self._ranks_bare = False
+        self._cost_told = False  # cost_note is said once per session
 
     # -- the cluster ---------------------------------------------------------
 
@@ -246,6 +247,7 @@ class MxdistSession(Configurable):
             if result.failed:
                 raise RankError(result, note=told)
             self.tracing.check_order(view, result, shown=viz)
+            self._tell_cost(result)
             shown = RankResults(result.outcomes)
             return shown if shown else None
         settled = settle(cluster, run, why, watch.diagnosis)
@@ -272,6 +274,30 @@ class MxdistSession(Configurable):
             report=settled.report,
             headline=HEADLINES[why] + (f" after {timeout:g} s" if why == "timeout" else ""),
         )
+
+    def _tell_cost(self, result: CellResult) -> None:
+        """Once per session: a loop of small ops ran, and a stopwatch read mxnb's cost too."""
+        said = [o.cost for o in result.outcomes if o.cost is not None]
+        if said and not self._cost_told:
+            self._cost_told = True
+            print(cost_note(max(s["ops"] for s in said), any(s["checked"] for s in said),
+                            any(s["recorded"] for s in said)))  # fmt: skip
+
+
+def cost_note(ops: int, checked: bool, recorded: bool) -> str:
+    """What a loop of ``ops`` small ops cost beyond MLX's own time, said once."""
+    if checked:
+        done = "checked and recorded by mxnb" if recorded else "checked by mxnb"
+        adds = "some microseconds of Python and one more exchange between the ranks"
+    else:
+        done = "recorded by mxnb" if recorded else "logged by mxnb for its hang reports"
+        adds = "some microseconds of Python"
+    return (
+        f"mxdist: this cell ran {ops:,} small mx.distributed ops on a rank, each {done}, "
+        f"which adds {adds} to every op. A loop of such ops can take several times as long "
+        "as in plain MLX: to time MLX itself, run the cell with %%mxdist --bare. "
+        "(Said once per session.)"
+    )
 
 
 #: The settings a cluster is started with, named alike on the session and the

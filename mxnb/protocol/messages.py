@@ -12,7 +12,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 __all__ = [
+    "COST_PAYLOAD",
     "ORDER_PAYLOAD",
+    "CostPayload",
     "EvalState",
     "OpLogState",
     "OpState",
@@ -170,6 +172,20 @@ class OrderPayload(TypedDict):
 
     source: str  # ORDER_PAYLOAD
     groups: dict[str, str]  # label -> run_order_digest of the group's collectives
+
+
+COST_PAYLOAD = "mxnb.op_cost"
+
+
+class CostPayload(TypedDict):
+    """Sent with a cell's reply by a rank whose cell ran a loop of small ops
+    that mxnb watched: a stopwatch around such a loop reads mxnb's own cost
+    too, which the kernel says once (issue 18)."""
+
+    source: str  # COST_PAYLOAD
+    ops: int  # the cell's mx.distributed ops on this rank
+    checked: bool  # each waited for mxnb's exchange between the ranks
+    recorded: bool  # each was noted for the trace
 
 
 def in_call_order(eval_nos: Iterable[int | None]) -> bool:

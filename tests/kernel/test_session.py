@@ -57,3 +57,25 @@ def test_a_start_that_fails_leaves_the_size_asked_for(capsys):
     finally:
         s.stop()
     assert "mxdist: starting 2 MPI ranks ..." in capsys.readouterr().out
+
+
+LOOP = "for _ in range({n}):\n    mx.eval(mx.distributed.all_sum(mx.ones({size})))\n"
+NOTE = "small mx.distributed ops"
+
+
+@pytest.mark.cluster
+def test_a_loop_of_small_ops_says_once_what_mxnb_adds_to_its_time(run, nranks, magics, capsys):
+    told = magics._cost_told
+    magics._cost_told = False
+    try:
+        run(LOOP.format(n=1200, size=4), "--bare")  # plain MLX: nothing added
+        run(LOOP.format(n=10, size=4))  # too few ops to time
+        run(LOOP.format(n=1000, size=2**18))  # 1 MiB each: mxnb's share is small
+        assert NOTE not in capsys.readouterr().out
+        run(LOOP.format(n=1200, size=4))
+        out = capsys.readouterr().out
+        assert out.count(NOTE) == 1 and "1,200" in out and "checked and recorded" in out
+        run(LOOP.format(n=1200, size=4), "--no-check")
+        assert NOTE not in capsys.readouterr().out  # once per session
+    finally:
+        magics._cost_told = told
