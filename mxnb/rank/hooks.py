@@ -144,19 +144,13 @@ def input_meta(x: Any) -> tuple[tuple[int, ...], str] | None:
     if isinstance(x, mx.array):
         return tuple(x.shape), dtype_name(x.dtype)
     np = sys.modules.get("numpy")  # no NumPy value exists before NumPy is imported
-    if np is None:
-        if isinstance(x, (bool, int, float, complex)):
-            try:
-                return (), dtype_name(mx.array(x).dtype)
-            except (TypeError, ValueError):  # e.g. an int too large for MLX
-                return None
-        return None
-    if isinstance(x, np.ndarray):
+    if np is not None and isinstance(x, np.ndarray):
         try:  # the dtype MLX makes of it, from an empty array: no copy of the data
             return tuple(x.shape), dtype_name(mx.array(np.empty(0, x.dtype)).dtype)
         except (TypeError, ValueError):  # e.g. an object array
             return None
-    if isinstance(x, (bool, int, float, complex, np.generic)):
+    scalars = (bool, int, float, complex) + ((np.generic,) if np is not None else ())
+    if isinstance(x, scalars):
         try:
             return (), dtype_name(mx.array(x).dtype)
         except (TypeError, ValueError):  # e.g. a NumPy string

@@ -124,3 +124,21 @@ def test_a_raw_site_resolves_to_the_line_the_frame_was_on():
     assert len(seen) == 5
     assert [got for got, _ in seen] == [want for _, want in seen]
     assert seen[0][0] == 302
+
+
+def test_what_mlx_makes_of_an_input_is_read_without_importing_numpy():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from mxnb.rank.hooks import input_meta\n"
+        "print(input_meta(3.0), input_meta(True), input_meta('x'), 'numpy' in sys.modules)\n"
+        "import numpy as np\n"
+        "print(input_meta(np.ones((2, 3))), input_meta(np.int16(1)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "((), 'float32') ((), 'bool') None False",
+        "((2, 3), 'float32') ((), 'int16')",
+    ]
