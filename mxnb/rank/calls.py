@@ -55,7 +55,6 @@ def prepare() -> RankInfo:
 def value_of(name: str) -> Any:
     """A name from this rank's namespace, made picklable (MLX -> NumPy)."""
     import mlx.core as mx
-    import numpy as np
     from IPython import get_ipython
 
     shell = get_ipython()
@@ -64,6 +63,8 @@ def value_of(name: str) -> Any:
         raise NameError(f"name {name!r} is not defined on rank {current().world.rank()}")
     value = ns[name]
     if isinstance(value, mx.array):
+        import numpy as np  # here: a rank imports NumPy only when it needs it
+
         return np.array(value)
     return value
 
