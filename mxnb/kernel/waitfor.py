@@ -16,12 +16,11 @@ send to it.  Correct code that merely moves a lot of data shows neither.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mxnb.protocol.messages import OpState
-from mxnb.protocol.ops import ITEMSIZE, POINT_TO_POINT
+from mxnb.protocol.ops import POINT_TO_POINT, nbytes
 from mxnb.protocol.wording import op_text, ranks_text
 
 __all__ = ["SLOWEST_RATE", "allowance", "blocked_ops", "cycles", "wait_cycle"]
@@ -34,14 +33,11 @@ SLOWEST_RATE = 50e6
 State = Mapping[str, Any]
 
 
-def _nbytes(op: OpState) -> int:
-    # the widest element for a dtype mxnb does not know: more time, never less
-    return math.prod(op["shape"]) * ITEMSIZE.get(op["dtype"], 8)
-
-
 def allowance(ops: Iterable[OpState], grace: float) -> float:
     """Seconds an evaluation moving ``ops`` may take before it counts as stuck."""
-    return grace + sum(map(_nbytes, ops)) / SLOWEST_RATE if grace > 0 else 0.0
+    if grace <= 0:
+        return 0.0
+    return grace + sum(nbytes(op["shape"], op["dtype"]) for op in ops) / SLOWEST_RATE
 
 
 def blocked_ops(state: State | None, now: float, grace: float) -> list[OpState]:

@@ -8,7 +8,9 @@ int64 the ranks exchange before data moves (112 bytes a rank, never the data).
 from __future__ import annotations
 
 import functools
+import math
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "WIDTH",
     "Meta",
     "encode",
+    "nbytes",
 ]
 
 #: MLX's backends that mxnb starts ranks on (the CPU ones: jaccl and nccl need other hardware).
@@ -57,6 +60,14 @@ DTYPES = (
 )  # fmt: skip
 #: Bytes per element of each of :data:`DTYPES`.
 ITEMSIZE = dict(zip(DTYPES, (1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2, 8), strict=True))
+
+
+def nbytes(shape: Sequence[int], dtype: str) -> int:
+    """Bytes of an array of ``shape`` and ``dtype``; a dtype mxnb does not know
+    counts as the widest element (a hang's time allowance: more time, never less)."""
+    return math.prod(shape) * ITEMSIZE.get(dtype, 8)
+
+
 MAX_NDIM = 10
 #: int64 entries of one encoded :class:`Meta`.
 WIDTH = 4 + MAX_NDIM

@@ -95,7 +95,7 @@ class EvalEntries:
     def __init__(self, watcher: EvalWatcher) -> None:
         self.watcher = watcher
         self._originals: list[tuple[Any, str, Any]] = []
-        self._numpy_wait: Callable[[], None] = _nothing
+        self._numpy_wait: Callable[[], None] | None = None  # cancels the wait for NumPy
 
     def _entry(
         self, name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any] | None]
@@ -192,8 +192,9 @@ class EvalEntries:
 
     def uninstall(self) -> None:
         """Put MLX's own entry points back."""
-        self._numpy_wait()
-        self._numpy_wait = _nothing
+        if self._numpy_wait is not None:
+            self._numpy_wait()
+            self._numpy_wait = None
         for owner, attr, real in self._originals:
             setattr(owner, attr, real)
         self._originals.clear()
@@ -223,7 +224,3 @@ def eval_state(in_eval: tuple[str, Any, float] | None, given: Sequence[Any],
         "since": since,
         "ops": needs,
     }
-
-
-def _nothing() -> None:
-    return None

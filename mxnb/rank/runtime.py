@@ -10,7 +10,6 @@ of its own at module level.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 from mxnb.protocol.messages import COST_PAYLOAD, ORDER_PAYLOAD, CostPayload, OrderPayload
 from mxnb.protocol.net import LOOPBACK, address_towards
-from mxnb.protocol.ops import ITEMSIZE
+from mxnb.protocol.ops import nbytes
 from mxnb.rank.entries import EvalEntries
 from mxnb.rank.groups import Groups
 from mxnb.rank.hooks import Hooks
@@ -116,7 +115,7 @@ class Runtime:
         if oplog.bare or ops < MANY_OPS or self._shell is None:
             return
         kept = list(oplog.cell_ops)  # the most recent ops: what a loop is made of
-        small = sum(math.prod(r.shape) * ITEMSIZE.get(r.dtype, 8) < SMALL_BYTES for r in kept)
+        small = sum(nbytes(r.shape, r.dtype) < SMALL_BYTES for r in kept)
         if 2 * small >= len(kept) > 0:
             said: CostPayload = {"source": COST_PAYLOAD, "ops": ops, "checked": oplog.checked,
                                  "recorded": oplog.recorder is not None}  # fmt: skip
