@@ -328,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     import mxnb
 
     compileall.compile_dir(Path(mxnb.__file__).parent, quiet=1)
+    # and the rank's op path in C, from this checkout's source (as scripts/setup does)
+    from mxnb.rank import fastpath
+
+    built, why = fastpath.build()
+    print(f"the op path in C: {built or 'not built, ' + why}", file=sys.stderr)
     t0 = time.time()
     rows = (
         payload() + warm_and_bandwidth(args.quick) + cold_start(args.quick)

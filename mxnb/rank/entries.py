@@ -68,6 +68,9 @@ class EvalWatcher(Protocol):
     #: whether ``after_eval`` wants to hear, with clock readings (the trace records)
     timed: bool
 
+    def sync(self) -> None:
+        """Bring in what the C path noted (mxnb.rank.fastpath) before Python looks."""
+
     def before_eval(self, arrays: Sequence[Any], entry: str) -> None: ...
 
     def after_eval(
@@ -96,6 +99,8 @@ class EvalEntries:
         self.watcher = watcher
         self._originals: list[tuple[Any, str, Any]] = []
         self._numpy_wait: Callable[[], None] | None = None  # cancels the wait for NumPy
+        #: the op path in C, which takes ``mx.eval`` of plain arrays first (mxnb.rank.fastpath)
+        self.fast: Any = None
 
     def _entry(
         self, name: str, real: Callable[..., Any], arrays_of: Callable[..., Sequence[Any] | None]
@@ -111,6 +116,7 @@ class EvalEntries:
             arrays = arrays_of(*args, **kwargs)
             if arrays is None:  # not about MLX arrays (NumPy given its own data)
                 return real(*args, **kwargs)
+            watcher.sync()  # the C path's ops and evaluations came first
             if not watcher.timed:  # no clock readings
                 watcher.before_eval(arrays, name)
                 try:
@@ -133,6 +139,8 @@ class EvalEntries:
                 watcher.in_eval = None
 
         entry.__mxnb_original__ = real  # type: ignore[attr-defined]
+        if name == "mx.eval" and self.fast is not None:
+            return self.fast.wrap_eval(real, entry)
         return entry
 
     def install(self) -> None:

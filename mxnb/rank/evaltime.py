@@ -77,6 +77,12 @@ class EvalTimer:
         #: (``eval_no``), the order a view compares across ranks (MPI pairs in it)
         self.evals = 0
 
+    def reset(self) -> None:
+        """A new cell: nothing followed, no evaluation yet (the dict stays the same
+        object, which the C path reads: mxnb.rank.fastpath)."""
+        self.pending.clear()
+        self.evals = 0
+
     def follow(self, rec: OpRecord) -> None:
         """Start following an op's result (``rec.ref``) until an evaluation runs it."""
         if rec.ref is None:  # not an MLX array
@@ -97,13 +103,13 @@ class EvalTimer:
     def on_eval(
         self,
         given: Sequence[OpRecord],
-        arrays: Sequence[Any],
+        arrays: int,
         seconds: float | None,
         entry: str,
         check_s: float | None = None,
     ) -> None:
-        """An evaluation of ``arrays`` (``given``: the records of those that are op
-        results) took ``seconds`` (entry point ``entry``), after ``check_s`` of
+        """An evaluation of ``arrays`` distinct arrays (``given``: the records of
+        those that are op results) took ``seconds`` (entry point ``entry``), after ``check_s`` of
         completing mxnb's checks; ``seconds`` None: interrupted during those
         checks, before MLX ran."""
         if seconds is not None:
@@ -130,7 +136,7 @@ class EvalTimer:
     def _time(
         self,
         hits: list[OpRecord],
-        arrays: Sequence[Any],
+        arrays: int,
         seconds: float | None,
         entry: str,
         check_s: float | None,
@@ -149,8 +155,7 @@ class EvalTimer:
                 self._settle(rec, "async", by)
                 rec.eval_no = self.evals  # MLX queues its run now
         else:
-            n = len(arrays) if len(arrays) < 2 else len({id(a) for a in arrays})
-            timing, k = (seconds, by, len(hits), n, check_s), self.evals
+            timing, k = (seconds, by, len(hits), arrays, check_s), self.evals
             for rec in hits:
                 rec.timing, rec.eval_no = timing, k
         if len(hits) > 1 and seconds is not None:  # nothing ran: no order to speak of

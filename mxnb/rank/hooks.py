@@ -207,8 +207,25 @@ class Hooks:
 
     def __init__(self) -> None:
         self.logger: Logger | None = None
-        self.seq = 0
+        self._seq = 0
         self._originals: dict[str, Callable[..., Any]] = {}
+        #: the op path in C, which takes the common case first (mxnb.rank.fastpath)
+        self.fast: Any = None
+
+    @property
+    def seq(self) -> int:
+        """Ops called so far in this cell: the last op's sequence number.
+
+        The C path counts the ops it takes itself, so with it the count lives there.
+        """
+        return self._seq if self.fast is None else self.fast.module.seq()
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        if self.fast is None:
+            self._seq = value
+        else:
+            self.fast.module.set_seq(value)
 
     def _wrap(self, name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         hooks = self
@@ -235,6 +252,8 @@ class Hooks:
             return result
 
         op.__mxnb_original__ = real  # type: ignore[attr-defined]
+        if self.fast is not None:
+            return self.fast.wrap_op(name, real, op)
         return op
 
     def reset_seq(self) -> None:
@@ -265,3 +284,5 @@ class Hooks:
     def set_logger(self, logger: Logger | None) -> None:
         """The op log (``None``: ops go straight to MLX)."""
         self.logger = logger
+        if self.fast is not None:
+            self.fast.update()

@@ -31,6 +31,7 @@ from mxnb.rank.pairing import Pairing, stream_name
 from mxnb.rank.vmapped import VmapHook
 
 if TYPE_CHECKING:
+    from mxnb.rank.fastpath import FastPath
     from mxnb.rank.recorder import Recorder
 
 __all__ = ["OpLog", "OpRecord"]
@@ -81,6 +82,13 @@ class OpLog:
     compile: CompileHook = field(default_factory=CompileHook)
     #: the batch sizes of the mx.vmap traces running now (see mxnb.rank.vmapped)
     vmap: VmapHook = field(default_factory=VmapHook)
+    #: the op path in C, whose notes :meth:`sync` turns into records (mxnb.rank.fastpath)
+    fast: FastPath | None = None
+
+    def sync(self, *_: Any) -> None:
+        """Bring in the ops and evaluations the C path noted since the last look."""
+        if self.fast is not None:
+            self.fast.sync()
 
     # -- hooks logger -----------------------------------------------------
 
@@ -91,6 +99,8 @@ class OpLog:
         # Runs for every op; a probe reads cell_ops from another thread, but a
         # deque append is atomic and the probe copies the deque in one step.
         __tracebackhide__ = True
+        if self.fast is not None:  # the C path's ops came first
+            self.fast.sync()
         op = "recv" if name == "recv_like" else name
         group = kwargs.get("group") if kwargs else None
         if group is not None and type(group) is not self.group_type:
@@ -149,16 +159,20 @@ class OpLog:
                 recorder.dropped += 1
         if ref is None:
             return
+        self.follow(rec, ref, id(result))
+        if rec.posted is None and rec.peer is not None and rec.check == "pending":
+            self.pairing.follow(rec, result)
+
+    def follow(self, rec: OpRecord, ref: weakref.ref[Any], key: int) -> None:
+        """Follow an op's result (``key``: its id) until evaluated, and its open check."""
         live = self.live
-        live[id(result)] = (rec, ref)
+        live[key] = (rec, ref)
         if len(live) > self.live_limit:
             self._sweep()
         if rec.posted is not None:
             # a weak reference: MLX may reuse the result's buffer.  No lock: the
             # probe copies the dict in one C-level step (see state)
-            self.pending[id(result)] = (rec, ref)
-        elif rec.peer is not None and rec.check == "pending":
-            self.pairing.follow(rec, result)
+            self.pending[key] = (rec, ref)
 
     def _traced(self, rec: OpRecord, result: Any) -> None:
         """An op inside a compiled function's trace: a template for its replays."""
@@ -196,9 +210,11 @@ class OpLog:
         __tracebackhide__ = True
         direct = []
         live = self.live
+        handed: dict[int, Any] = {}  # an array handed twice (mx.eval(z, w, z)) counts once
         for a in arrays:
             hit = live.get(id(a))
-            if hit is not None and hit[1]() is a:
+            if hit is not None and hit[1]() is a and id(a) not in handed:
+                handed[id(a)] = a
                 hit[0].evaluated = True
                 direct.append(hit[0])
         self.given, self.unhanded = direct, []
@@ -228,10 +244,10 @@ class OpLog:
                 self.waiting = None
         pending = self.pending
         if pending:
-            for a in arrays:  # the arrays given
-                hit = pending.get(id(a))
+            for key, a in handed.items():  # the op results given, each once
+                hit = pending.get(key)
                 if hit is not None and hit[1]() is a:
-                    waits.append((hit[0].seq, id(a), hit[0]))
+                    waits.append((hit[0].seq, key, hit[0]))
             for _, key, rec in sorted(waits) if len(waits) > 1 else waits:
                 self._finish(key, rec, wait=True)
             for key, (rec, _) in list(pending.items()):  # others: verify what has landed
@@ -260,7 +276,8 @@ class OpLog:
         """Time the recorded ops of the arrays just evaluated (see EvalWatcher)."""
         recorder = self.recorder
         if recorder is not None:
-            recorder.timer.on_eval(self.given, arrays, seconds, entry, check_s)
+            n = len(arrays) if len(arrays) < 2 else len({id(a) for a in arrays})
+            recorder.timer.on_eval(self.given, n, seconds, entry, check_s)
 
     def _post(self, rec: OpRecord) -> None:
         """Post a collective's exchange, numbered by its place among its group's checks."""
@@ -307,6 +324,7 @@ class OpLog:
     # -- cells ----------------------------------------------------------------
 
     def pre_cell(self, *_: Any) -> None:
+        self.sync()
         with self.lock:
             self.cell_ops = deque(maxlen=MAX_OPS)
             self.live = {}
@@ -316,6 +334,7 @@ class OpLog:
         self.running_cell = True
 
     def post_cell(self, *_: Any) -> None:
+        self.sync()
         self.pairing.end_cell()
         self.running_cell = False
         self.in_eval = None
@@ -323,6 +342,7 @@ class OpLog:
 
     def state(self) -> OpLogState:
         """This cell's ops and where the rank waits, as a probe reply carries them."""
+        self.sync()  # before the lock: bringing notes in may take it
         with self.lock:
             ops = list(self.cell_ops)  # one step: the main thread may be appending
             in_eval = entries.eval_state(self.in_eval, self.given + self.unhanded, ops)
@@ -339,8 +359,11 @@ class OpLog:
 
     def set_checked(self, on: bool) -> None:
         """Checked communication on or off; ops followed so far are let go."""
+        self.sync()
         self.checked = on
         self.pairing.forget()
+        if self.fast is not None:
+            self.fast.update()
 
     def set_bare(self, on: bool) -> None:
         """Plain MLX speed: no op log, no checks, evaluation not observed.
@@ -349,6 +372,7 @@ class OpLog:
         ended only by the cell's timeout or the stop button, whose report says on
         which line each rank was but not which op it waits for, or why.
         """
+        self.sync()
         self.bare = on
         self.wrapped.set_logger(None if on else self)
         self.compile.observed = not on
@@ -358,6 +382,7 @@ class OpLog:
 
         Returns the orphaned messages discarded (see :func:`check.drain_world`).
         """
+        self.sync()
         for rec, _ in list(self.pending.values()):
             if rec.posted is not None:
                 check.abandon(rec.posted)
@@ -369,6 +394,8 @@ class OpLog:
         self.group_seq.clear()
         self.pairing.reset()
         self.groups.reset()
+        if self.fast is not None:
+            self.fast.update()  # the new world communicator
         return check.drain_world()
 
 

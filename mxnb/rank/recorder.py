@@ -126,7 +126,7 @@ class Recorder:
         self.ops, self.dropped, self.held, self.kept_ops = [], 0, 0, 0
         self.cell_t0 = time.perf_counter()
         self.finished = None
-        self.timer = EvalTimer(is_evaluated)
+        self.timer.reset()  # the same object: the C path reads its untimed ops
         if held:
             # MLX caches the buffers of the arrays the last trace kept alive; a
             # loop that then cycles through dozens of cold cached buffers ran
@@ -184,13 +184,32 @@ class Recorder:
         """The op returned its lazy result ``out`` (``ref``: a weak reference to it,
         None if it is not an MLX array)."""
         t1 = time.perf_counter()
+        if ref is None:
+            self._returned(rec, t1, None, None, "none")
+        else:
+            held = self._hold(out, ref) if self.kept_ops < MAX_VALUE_OPS else "limit"
+            self._returned(rec, t1, ref, out.shape, held)
+
+    def called(self, rec: OpRecord, ref: Any, nbytes: int, t0: float) -> None:
+        """What :meth:`before` notes, for an op the C path noted (mxnb.rank.fastpath):
+        its input was an MLX array of ``nbytes``, ``ref`` a weak reference to it."""
+        if len(self.ops) >= MAX_RECORDS:
+            self.dropped += 1
+            return
+        if ref is not None:
+            rec.before = self._handle(nbytes, ref) if self.kept_ops < MAX_VALUE_OPS else "limit"
+        rec.t = t0
+
+    def returned(self, rec: OpRecord, t1: float, ref: Any, shape: Any, nbytes: int) -> None:
+        """What :meth:`after` notes, for an op the C path noted."""
+        held = self._handle(nbytes, ref) if self.kept_ops < MAX_VALUE_OPS else "limit"
+        self._returned(rec, t1, ref, shape, held)
+
+    def _returned(self, rec: OpRecord, t1: float, ref: Any, shape: Any, held: Any) -> None:
         rec.t, rec.call_s, rec.ref = rec.t - self.cell_t0, t1 - rec.t, ref
         if ref is not None:
-            rec.out = (*rec.batch, *out.shape) if rec.batch else tuple(out.shape)
-            if self.kept_ops < MAX_VALUE_OPS:
-                rec.after = self._hold(out, ref)
-            else:  # past the ops whose values are kept: the common case of a long loop
-                rec.after = "limit"
+            rec.out = (*rec.batch, *shape) if rec.batch else tuple(shape)
+            rec.after = held  # past the ops whose values are kept: "limit", a long loop
         if not (isinstance(rec.before, str) and isinstance(rec.after, str)):
             self.kept_ops += 1
         self.ops.append(rec)
@@ -220,10 +239,14 @@ class Recorder:
         """A handle on ``a``: a weak reference, or our own (``keep``); else why not."""
         if type(a) is not _mx_array():  # a number or NumPy array MLX converted itself
             return "converted"
-        if self.held + a.nbytes > MAX_HELD_BYTES:
+        return self._handle(a.nbytes, ref, a)
+
+    def _handle(self, nbytes: int, ref: Any, a: Any = None) -> Any:
+        """A handle on an MLX array of ``nbytes`` (``a`` itself needed only to keep it)."""
+        if self.held + nbytes > MAX_HELD_BYTES:
             return "limit"
         if self.keep:
-            self.held += a.nbytes
+            self.held += nbytes
             return copy.copy(a)  # our own handle: no data copy, no eval
         return ref if ref is not None else weakref.ref(a)
 

@@ -19,6 +19,7 @@ from typing import Any
 from mxnb.protocol.messages import COST_PAYLOAD, ORDER_PAYLOAD, CostPayload, OrderPayload
 from mxnb.protocol.net import LOOPBACK, address_towards
 from mxnb.protocol.ops import nbytes
+from mxnb.rank import fastpath
 from mxnb.rank.entries import EvalEntries
 from mxnb.rank.groups import Groups
 from mxnb.rank.hooks import Hooks
@@ -48,6 +49,7 @@ class Runtime:
         self.oplog = OpLog(self.hooks, self.groups)
         self.entries = EvalEntries(self.oplog)
         self.recorder = Recorder(self.groups)
+        self.fast = fastpath.attach(self.oplog, self.hooks, self.entries, self.recorder)
         self.probe: ProbeServer | None = None
         self._probe_port = 0  # kept across uninstall/install: the kernel knows it
         self._shell: Any = None
@@ -86,9 +88,12 @@ class Runtime:
         _unhide_debugger()
         _freeze_start_up()
         self._unnumber = number_cells(shell)
-        # the recorder settles a cell's arrays before the op log forgets its ops
+        # the C path's notes first; the recorder settles a cell's arrays before
+        # the op log forgets its ops
+        shell.events.register("pre_run_cell", self.oplog.sync)
         shell.events.register("pre_run_cell", self.recorder.start_cell)
         shell.events.register("pre_run_cell", self.oplog.pre_cell)
+        shell.events.register("post_run_cell", self.oplog.sync)
         shell.events.register("post_run_cell", self.recorder.end_cell)
         shell.events.register("post_run_cell", self._tell_order)
         shell.events.register("post_run_cell", self._tell_cost)
@@ -123,12 +128,15 @@ class Runtime:
 
     def uninstall(self) -> None:
         """Put MLX's own functions back and stop serving the probe."""
+        self.oplog.sync()
         shell, self._shell = self._shell, None
         if self._unnumber is not None:
             self._unnumber()
             self._unnumber = None
         if shell is not None:
             for event, fn in (
+                ("pre_run_cell", self.oplog.sync),
+                ("post_run_cell", self.oplog.sync),
                 ("pre_run_cell", self.recorder.start_cell),
                 ("pre_run_cell", self.oplog.pre_cell),
                 ("post_run_cell", self.recorder.end_cell),
@@ -157,6 +165,7 @@ class Runtime:
 
         The op log hands ops to the recorder, so nothing is recorded in bare mode.
         """
+        self.oplog.sync()
         rec = self.recorder
         rec.enabled = bool(on)
         rec.keep = bool(keep)
@@ -164,6 +173,8 @@ class Runtime:
             self.oplog.recorder = rec
         else:
             self.oplog.recorder = None
+        if self.fast is not None:
+            self.fast.update()
         return rec.enabled
 
 

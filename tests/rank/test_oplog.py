@@ -26,7 +26,7 @@ KEEPS_NOTHING = (
     "del y, s, r\n"
     "gc.collect()\n"
     "alive = sum(ref() is not None for ref in refs)\n"
-    "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n"
+    "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n_m.sync()\n"
     "tracked = sum(ref() is not None for _, ref in _m.live.values())\n"
 )
 
@@ -68,7 +68,7 @@ def test_op_log_is_bounded_but_counts_every_op(run):
     run(
         f"for _ in range({n}):\n"
         "    mx.eval(mx.distributed.all_sum(mx.array(1.0)))\n"
-        "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n"
+        "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n_m.sync()\n"
         "logged, last = len(_m.cell_ops), _m.cell_ops[-1].seq\n"
         "still_open = sum(not r.evaluated for r in _m.cell_ops)\n"
         "followed = len(_m.live)\n",
@@ -100,7 +100,7 @@ def test_bare_cell_is_plain_mlx_and_the_next_cell_is_watched_again(run, nranks):
         run("mx.eval(mx.distributed.all_sum(mx.ones(2 + (rank == 0))))")
     run(
         "from mxnb.rank.runtime import current as _rt\n_m = _rt().oplog\n"
-        "mx.eval(mx.distributed.all_sum(mx.ones(1)))\n"
+        "mx.eval(mx.distributed.all_sum(mx.ones(1)))\n_m.sync()\n"
         "logged, first = len(_m.cell_ops), _rt().hooks.logger is _m\n"
     )
     assert set(mxnb.pull("logged")) == {1}
@@ -155,7 +155,7 @@ def test_a_call_mlx_refuses_is_refused_in_mlxs_words_and_leaves_no_op(run, nrank
         "        said.append(f'{type(e).__name__}: {str(e).splitlines()[0]}')\n"
         "total = mx.distributed.all_sum(mx.ones(2))\n"
         "mx.eval(total)\n"
-        "from mxnb.rank.runtime import current as _rt\n"
+        "from mxnb.rank.runtime import current as _rt\n_rt().oplog.sync()\n"
         "logged = [r.op for r in _rt().oplog.cell_ops]\n"
     )
     wrong_types = "(): incompatible function arguments. The following argument types are supported:"
@@ -187,7 +187,7 @@ def test_what_mlx_converts_for_an_op_mxnb_takes_as_mlx_does(run, nranks):
         "    mx.distributed.all_sum([1.0, 2.0])\n"
         "except ValueError as e:\n"
         "    got.append(str(e))\n"
-        "from mxnb.rank.runtime import current as _rt\n"
+        "from mxnb.rank.runtime import current as _rt\n_rt().oplog.sync()\n"
         "logged = [(r.op, r.shape, r.dtype) for r in _rt().oplog.cell_ops]\n"
     )
     n = nranks

@@ -278,6 +278,9 @@ class Watcher:
         self.timed = timed
         self.heard: list[tuple] = []
 
+    def sync(self):
+        pass  # no op path in C behind it
+
     def before_eval(self, arrays, entry):
         self.in_eval = (entry, arrays)
 

@@ -26,7 +26,7 @@ def test_uninstall_restores_mlx_and_install_puts_everything_back(run, nranks, ma
     run(
         "from mxnb.rank.runtime import current as _rt\n"
         "plain = mx.distributed.all_sum(mx.ones(2) * rank).tolist()\n"
-        "logged = len(_rt().oplog.cell_ops)\n"
+        "_rt().oplog.sync()\nlogged = len(_rt().oplog.cell_ops)\n"
     )
     total = float(sum(range(nranks)))
     assert mxnb.pull("plain") == [[total, total]] * nranks
@@ -40,7 +40,7 @@ def test_uninstall_restores_mlx_and_install_puts_everything_back(run, nranks, ma
     run(
         "y = mx.distributed.all_sum(mx.ones(2))\nmx.eval(y)\n"
         "from mxnb.rank.runtime import current as _rt\n"
-        "ops = [(r.op, r.check) for r in _rt().oplog.cell_ops]\n"
+        "_rt().oplog.sync()\nops = [(r.op, r.check) for r in _rt().oplog.cell_ops]\n"
     )
     assert mxnb.pull("ops") == [[("all_sum", "ok")]] * nranks
 

@@ -1,0 +1,849 @@
+/* The rank's op path for the common case, in C (issue 18).
+ *
+ * A collective called with one MLX array on the world group, and mx.eval of
+ * plain arrays, are observed here instead of in Python: the op's notes (call
+ * site, shape, dtype, weak references, clock readings) go into a flat buffer,
+ * and checked mode's metadata exchange is posted, completed and compared with
+ * MPI's own calls.  Nothing Python is made per op beyond what MLX makes.
+ *
+ * The notes become the op log's records later, in one batch, when Python
+ * next needs them (mxnb.rank.fastpath.replay): a report, the cell's end, an
+ * op or an evaluation this file does not take, or a full buffer.  Every case
+ * this file is not sure of goes to the Python wrapper it wraps, after the
+ * notes so far are handed over, so the op log always sees ops in order.
+ */
+#define PY_SSIZE_T_CLEAN
+#define MPI4PY_LIMITED_API 1
+#include <Python.h>
+#include <frameobject.h>
+#include <string.h>
+#include <time.h>
+#include "mpi4py/mpi4py.h"
+
+#ifndef SOURCE_DIGEST
+#define SOURCE_DIGEST "" /* set by mxnb.rank.fastpath.build: a stale build is not loaded */
+#endif
+
+#ifndef CAP
+#define CAP 4096 /* notes (ops and evaluations) before they are handed over */
+#endif
+#define TABLE (4 * CAP)   /* result address -> note, open addressing */
+#define MAX_GIVEN 8       /* arrays of an evaluation taken here */
+#define MAX_NDIM 10
+#define WIDTH (4 + MAX_NDIM)
+#define META_BYTES (8 * WIDTH)
+#define SPIN_S 200e-6     /* as mxnb.rank.check.SPIN_S: then Python waits, interruptibly */
+
+enum { OP = 1, EVAL = 2 };
+enum { CHECK_NONE = 0, CHECK_OPEN = 1, CHECK_OK = 2 };
+
+typedef struct {
+    int kind;
+    /* an op */
+    long long seq;
+    int op;              /* index in op_names */
+    PyObject *mirror;    /* the world's GroupInfo */
+    PyObject *code;
+    int lasti;
+    PyObject *cell;
+    PyObject *dtype;     /* its name */
+    PyObject *shape;     /* the input's */
+    PyObject *in_ref;    /* recorded only */
+    PyObject *out_ref;   /* NULL: the result is not weakly referenceable */
+    void *out_id;
+    PyObject *out_shape;
+    double t0, t1;
+    int recorded, failed, check, handed;
+    PyObject *sent, *recv;
+    MPI_Request req;
+    /* an evaluation */
+    double c0, e0, e1;
+    int raised, n_arrays, checked, n_given;
+    int given[MAX_GIVEN];
+} Note;
+
+static Note notes[CAP];
+static int n_notes;
+static int table[TABLE]; /* note index + 1; 0: empty */
+static int open_notes[CAP]; /* ops not yet handed to an evaluation */
+static int n_open;
+static unsigned long generation; /* notes handed over so far: a take() while a call runs */
+
+/* the running evaluation taken here */
+static int in_eval;
+static int eval_taken; /* its notes were handed over while it ran */
+static Note cur;
+static PyFrameObject *cur_frame; /* borrowed: the caller waits in it */
+static double cur_since;
+
+static struct {
+    int ready;
+    /* pushed by Python whenever they change (mxnb.rank.fastpath.FastPath.update) */
+    int observed;   /* the op log is the hooks' logger (else --bare, or uninstalled) */
+    int bare, checked, recording, keep;
+    long long seq;  /* the rank's op counter (mxnb.rank.hooks.Hooks.seq) */
+    PyObject *world;     /* the world's GroupInfo */
+    MPI_Comm *comm;      /* its mirror communicator, once Python made it (NULL: not yet) */
+    PyObject *comm_obj;
+    PyObject *cell_files; /* IPython's map of cell files, once found */
+    PyObject *timer_pending; /* the recorder's untimed ops (cleared, never replaced) */
+    PyObject *hooks, *oplog, *cells, *array, *dtypes, *clock, *sync, *after;
+    PyObject *compile, *vmap, *groups, *world_label, *world_group;
+    /* containers that live as long as the rank (cleared, never replaced): read directly */
+    PyObject *stack, *sizes, *compiled_live, *pending, *pairing_open, *group_seq;
+    Py_ssize_t size;
+} S;
+
+static const char *op_names[] = {"all_sum", "all_gather", "all_max", "all_min"};
+static PyObject *op_strs[4];
+static PyObject *s_found, *s_dtype, *s_shape, *s_comm, *s_in_eval, *s_live, *s_ipy, *s_group,
+    *s_world_group;
+
+/* -- small helpers -------------------------------------------------------- */
+
+static double now(void)
+{
+    PyObject *t = PyObject_CallNoArgs(S.clock);
+    if (t == NULL) {
+        PyErr_Clear();
+        return 0.0;
+    }
+    double v = PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    return v;
+}
+
+static double wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void clear_note(Note *n)
+{
+    Py_CLEAR(n->mirror);
+    Py_CLEAR(n->code);
+    Py_CLEAR(n->cell);
+    Py_CLEAR(n->dtype);
+    Py_CLEAR(n->shape);
+    Py_CLEAR(n->in_ref);
+    Py_CLEAR(n->out_ref);
+    Py_CLEAR(n->out_shape);
+    Py_CLEAR(n->sent);
+    Py_CLEAR(n->recv);
+}
+
+/* A live object has one address, so a newer result at an address replaces
+ * the older one there: that one has died.  Lookups stay one probe or two. */
+static void table_put(void *id, int index)
+{
+    size_t h = ((size_t)id >> 4) % TABLE;
+    while (table[h] != 0 && notes[table[h] - 1].out_id != id)
+        h = (h + 1) % TABLE;
+    table[h] = index + 1;
+}
+
+/* the note whose result is ``a`` itself, else -1 */
+static int table_find(PyObject *a)
+{
+    size_t h = ((size_t)a >> 4) % TABLE;
+    while (table[h] != 0) {
+        Note *n = &notes[table[h] - 1];
+        if (n->out_id == (void *)a)
+            return n->out_ref && PyWeakref_GetObject(n->out_ref) == a ? table[h] - 1 : -1;
+        h = (h + 1) % TABLE;
+    }
+    return -1;
+}
+
+/* Hand every note to Python (mxnb.rank.fastpath.FastPath.sync) */
+static int sync_now(void)
+{
+    if (n_notes == 0 && !(in_eval && !eval_taken))
+        return 0;
+    PyObject *r = PyObject_CallNoArgs(S.sync);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* -- the call site, as mxnb.rank.hooks.raw_site finds it ---------------- */
+
+static int site_of(PyObject *cells, PyObject **code_out, int *lasti_out, PyObject **cell_out)
+{
+    PyFrameObject *top = PyEval_GetFrame(); /* borrowed */
+    if (top == NULL)
+        return 1;
+    PyFrameObject *f = top;
+    Py_INCREF(f);
+    while (f != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        PyObject *cell = PyDict_GetItemWithError(cells, code->co_filename);
+        int ipy = 0;
+        if (cell == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(code);
+                Py_DECREF(f);
+                return -1;
+            }
+            ipy = PyUnicode_Tailmatch(code->co_filename, s_ipy, 0, PY_SSIZE_T_MAX, -1) == 1;
+        }
+        if (cell != NULL || ipy) {
+            *code_out = (PyObject *)code;
+            *lasti_out = PyFrame_GetLasti(f);
+            *cell_out = Py_NewRef(cell != NULL ? cell : Py_None);
+            Py_DECREF(f);
+            return 0;
+        }
+        Py_DECREF(code);
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    *code_out = (PyObject *)PyFrame_GetCode(top);
+    *lasti_out = PyFrame_GetLasti(top);
+    *cell_out = Py_NewRef(Py_None);
+    return 0;
+}
+
+/* -- an op --------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int op;
+    PyObject *real, *fallback;
+} Wrapper;
+
+static long stats[4]; /* ops taken, ops left to Python, evaluations taken, left */
+
+static PyObject *slow(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    stats[self->op < 0 ? 3 : 1]++;
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!S.ready || nargs != 1 || Py_TYPE(args[0]) != (PyTypeObject *)S.array)
+        return slow(self, args, nargsf, kwnames);
+    if (kwnames && PyTuple_GET_SIZE(kwnames)) { /* group=world (or None) alone */
+        PyObject *g = args[1];
+        if (PyTuple_GET_SIZE(kwnames) != 1 ||
+            PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_group) != 0 ||
+            (g != Py_None && g != S.world_group))
+            return slow(self, args, nargsf, kwnames);
+    }
+    if (S.bare || !S.observed) /* --bare: plain MLX; uninstalled: Python's wrapper */
+        return S.bare ? PyObject_Vectorcall(self->real, args, nargsf, kwnames)
+                      : slow(self, args, nargsf, kwnames);
+    if (S.keep || PyList_GET_SIZE(S.stack) || PyList_GET_SIZE(S.sizes))
+        return slow(self, args, nargsf, kwnames); /* --viz, or inside mx.compile / mx.vmap */
+    if (S.cell_files == NULL) {
+        PyObject *found = PyObject_GetAttr(S.cells, s_found);
+        if (found == NULL || !PyDict_CheckExact(found)) {
+            Py_XDECREF(found);
+            PyErr_Clear();
+            return slow(self, args, nargsf, kwnames); /* Python finds them */
+        }
+        S.cell_files = found;
+    }
+    if (S.checked && S.comm == NULL) {
+        PyObject *comm = PyObject_GetAttr(S.world, s_comm);
+        if (comm != NULL && comm != Py_None && (S.comm = PyMPIComm_Get(comm)) != NULL)
+            Py_XSETREF(S.comm_obj, Py_NewRef(comm));
+        Py_XDECREF(comm);
+        PyErr_Clear();
+        if (S.comm == NULL)
+            return slow(self, args, nargsf, kwnames); /* made on first use, by Python */
+    }
+    PyObject *x = args[0];
+    PyObject *dtype = NULL, *info = NULL, *shape = NULL, *group_seq = NULL;
+    Note n;
+    memset(&n, 0, sizeof n);
+    if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL)
+        goto go_slow;
+    info = PyDict_GetItemWithError(S.dtypes, dtype); /* borrowed: (name, code) */
+    if (info == NULL)
+        goto go_slow; /* bool, or a dtype mxnb does not know: Python decides */
+    if ((shape = PyObject_GetAttr(x, s_shape)) == NULL || !PyTuple_CheckExact(shape) ||
+        PyTuple_GET_SIZE(shape) > MAX_NDIM)
+        goto go_slow;
+    if (site_of(S.cell_files, &n.code, &n.lasti, &n.cell) != 0)
+        goto go_slow;
+    int checked = S.checked;
+    long long seq = ++S.seq;
+    /* from here the op is ours: every note before it was taken here too */
+    n.kind = OP;
+    n.seq = seq;
+    n.op = self->op;
+    n.mirror = Py_NewRef(S.world);
+    n.dtype = Py_NewRef(PyTuple_GET_ITEM(info, 0));
+    n.shape = Py_NewRef(shape);
+    n.recorded = S.recording;
+    if (checked) {
+        long long gseq = 1;
+        group_seq = Py_NewRef(S.group_seq);
+        PyObject *last = PyDict_GetItemWithError(group_seq, S.world_label);
+        if (last != NULL)
+            gseq = PyLong_AsLongLong(last) + 1;
+        PyObject *g = PyLong_FromLongLong(gseq);
+        if (g == NULL || PyDict_SetItem(group_seq, S.world_label, g) < 0) {
+            Py_XDECREF(g);
+            goto error;
+        }
+        Py_DECREF(g);
+        long long v[WIDTH];
+        Py_ssize_t nd = PyTuple_GET_SIZE(shape);
+        v[0] = self->op; /* the order of mxnb.protocol.ops._META_OPS */
+        v[1] = gseq;
+        v[2] = PyLong_AsLongLong(PyTuple_GET_ITEM(info, 1));
+        v[3] = nd;
+        for (Py_ssize_t i = 0; i < MAX_NDIM; i++)
+            v[4 + i] = i < nd ? PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i)) : -1;
+        if (PyErr_Occurred())
+            goto error;
+        n.sent = PyBytes_FromStringAndSize((const char *)v, META_BYTES);
+        n.recv = PyByteArray_FromStringAndSize(NULL, META_BYTES * S.size);
+        if (n.sent == NULL || n.recv == NULL)
+            goto error;
+        int rc = MPI_Iallgather(PyBytes_AS_STRING(n.sent), META_BYTES, MPI_BYTE,
+                                PyByteArray_AS_STRING(n.recv), META_BYTES, MPI_BYTE, *S.comm,
+                                &n.req);
+        if (rc != MPI_SUCCESS) {
+            PyErr_Format(PyExc_RuntimeError, "MPI_Iallgather failed (%d)", rc);
+            goto error;
+        }
+        n.check = CHECK_OPEN;
+    }
+    if (n.recorded) {
+        n.in_ref = PyWeakref_NewRef(x, NULL);
+        if (n.in_ref == NULL)
+            PyErr_Clear();
+        n.t0 = now();
+    }
+    PyObject *y = PyObject_Vectorcall(self->real, args, nargsf, kwnames);
+    if (y == NULL) {
+        n.failed = 1;
+    } else {
+        if (n.recorded)
+            n.t1 = now();
+        n.out_ref = PyWeakref_NewRef(y, NULL);
+        if (n.out_ref == NULL) {
+            PyErr_Clear();
+        } else {
+            n.out_id = (void *)y;
+            n.out_shape = PyObject_GetAttr(y, s_shape);
+            if (n.out_shape == NULL)
+                PyErr_Clear();
+        }
+    }
+    /* appended last: a take() from another thread while MLX ran saw the notes before it */
+    if (n_notes == CAP) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (sync_now() < 0)
+            PyErr_Clear(); /* Python failed to take them: keep going, the op is the user's */
+        PyErr_Restore(et, ev, tb);
+    }
+    if (n_notes == CAP) { /* still full: drop the oldest (never happens after a take) */
+        clear_note(&notes[0]);
+        memmove(notes, notes + 1, sizeof(Note) * (CAP - 1));
+        n_notes--;
+    }
+    int index = n_notes++;
+    notes[index] = n;
+    stats[0]++;
+    if (y != NULL) {
+        if (n.out_ref)
+            table_put(n.out_id, index);
+        open_notes[n_open++] = index;
+    }
+    Py_DECREF(dtype);
+    Py_DECREF(shape);
+    Py_XDECREF(group_seq);
+    return y;
+
+go_slow:
+    PyErr_Clear();
+    Py_XDECREF(dtype);
+    Py_XDECREF(shape);
+    clear_note(&n);
+    return slow(self, args, nargsf, kwnames);
+
+error:
+    Py_XDECREF(dtype);
+    Py_XDECREF(shape);
+    Py_XDECREF(group_seq);
+    clear_note(&n);
+    return NULL;
+}
+
+/* -- an evaluation --------------------------------------------------------- */
+
+/* 0: taken here, 1: Python's entry takes it, -1: error */
+static int eval_eligible(PyObject *const *args, Py_ssize_t nargs)
+{
+    if (in_eval || !S.observed || nargs == 0 || nargs > MAX_GIVEN)
+        return 1;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        if (Py_TYPE(args[i]) != (PyTypeObject *)S.array)
+            return 1;
+    if (PyDict_GET_SIZE(S.pending) || PyDict_GET_SIZE(S.pairing_open) ||
+        PyDict_GET_SIZE(S.compiled_live) || (S.recording && PyDict_GET_SIZE(S.timer_pending)))
+        return 1; /* checks open in Python, point to point ops, compiled functions, untimed ops */
+    PyObject *running = PyObject_GetAttr(S.oplog, s_in_eval);
+    if (running == NULL)
+        return -1;
+    Py_DECREF(running);
+    return running != Py_None; /* inside one of Python's entry points */
+}
+
+/* An array given that Python already knows as an op's result: Python's path. */
+static int known_to_python(PyObject *a)
+{
+    PyObject *live = PyObject_GetAttr(S.oplog, s_live);
+    if (live == NULL)
+        return -1;
+    PyObject *key = PyLong_FromVoidPtr(a);
+    PyObject *hit = key ? PyDict_GetItemWithError(live, key) : NULL;
+    int known = 0;
+    if (hit != NULL && PyTuple_Check(hit) && PyTuple_GET_SIZE(hit) == 2) {
+        PyObject *ref = PyTuple_GET_ITEM(hit, 1);
+        known = PyWeakref_Check(ref) && PyWeakref_GetObject(ref) == a;
+    }
+    Py_XDECREF(key);
+    Py_DECREF(live);
+    return PyErr_Occurred() ? -1 : known;
+}
+
+/* Complete the exchanges of the given ops, oldest first, within SPIN_S.
+ * 1: all landed and agree, 0: Python must wait or explain. */
+static int checks_agree(const int *given, int n_given)
+{
+    int order[MAX_GIVEN];
+    int k = 0;
+    for (int i = 0; i < n_given; i++)
+        if (notes[given[i]].check == CHECK_OPEN)
+            order[k++] = given[i];
+    for (int i = 1; i < k; i++) /* insertion sort by seq: a handful */
+        for (int j = i; j > 0 && notes[order[j]].seq < notes[order[j - 1]].seq; j--) {
+            int tmp = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = tmp;
+        }
+    double until = mono() + SPIN_S;
+    for (int i = 0; i < k; i++) {
+        Note *n = &notes[order[i]];
+        int done = 0;
+        for (;;) {
+            MPI_Test(&n->req, &done, MPI_STATUS_IGNORE);
+            if (done || mono() > until)
+                break;
+        }
+        if (!done)
+            return 0;
+        const char *mine = PyBytes_AS_STRING(n->sent);
+        const char *all = PyByteArray_AS_STRING(n->recv);
+        for (Py_ssize_t r = 0; r < S.size; r++)
+            if (memcmp(all + r * META_BYTES, mine, META_BYTES) != 0)
+                return 0; /* Python verifies again and says how they differ */
+    }
+    return 1;
+}
+
+static PyObject *eval_call(Wrapper *self, PyObject *const *args, size_t nargsf,
+                           PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!S.ready || (kwnames && PyTuple_GET_SIZE(kwnames)))
+        goto go_slow;
+    if (S.bare) /* plain MLX: nothing observed */
+        return PyObject_Vectorcall(self->real, args, nargsf, kwnames);
+    if (n_notes >= CAP - 1 && sync_now() < 0) /* room for this evaluation's note */
+        goto go_slow;
+    double c0 = now();
+    int t = eval_eligible(args, nargs);
+    if (t < 0)
+        PyErr_Clear();
+    if (t != 0)
+        goto go_slow;
+    Note e;
+    memset(&e, 0, sizeof e);
+    e.kind = EVAL;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        int index = table_find(args[i]);
+        if (index < 0) {
+            int known = known_to_python(args[i]);
+            if (known != 0) {
+                PyErr_Clear();
+                goto go_slow;
+            }
+            continue;
+        }
+        int dup = 0;
+        for (int j = 0; j < e.n_given; j++)
+            dup |= e.given[j] == index;
+        if (!dup)
+            e.given[e.n_given++] = index;
+    }
+    /* every op not yet evaluated must be among them (or gone, its check landed):
+     * else Python reads MLX's graph for what this evaluation runs */
+    for (int i = 0; i < n_open; i++) {
+        Note *n = &notes[open_notes[i]];
+        int given = 0;
+        for (int j = 0; j < e.n_given; j++)
+            given |= e.given[j] == open_notes[i];
+        if (given)
+            continue;
+        if (n->check == CHECK_OPEN || (n->out_ref && PyWeakref_GetObject(n->out_ref) != Py_None))
+            goto go_slow;
+    }
+    if (!checks_agree(e.given, e.n_given))
+        goto go_slow;
+    /* taken: the checks passed, the evaluation is timed */
+    e.n_arrays = (int)nargs;
+    if (nargs > 1) {
+        int distinct = 0;
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            int seen = 0;
+            for (Py_ssize_t j = 0; j < i; j++)
+                seen |= args[j] == args[i];
+            distinct += !seen;
+        }
+        e.n_arrays = distinct;
+    }
+    e.checked = S.checked;
+    for (int j = 0; j < e.n_given; j++) {
+        Note *n = &notes[e.given[j]];
+        if (n->check == CHECK_OPEN)
+            n->check = CHECK_OK;
+    }
+    for (int i = 0; i < n_open;) { /* an evaluation settles every open op, given or gone */
+        notes[open_notes[i]].handed = 1;
+        open_notes[i] = open_notes[--n_open];
+    }
+    e.c0 = c0;
+    cur = e;
+    in_eval = 1;
+    eval_taken = 0;
+    cur_frame = PyEval_GetFrame();
+    cur_since = wall();
+    unsigned long gen = generation;
+    e.e0 = now();
+    PyObject *out = PyObject_Vectorcall(self->real, args, nargsf, kwnames);
+    e.e1 = now();
+    e.raised = out == NULL;
+    in_eval = 0;
+    cur_frame = NULL;
+    if (eval_taken || gen != generation) {
+        /* handed over while MLX ran: Python's records finish it */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *arrays = PyTuple_New(nargs);
+        if (arrays != NULL) {
+            for (Py_ssize_t i = 0; i < nargs; i++)
+                PyTuple_SET_ITEM(arrays, i, Py_NewRef(args[i]));
+            PyObject *r = PyObject_CallFunction(
+                S.after, "Odd", arrays, e.raised ? -1.0 : e.e1 - e.e0,
+                e.checked ? e.e0 - c0 : -1.0);
+            Py_XDECREF(r);
+            Py_DECREF(arrays);
+        }
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        return out;
+    }
+    notes[n_notes++] = e;
+    stats[2]++;
+    return out;
+
+go_slow:
+    PyErr_Clear();
+    return slow(self, args, nargsf, kwnames);
+}
+
+/* -- the wrapper type ------------------------------------------------------ */
+
+static PyObject *wrapper_getattro(Wrapper *self, PyObject *name)
+{
+    /* what functools.wraps gave the Python wrapper: name, doc, __mxnb_original__ */
+    if (PyUnicode_Check(name) && PyUnicode_READ_CHAR(name, 0) == '_' &&
+        PyUnicode_CompareWithASCIIString(name, "__class__") != 0)
+        return PyObject_GetAttr(self->fallback, name);
+    PyObject *v = PyObject_GenericGetAttr((PyObject *)self, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return PyObject_GetAttr(self->fallback, name);
+    }
+    return v;
+}
+
+static PyObject *wrapper_repr(Wrapper *self) { return PyObject_Repr(self->fallback); }
+
+static int wrapper_traverse(Wrapper *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->real);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int wrapper_clear(Wrapper *self)
+{
+    Py_CLEAR(self->real);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void wrapper_dealloc(Wrapper *self)
+{
+    PyObject_GC_UnTrack(self);
+    wrapper_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject WrapperType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mxnb.rank._fastpath.Wrapper",
+    .tp_basicsize = sizeof(Wrapper),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Wrapper, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_getattro = (getattrofunc)wrapper_getattro,
+    .tp_repr = (reprfunc)wrapper_repr,
+    .tp_traverse = (traverseproc)wrapper_traverse,
+    .tp_clear = (inquiry)wrapper_clear,
+    .tp_dealloc = (destructor)wrapper_dealloc,
+    .tp_doc = "An MLX function observed by mxnb's op path in C (mxnb.rank.fastpath).",
+};
+
+static PyObject *make_wrapper(vectorcallfunc call, int op, PyObject *real, PyObject *fallback)
+{
+    Wrapper *w = PyObject_GC_New(Wrapper, &WrapperType);
+    if (w == NULL)
+        return NULL;
+    w->vectorcall = call;
+    w->op = op;
+    w->real = Py_NewRef(real);
+    w->fallback = Py_NewRef(fallback);
+    PyObject_GC_Track(w);
+    return (PyObject *)w;
+}
+
+/* -- the module's functions ------------------------------------------------ */
+
+static PyObject *wrap_op(PyObject *m, PyObject *args)
+{
+    PyObject *name, *real, *fallback;
+    if (!PyArg_ParseTuple(args, "UOO", &name, &real, &fallback))
+        return NULL;
+    for (int i = 0; i < 4; i++)
+        if (PyUnicode_Compare(name, op_strs[i]) == 0)
+            return make_wrapper((vectorcallfunc)op_call, i, real, fallback);
+    return Py_NewRef(fallback); /* not one this file takes */
+}
+
+static PyObject *wrap_eval(PyObject *m, PyObject *args)
+{
+    PyObject *real, *fallback;
+    if (!PyArg_ParseTuple(args, "OO", &real, &fallback))
+        return NULL;
+    return make_wrapper((vectorcallfunc)eval_call, -1, real, fallback);
+}
+
+static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"hooks", "oplog", "cells", "array", "dtypes", "clock", "sync",
+                            "after", "compile", "vmap", "groups", "world_label", "stack",
+                            "sizes", "compiled_live", "pending", "pairing_open", "group_seq",
+                            "timer_pending", "size", NULL};
+    PyObject *o[19];
+    Py_ssize_t size;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kw, "OOOOO!OOOOOOUO!O!O!O!O!O!O!n", names, &o[0], &o[1], &o[2], &o[3],
+            &PyDict_Type, &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11],
+            &PyList_Type, &o[12], &PyList_Type, &o[13], &PyDict_Type, &o[14], &PyDict_Type,
+            &o[15], &PyDict_Type, &o[16], &PyDict_Type, &o[17], &PyDict_Type, &o[18], &size))
+        return NULL;
+    PyObject **slots[] = {&S.hooks, &S.oplog, &S.cells, &S.array, &S.dtypes, &S.clock,
+                          &S.sync, &S.after, &S.compile, &S.vmap, &S.groups, &S.world_label,
+                          &S.stack, &S.sizes, &S.compiled_live, &S.pending, &S.pairing_open,
+                          &S.group_seq, &S.timer_pending};
+    for (int i = 0; i < 19; i++)
+        Py_XSETREF(*slots[i], Py_NewRef(o[i]));
+    S.size = size;
+    Py_XSETREF(S.world_group, PyObject_GetAttr(S.groups, s_world_group));
+    if (S.world_group == NULL)
+        return NULL;
+    S.ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* The settings the C path acts on, pushed by Python whenever one changes. */
+static PyObject *update(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"observed", "bare", "checked", "recording", "keep", "world", NULL};
+    int observed, bare, checked, recording, keep;
+    PyObject *world;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ppppp$O", names, &observed, &bare, &checked,
+                                     &recording, &keep, &world))
+        return NULL;
+    S.observed = observed;
+    S.bare = bare;
+    S.checked = checked;
+    S.recording = recording;
+    S.keep = keep;
+    if (world != S.world) { /* fresh communicators (OpLog.reset_checks) */
+        Py_XSETREF(S.world, Py_NewRef(world));
+        Py_CLEAR(S.comm_obj);
+        S.comm = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *get_seq(PyObject *m, PyObject *unused) { return PyLong_FromLongLong(S.seq); }
+
+static PyObject *set_seq(PyObject *m, PyObject *value)
+{
+    long long v = PyLong_AsLongLong(value);
+    if (v == -1 && PyErr_Occurred())
+        return NULL;
+    S.seq = v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *enable(PyObject *m, PyObject *on)
+{
+    int t = PyObject_IsTrue(on);
+    if (t < 0)
+        return NULL;
+    S.ready = t && S.sync != NULL; /* configured */
+    Py_RETURN_NONE;
+}
+
+static PyObject *waiting(PyObject *m, PyObject *unused)
+{
+    return PyBool_FromLong(n_notes > 0 || (in_eval && !eval_taken));
+}
+
+static PyObject *given_list(const Note *e)
+{
+    PyObject *g = PyList_New(e->n_given);
+    for (int j = 0; g && j < e->n_given; j++)
+        PyList_SET_ITEM(g, j, PyLong_FromLong(e->given[j]));
+    return g;
+}
+
+/* Every note, as tuples Python replays (mxnb.rank.fastpath.replay), and the
+ * running evaluation's (None outside one); the buffer starts empty again. */
+static PyObject *take(PyObject *m, PyObject *unused)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < n_notes; i++) {
+        Note *n = &notes[i];
+        PyObject *item;
+        if (n->kind == OP) {
+            PyObject *req = Py_None;
+            Py_INCREF(req);
+            if (n->check == CHECK_OPEN) {
+                Py_DECREF(req);
+                req = PyMPIRequest_New(n->req); /* Python's from now on */
+                if (req == NULL) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+            }
+            item = Py_BuildValue(
+                "(iLiO(OiO)OOONNOddiiiNOO)", OP, n->seq, n->op, n->mirror, n->code, n->lasti,
+                n->cell, n->dtype, n->shape, n->in_ref ? n->in_ref : Py_None,
+                n->out_ref ? Py_NewRef(n->out_ref) : Py_NewRef(Py_None),
+                n->out_ref ? PyLong_FromVoidPtr(n->out_id) : Py_NewRef(Py_None),
+                n->out_shape ? n->out_shape : Py_None, n->t0, n->t1, n->recorded, n->failed,
+                n->check, req, n->sent ? n->sent : Py_None, n->recv ? n->recv : Py_None);
+        } else {
+            item = Py_BuildValue("(iNdddiii)", EVAL, given_list(n), n->c0, n->e0, n->e1,
+                                 n->raised, n->n_arrays, n->checked);
+        }
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    PyObject *running = Py_None;
+    Py_INCREF(running);
+    if (in_eval && !eval_taken) {
+        Py_DECREF(running);
+        running = Py_BuildValue("(NOdi)", given_list(&cur),
+                                cur_frame ? (PyObject *)cur_frame : Py_None, cur_since,
+                                cur.checked);
+        eval_taken = 1;
+        cur.n_given = 0;
+    }
+    for (int i = 0; i < n_notes; i++)
+        clear_note(&notes[i]);
+    n_notes = 0;
+    n_open = 0;
+    memset(table, 0, sizeof table);
+    generation++;
+    return Py_BuildValue("(NN)", out, running);
+}
+
+static PyObject *counts(PyObject *m, PyObject *unused)
+{
+    return Py_BuildValue("(llll)", stats[0], stats[1], stats[2], stats[3]);
+}
+
+static PyMethodDef methods[] = {
+    {"counts", counts, METH_NOARGS,
+     "(ops taken, ops left to Python, evaluations taken, evaluations left): for tests"},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
+     "What the op path reads: the rank's hooks, op log and the rest."},
+    {"update", (PyCFunction)(void (*)(void))update, METH_VARARGS | METH_KEYWORDS,
+     "update(observed, bare, checked, recording, keep, *, world): the settings it acts on."},
+    {"seq", get_seq, METH_NOARGS, "The rank's op counter (mxnb.rank.hooks.Hooks.seq)."},
+    {"set_seq", set_seq, METH_O, "Set the rank's op counter."},
+    {"enable", enable, METH_O, "enable(False): every call goes to Python's wrappers."},
+    {"wrap_op", wrap_op, METH_VARARGS, "wrap_op(name, real, fallback) -> callable"},
+    {"wrap_eval", wrap_eval, METH_VARARGS, "wrap_eval(real, fallback) -> callable"},
+    {"waiting", waiting, METH_NOARGS, "Whether notes wait to be taken."},
+    {"take", take, METH_NOARGS, "take() -> (notes, running evaluation or None)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    if (import_mpi4py() < 0)
+        return NULL;
+    if (PyType_Ready(&WrapperType) < 0)
+        return NULL;
+    for (int i = 0; i < 4; i++)
+        op_strs[i] = PyUnicode_InternFromString(op_names[i]);
+    s_found = PyUnicode_InternFromString("found");
+    s_dtype = PyUnicode_InternFromString("dtype");
+    s_shape = PyUnicode_InternFromString("shape");
+    s_comm = PyUnicode_InternFromString("_comm");
+    s_in_eval = PyUnicode_InternFromString("in_eval");
+    s_live = PyUnicode_InternFromString("live");
+    s_ipy = PyUnicode_InternFromString("<ipython-input");
+    s_group = PyUnicode_InternFromString("group");
+    s_world_group = PyUnicode_InternFromString("world_group");
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddStringConstant(m, "SOURCE_DIGEST", SOURCE_DIGEST) < 0)
+        Py_CLEAR(m);
+    return m;
+}

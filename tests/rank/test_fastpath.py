@@ -1,0 +1,134 @@
+"""The op path in C (mxnb.rank.fastpath): built here, taken by a loop's ops, and
+the same records, traces, reports and errors as the Python path it stands in for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import mxnb
+from mxnb.errors import RankError
+from mxnb.rank import fastpath
+
+TOGGLE = (
+    "from mxnb.rank.runtime import current as _rt\n"
+    "_rt().fast.set_enabled({on})\n"
+    "_before = _rt().fast.module.counts()\n"
+)
+#: Ops and evaluations the C path takes, ones it leaves to Python, and the
+#: hand-overs between them: a full buffer mid-loop, a probe's look mid-cell.
+SCENARIO = """
+d = mx.distributed
+x = mx.ones((4, 3)) * (rank + 1)
+for _ in range(5):
+    mx.eval(d.all_sum(x))
+y = d.all_gather(x, group=world)
+z, w = d.all_max(x), d.all_min(x)
+mx.eval(z, w, z)
+mx.eval(y)
+e = d.all_sum(x) * 2
+mx.eval(e)
+v = d.all_sum(x)
+v.tolist()
+mx.eval(v)
+mid = _rt().oplog.state()
+for _ in range(2100):
+    mx.eval(d.all_sum(x))
+s = d.all_sum(mx.ones(2, dtype=mx.int32))
+mx.eval(s)
+b = d.all_sum(x, stream=mx.cpu)
+mx.eval(b)
+lazy = d.all_sum(x)
+f = d.all_sum(x)
+print(f.shape)
+mx.eval(f)
+state = _rt().oplog.state()
+seq = _rt().hooks.seq
+taken = [a - b for a, b in zip(_rt().fast.module.counts(), _before)]
+"""
+
+
+def _plain(report: dict[str, Any]) -> dict[str, Any]:
+    """A rank's trace without what differs between two runs: clock readings, and
+    the name IPython gives each cell's file."""
+    ops = []
+    for op in report["ops"]:
+        op = dict(op)
+        for key in ("t", "call_s", "eval_s", "check_s"):
+            op[key] = op.get(key) is None  # whether there is one, not its value
+        if op.get("site"):
+            op["site"] = {**op["site"], "file": None}
+        ops.append(op)
+    return {**report, "ops": ops}
+
+
+#: The all_sum inside ``e = d.all_sum(x) * 2``: whether the op log marks it
+#: evaluated depends on whether its check had landed when ``mx.eval(e)`` looked
+#: (then nothing reads MLX's graph for it), on either path.
+INSIDE = 9
+
+
+def _settled(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**st, "ops": [{**op, "evaluated": None} if op["seq"] == INSIDE else op
+                           for op in st["ops"]]} for st in states]  # fmt: skip
+
+
+def _run_both(run: Any, code: str, line: str = "") -> list[tuple[list[Any], Any]]:
+    out = []
+    for on in (True, False):
+        try:
+            run(TOGGLE.format(on=on) + code, line)
+            states = [_settled(mxnb.pull(name)) for name in ("mid", "state")]
+            out.append((states, mxnb.pull("seq"), mxnb.pull("taken"),
+                        [_plain(r) for r in mxnb.last_trace().reports]))  # fmt: skip
+        finally:
+            run(TOGGLE.format(on=True))
+    return out
+
+
+def test_the_module_is_built_and_current() -> None:
+    """scripts/setup builds it: a stale or missing build would leave ranks on Python."""
+    module = fastpath.load()
+    assert module is not None, "run: python -m mxnb.rank.fastpath"
+    assert module.SOURCE_DIGEST == fastpath.source_digest()
+
+
+@pytest.mark.cluster
+def test_the_c_path_records_what_the_python_path_records(ip, run, nranks):
+    # fresh ranks: a point-to-point op or a compiled function an earlier test left
+    # alive sends every evaluation to Python, which reads MLX's graph for them
+    ip.run_line_magic("mxdist", "restart")
+    fast, python = _run_both(run, SCENARIO)
+    state_c, seq_c, taken_c, trace_c = fast
+    state_p, seq_p, taken_p, trace_p = python
+    # the C path took the loop's ops and evaluations, and left the rest
+    for ops_taken, ops_left, evals_taken, evals_left in taken_c:
+        assert ops_taken >= 2100 and evals_taken >= 2090  # a full buffer hands one over
+        assert ops_left >= 1 and evals_left >= 2  # stream=; after tolist; after lazy
+    assert all(t[0] == 0 and t[2] == 0 for t in taken_p)
+    assert seq_c == seq_p == [2100 + 14] * nranks
+    assert state_c == state_p
+    for rank_c, rank_p in zip(trace_c, trace_p, strict=True):
+        assert {**rank_c, "ops": None} == {**rank_p, "ops": None}
+        assert len(rank_c["ops"]) == len(rank_p["ops"])
+        for op_c, op_p in zip(rank_c["ops"], rank_p["ops"], strict=True):
+            assert op_c == op_p
+    ops = trace_c[0]["ops"]
+    assert [o["eval_note"] for o in ops[:5]] == [None] * 5  # timed by their mx.eval
+    assert ops[5]["eval_arrays"] == 1 and ops[6]["eval_arrays"] == 2  # z, w, z: two arrays
+    assert ops[-2]["eval_note"] == "lazy"  # never evaluated
+
+
+@pytest.mark.cluster
+def test_a_mismatch_reads_the_same_from_the_c_path(run, nranks):
+    errors = []
+    for on in (True, False):
+        with pytest.raises(RankError) as info:
+            run(TOGGLE.format(on=on) + "x = mx.ones(rank + 1)\nmx.eval(mx.distributed.all_sum(x))")
+        run(TOGGLE.format(on=True))
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+    assert f"has float32[{nranks}]" in errors[0]
+    run("ok = mx.distributed.all_sum(mx.ones(2)).tolist()")  # nothing aborted
+    assert mxnb.pull("ok") == [[float(nranks)] * 2] * nranks
