@@ -663,8 +663,8 @@ def test_results_by_rank() -> None:
 
 
 def test_cost_of_a_loop_of_small_ops() -> None:
-    said = [cost_note(20_000, checked, recorded) for checked in (True, False)
-            for recorded in (True, False)]  # fmt: skip
+    said = [cost_note(20_000, checked, recorded, path) for path in ("c", "python", "python-only")
+            for checked in (True, False) for recorded in (True, False)]  # fmt: skip
     check_golden("note-op-cost", "\n".join(said))
 
 

@@ -280,24 +280,46 @@ class MxdistSession(Configurable):
         said = [o.cost for o in result.outcomes if o.cost is not None]
         if said and not self._cost_told:
             self._cost_told = True
+            paths = {s.get("path", "python") for s in said}
+            path = "python-only" if "python-only" in paths else min(paths)  # "c" < "python"
             print(cost_note(max(s["ops"] for s in said), any(s["checked"] for s in said),
-                            any(s["recorded"] for s in said)))  # fmt: skip
+                            any(s["recorded"] for s in said), path))  # fmt: skip
 
 
-def cost_note(ops: int, checked: bool, recorded: bool) -> str:
-    """What a loop of ``ops`` small ops cost beyond MLX's own time, said once."""
-    if checked:
-        done = "checked and recorded by mxnb" if recorded else "checked by mxnb"
-        adds = "some microseconds of Python and one more exchange between the ranks"
+def cost_note(ops: int, checked: bool, recorded: bool, path: str = "c") -> str:
+    """What a loop of ``ops`` small ops cost beyond MLX's own time, said once.
+
+    ``path``: where the ranks observed them (see CostPayload): mxnb's op path in
+    C costs a fraction of its Python path, which this says.
+    """
+    who = "mxnb's op path in C" if path == "c" else "mxnb"
+    if checked or recorded:
+        done = (
+            "checked and recorded" if checked and recorded else "checked" if checked else "recorded"
+        )
+        done += f" by {who}"
     else:
-        done = "recorded by mxnb" if recorded else "logged by mxnb for its hang reports"
-        adds = "some microseconds of Python"
-    return (
+        done = (
+            "logged for mxnb's hang reports by its op path in C"
+            if path == "c"
+            else ("logged by mxnb for its hang reports")
+        )
+    exchange = " and one more exchange between the ranks" if checked else ""
+    if path == "c":
+        adds, takes = f"about a microsecond{exchange}", "up to about twice as long"
+        later = " and writes its records after the loop"
+    else:
+        adds, takes = f"some microseconds of Python{exchange}", "several times as long"
+        later = ""
+    note = (
         f"mxdist: this cell ran {ops:,} small mx.distributed ops on a rank, each {done}, "
-        f"which adds {adds} to every op. A loop of such ops can take several times as long "
-        "as in plain MLX: to time MLX itself, run the cell with %%mxdist --bare. "
-        "(Said once per session.)"
+        f"which adds {adds} to every op{later}. A loop of such ops can take {takes} as in plain "
+        "MLX: to time MLX itself, run the cell with %%mxdist --bare."
     )
+    if path == "python-only":
+        note += (" mxnb's op path in C, which costs a fraction of that, is not built here: "
+                 "python -m mxnb.rank.fastpath builds it.")  # fmt: skip
+    return note + " (Said once per session.)"
 
 
 #: The settings a cluster is started with, named alike on the session and the

@@ -186,6 +186,9 @@ class CostPayload(TypedDict):
     ops: int  # the cell's mx.distributed ops on this rank
     checked: bool  # each waited for mxnb's exchange between the ranks
     recorded: bool  # each was noted for the trace
+    #: where: "c" (most by the rank's op path in C), "python" (its Python path,
+    #: though the C path is built), "python-only" (the C path is not built here)
+    path: str
 
 
 def in_call_order(eval_nos: Iterable[int | None]) -> bool:

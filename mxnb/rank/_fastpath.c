@@ -343,9 +343,13 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
             PyErr_Clear();
         } else {
             n.out_id = (void *)y;
-            n.out_shape = PyObject_GetAttr(y, s_shape);
-            if (n.out_shape == NULL)
-                PyErr_Clear();
+            if (self->op == 1) { /* all_gather: MLX decides the result's shape */
+                n.out_shape = PyObject_GetAttr(y, s_shape);
+                if (n.out_shape == NULL)
+                    PyErr_Clear();
+            } else { /* a reduction keeps its input's shape */
+                n.out_shape = Py_NewRef(shape);
+            }
         }
     }
     /* appended last: a take() from another thread while MLX ran saw the notes before it */

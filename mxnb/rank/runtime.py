@@ -54,6 +54,7 @@ class Runtime:
         self._probe_port = 0  # kept across uninstall/install: the kernel knows it
         self._shell: Any = None
         self._unnumber: Callable[[], None] | None = None
+        self._taken_before = 0  # ops the C path took before this cell
 
     def install(self, probe_ip: str | None = None) -> None:
         """Observe ops, evaluations and splits; serve the probe.  Idempotent.
@@ -91,6 +92,7 @@ class Runtime:
         # the C path's notes first; the recorder settles a cell's arrays before
         # the op log forgets its ops
         shell.events.register("pre_run_cell", self.oplog.sync)
+        shell.events.register("pre_run_cell", self._count_from_here)
         shell.events.register("pre_run_cell", self.recorder.start_cell)
         shell.events.register("pre_run_cell", self.oplog.pre_cell)
         shell.events.register("post_run_cell", self.oplog.sync)
@@ -110,6 +112,9 @@ class Runtime:
             said: OrderPayload = {"source": ORDER_PAYLOAD, "groups": late}
             self._shell.payload_manager.write_payload(said)
 
+    def _count_from_here(self, *_: Any) -> None:
+        self._taken_before = self.fast.module.counts()[0] if self.fast is not None else 0
+
     def _tell_cost(self, *_: Any) -> None:
         """Say, with the cell's reply, that it ran a loop of small ops mxnb watched.
 
@@ -122,8 +127,13 @@ class Runtime:
         kept = list(oplog.cell_ops)  # the most recent ops: what a loop is made of
         small = sum(nbytes(r.shape, r.dtype) < SMALL_BYTES for r in kept)
         if 2 * small >= len(kept) > 0:
+            if self.fast is None:
+                path = "python-only"
+            else:
+                taken = self.fast.module.counts()[0] - self._taken_before
+                path = "c" if 2 * taken >= ops else "python"
             said: CostPayload = {"source": COST_PAYLOAD, "ops": ops, "checked": oplog.checked,
-                                 "recorded": oplog.recorder is not None}  # fmt: skip
+                                 "recorded": oplog.recorder is not None, "path": path}  # fmt: skip
             self._shell.payload_manager.write_payload(said)
 
     def uninstall(self) -> None:
@@ -136,6 +146,7 @@ class Runtime:
         if shell is not None:
             for event, fn in (
                 ("pre_run_cell", self.oplog.sync),
+                ("pre_run_cell", self._count_from_here),
                 ("post_run_cell", self.oplog.sync),
                 ("pre_run_cell", self.recorder.start_cell),
                 ("pre_run_cell", self.oplog.pre_cell),

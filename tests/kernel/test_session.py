@@ -75,6 +75,7 @@ def test_a_loop_of_small_ops_says_once_what_mxnb_adds_to_its_time(run, nranks, m
         run(LOOP.format(n=1200, size=4))
         out = capsys.readouterr().out
         assert out.count(NOTE) == 1 and "1,200" in out and "checked and recorded" in out
+        assert "by mxnb's op path in C" in out  # the loop took it (scripts/setup builds it)
         run(LOOP.format(n=1200, size=4), "--no-check")
         assert NOTE not in capsys.readouterr().out  # once per session
     finally:
