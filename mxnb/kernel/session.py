@@ -306,7 +306,8 @@ def cost_note(ops: int, checked: bool, recorded: bool, path: str = "c") -> str:
         )
     exchange = " and one more exchange between the ranks" if checked else ""
     if path == "c":
-        adds, takes = f"about a microsecond{exchange}", "up to about twice as long"
+        adds = f"about a microsecond{exchange}"
+        takes = "up to two or three times as long" if checked else "up to about twice as long"
         later = " and writes its records after the loop"
     else:
         adds, takes = f"some microseconds of Python{exchange}", "several times as long"

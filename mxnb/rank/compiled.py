@@ -97,6 +97,8 @@ class CompileHook:
     """
 
     def __init__(self) -> None:
+        #: this list and ``live`` are read by mxnb's op path in C on every call
+        #: (mxnb.rank.fastpath): cleared, never replaced
         self.stack: list[Compiled] = []
         #: False in --bare, where ops are not logged and so leave no templates
         self.observed = True

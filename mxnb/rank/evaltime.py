@@ -72,7 +72,8 @@ class EvalTimer:
     def __init__(self, evaluated: Callable[[Any], bool]) -> None:
         #: tells, without evaluating, whether MLX has evaluated an array
         self.evaluated = evaluated
-        self.pending: dict[int, OpRecord] = {}  # id(record) -> untimed op, oldest first
+        #: id(record) -> untimed op, oldest first (cleared, never replaced: the C path reads it)
+        self.pending: dict[int, OpRecord] = {}
         #: the cell's evaluations that ran so far: each op notes which one ran it
         #: (``eval_no``), the order a view compares across ranks (MPI pairs in it)
         self.evals = 0

@@ -5,6 +5,8 @@ checks ops and hands them to the trace recorder.  The wrappers call the real
 MLX function unchanged; the logger sees each call before it is made and its
 (still lazy) result after.  There is one seam and one per-op record, not a
 list of observers: every object made per op shows in a timed loop (issue 18).
+Where mxnb's op path in C is built (:mod:`mxnb.rank.fastpath`), it wraps these
+wrappers and takes the common case first, handing the rest to them.
 """
 
 from __future__ import annotations

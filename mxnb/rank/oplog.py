@@ -7,6 +7,7 @@ records (:mod:`mxnb.rank.recorder`).  Through :mod:`mxnb.rank.entries` the
 rank knows when it is inside an evaluation, completes the checks of the
 arrays it evaluates first, and has the recorder time the evaluation.
 The probe thread reads :meth:`OpLog.state` while the main thread is blocked.
+What mxnb's op path in C took comes in by :meth:`OpLog.sync` (:mod:`mxnb.rank.fastpath`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class OpLog:
     # bulk (see _sweep) rather than by a callback per result.
     live: dict[int, tuple[OpRecord, weakref.ref[Any]]] = field(default_factory=dict)
     live_limit: int = LIVE_SWEEP
-    # id(result) -> (record, weak reference) of collectives whose check is open
+    # id(result) -> (record, weak reference) of collectives whose check is open.  The C
+    # path reads it and group_seq on every call (mxnb.rank.fastpath): cleared, never replaced
     pending: dict[int, tuple[OpRecord, weakref.ref[Any]]] = field(default_factory=dict)
     pairing: Pairing = field(default_factory=Pairing)
     waiting: WaitState | None = None
@@ -99,8 +101,7 @@ class OpLog:
         # Runs for every op; a probe reads cell_ops from another thread, but a
         # deque append is atomic and the probe copies the deque in one step.
         __tracebackhide__ = True
-        if self.fast is not None:  # the C path's ops came first
-            self.fast.sync()
+        self.sync()  # the C path's ops came first
         op = "recv" if name == "recv_like" else name
         group = kwargs.get("group") if kwargs else None
         if group is not None and type(group) is not self.group_type:
