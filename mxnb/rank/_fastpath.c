@@ -4,7 +4,8 @@
  * plain arrays, are observed here instead of in Python: the op's notes (call
  * site, shape, dtype, weak references, clock readings) go into a flat buffer,
  * and checked mode's metadata exchange is posted, completed and compared with
- * MPI's own calls.  Nothing Python is made per op beyond what MLX makes.
+ * MPI's own calls.  What it makes per op is a weak reference or two and,
+ * checked, the exchange's two small buffers: no record, no dict entry.
  *
  * The notes become the op log's records later, in one batch, when Python
  * next needs them (mxnb.rank.fastpath.replay): a report, the cell's end, an
@@ -24,9 +25,7 @@
 #define SOURCE_DIGEST "" /* set by mxnb.rank.fastpath.build: a stale build is not loaded */
 #endif
 
-#ifndef CAP
 #define CAP 4096 /* notes (ops and evaluations) before they are handed over */
-#endif
 #define TABLE (4 * CAP)   /* result address -> note, open addressing */
 #define MAX_GIVEN 8       /* arrays of an evaluation taken here */
 #define MAX_NDIM 10
@@ -87,8 +86,8 @@ static struct {
     PyObject *comm_obj;
     PyObject *cell_files; /* IPython's map of cell files, once found */
     PyObject *timer_pending; /* the recorder's untimed ops (cleared, never replaced) */
-    PyObject *hooks, *oplog, *cells, *array, *dtypes, *clock, *sync, *after;
-    PyObject *compile, *vmap, *groups, *world_label, *world_group;
+    PyObject *oplog, *cells, *array, *dtypes, *clock, *sync, *after;
+    PyObject *groups, *world_label, *world_group;
     /* containers that live as long as the rank (cleared, never replaced): read directly */
     PyObject *stack, *sizes, *compiled_live, *pending, *pairing_open, *group_seq;
     Py_ssize_t size;
@@ -666,23 +665,23 @@ static PyObject *wrap_eval(PyObject *m, PyObject *args)
 
 static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"hooks", "oplog", "cells", "array", "dtypes", "clock", "sync",
-                            "after", "compile", "vmap", "groups", "world_label", "stack",
-                            "sizes", "compiled_live", "pending", "pairing_open", "group_seq",
-                            "timer_pending", "size", NULL};
-    PyObject *o[19];
+    static char *names[] = {"oplog", "cells", "array", "dtypes", "clock", "sync", "after",
+                            "groups", "world_label", "stack", "sizes", "compiled_live",
+                            "pending", "pairing_open", "group_seq", "timer_pending", "size",
+                            NULL};
+    PyObject *o[16];
     Py_ssize_t size;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kw, "OOOOO!OOOOOOUO!O!O!O!O!O!O!n", names, &o[0], &o[1], &o[2], &o[3],
-            &PyDict_Type, &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11],
-            &PyList_Type, &o[12], &PyList_Type, &o[13], &PyDict_Type, &o[14], &PyDict_Type,
-            &o[15], &PyDict_Type, &o[16], &PyDict_Type, &o[17], &PyDict_Type, &o[18], &size))
+            args, kw, "$OOOO!OOOOUO!O!O!O!O!O!O!n", names, &o[0], &o[1], &o[2], &PyDict_Type,
+            &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &PyList_Type, &o[9], &PyList_Type, &o[10],
+            &PyDict_Type, &o[11], &PyDict_Type, &o[12], &PyDict_Type, &o[13], &PyDict_Type,
+            &o[14], &PyDict_Type, &o[15], &size))
         return NULL;
-    PyObject **slots[] = {&S.hooks, &S.oplog, &S.cells, &S.array, &S.dtypes, &S.clock,
-                          &S.sync, &S.after, &S.compile, &S.vmap, &S.groups, &S.world_label,
-                          &S.stack, &S.sizes, &S.compiled_live, &S.pending, &S.pairing_open,
-                          &S.group_seq, &S.timer_pending};
-    for (int i = 0; i < 19; i++)
+    PyObject **slots[] = {&S.oplog,  &S.cells,         &S.array,   &S.dtypes,
+                          &S.clock,  &S.sync,          &S.after,   &S.groups,
+                          &S.world_label, &S.stack,    &S.sizes,   &S.compiled_live,
+                          &S.pending, &S.pairing_open, &S.group_seq, &S.timer_pending};
+    for (int i = 0; i < 16; i++)
         Py_XSETREF(*slots[i], Py_NewRef(o[i]));
     S.size = size;
     Py_XSETREF(S.world_group, PyObject_GetAttr(S.groups, s_world_group));

@@ -53,8 +53,7 @@ SOURCE = Path(__file__).with_name("_fastpath.c")
 FAST_OPS = ("all_sum", "all_gather", "all_max", "all_min")
 #: How an evaluation the C path took reads in a report.
 ENTRY = "mx.eval"
-_OP, _EVAL = 1, 2
-_CHECK_OPEN, _CHECK_OK = 1, 2
+_OP = 1  # a note's kind; 2: an evaluation
 
 
 def _target() -> Path:
@@ -140,9 +139,8 @@ class FastPath:
             if dtype is not None and name != "bool":  # bool: the backend's screen decides
                 dtypes[dtype] = (name, code)
         module.configure(
-            hooks=hooks, oplog=oplog, cells=hooks_module._cells, array=mx.array,
-            dtypes=dtypes, clock=time.perf_counter, sync=self.sync, after=self._after,
-            compile=oplog.compile, vmap=oplog.vmap, groups=oplog.groups,
+            oplog=oplog, cells=hooks_module._cells, array=mx.array, dtypes=dtypes,
+            clock=time.perf_counter, sync=self.sync, after=self._after, groups=oplog.groups,
             world_label=oplog.groups.world.label, size=len(oplog.groups.world.ranks),
             # read directly on every call: these are cleared, never replaced
             stack=oplog.compile.stack, sizes=oplog.vmap.sizes, compiled_live=oplog.compile.live,

@@ -104,7 +104,10 @@ def test_the_c_path_records_what_the_python_path_records(ip, run, nranks):
     state_p, seq_p, taken_p, trace_p = python
     # the C path took the loop's ops and evaluations, and left the rest
     for ops_taken, ops_left, evals_taken, evals_left in taken_c:
-        assert ops_taken >= 2100 and evals_taken >= 2090  # a full buffer hands one over
+        assert ops_taken >= 2100
+        # a full buffer hands one evaluation over, and so does a check that has
+        # not landed within 200 us (Python waits for it): 4 ranks on 2 cores
+        assert evals_taken >= 1500
         assert ops_left >= 1 and evals_left >= 2  # stream=; after tolist; after lazy
     assert all(t[0] == 0 and t[2] == 0 for t in taken_p)
     assert seq_c == seq_p == [2100 + 14] * nranks
