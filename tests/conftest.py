@@ -8,6 +8,7 @@ Tests that kill or break a cluster start their own.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.pop("MXNB_PRESTART", None)
 
 from procs import cluster_processes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped with SIGTERM (a CI timeout, ``kill``) unwinds as Ctrl-C does:
+    fixtures tear down, so no cluster, network-namespace host or Slurm daemon
+    a test started outlives the run."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -114,12 +114,10 @@ class MxCluster(HasTraits):
         found: list[int] = []
         roots = []
         if self._ipp is not None:
-            ctl = self._ipp.controller
-            if ctl is not None and getattr(ctl, "pid", None):
-                roots.append(ctl.pid)
-            for es in self._ipp.engines.values():
-                if getattr(es, "pid", None):
-                    roots.append(es.pid)
+            # a launcher that never started, or was stopped, says -1 (ipyparallel)
+            launchers = [self._ipp.controller, *self._ipp.engines.values()]
+            roots = [p for p in (getattr(la, "pid", None) for la in launchers)
+                     if isinstance(p, int) and p > 0]  # fmt: skip
         for pid in roots:
             found.append(pid)
             try:

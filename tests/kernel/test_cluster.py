@@ -274,3 +274,14 @@ def test_sockets_connection_files_and_signing():
             s.recv(64)
             s.sendall(b"?" * 33)  # no proof: the probe closes without a word
             assert s.recv(64) == b""
+
+
+def test_launchers_that_never_started_or_were_stopped_name_no_process():
+    """ipyparallel's launchers say pid -1 then: stopping such a cluster (at exit,
+    after a start was interrupted) must not fail on it."""
+    from types import SimpleNamespace
+
+    c = MxCluster(n=2)
+    gone = SimpleNamespace(pid=-1)
+    c._ipp = SimpleNamespace(controller=gone, engines={"mpi": gone})
+    assert c.pids() == []
