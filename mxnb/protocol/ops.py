@@ -27,6 +27,7 @@ __all__ = [
     "Meta",
     "encode",
     "nbytes",
+    "op_code",
 ]
 
 #: MLX's backends that mxnb starts ranks on (the CPU ones: jaccl and nccl need other hardware).
@@ -138,10 +139,15 @@ _VECTOR = struct.Struct(f"<{WIDTH}q")
 _TYPED = 2 * 8
 
 
+def op_code(op: str) -> int:
+    """An op's number in the vector (mxnb's op path in C writes the same vector)."""
+    return _META_OPS.index(op)
+
+
 @functools.lru_cache(maxsize=256)
 def _template(op: str, dtype: str, shape: tuple[int, ...]) -> tuple[bytes, bytes]:
     """An encoded vector's bytes before and after the sequence number."""
     dims = list(shape[:MAX_NDIM]) + [-1] * (MAX_NDIM - min(len(shape), MAX_NDIM))
     code = DTYPES.index(dtype) if dtype in DTYPES else -2
-    raw = _VECTOR.pack(_META_OPS.index(op), -1, code, len(shape), *dims)
+    raw = _VECTOR.pack(op_code(op), -1, code, len(shape), *dims)
     return raw[:8], raw[16:]

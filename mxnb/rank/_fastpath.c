@@ -40,7 +40,7 @@ typedef struct {
     int kind;
     /* an op */
     long long seq;
-    int op;              /* index in op_names */
+    int op;              /* the op's number, as Python gave it (mxnb.rank.fastpath.FAST_OPS) */
     PyObject *mirror;    /* the world's GroupInfo */
     PyObject *code;
     int lasti;
@@ -93,8 +93,6 @@ static struct {
     Py_ssize_t size;
 } S;
 
-static const char *op_names[] = {"all_sum", "all_gather", "all_max", "all_min"};
-static PyObject *op_strs[4];
 static PyObject *s_found, *s_dtype, *s_shape, *s_comm, *s_in_eval, *s_live, *s_ipy, *s_group,
     *s_world_group;
 
@@ -219,7 +217,9 @@ static int site_of(PyObject *cells, PyObject **code_out, int *lasti_out, PyObjec
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    int op;
+    int op;          /* the op's number in Python's list; -1: mx.eval */
+    int meta;        /* its number in checked mode's vector (mxnb.protocol.ops) */
+    int same_shape;  /* its result has its input's shape (the reductions) */
     PyObject *real, *fallback;
 } Wrapper;
 
@@ -304,7 +304,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
         Py_DECREF(g);
         long long v[WIDTH];
         Py_ssize_t nd = PyTuple_GET_SIZE(shape);
-        v[0] = self->op; /* the order of mxnb.protocol.ops._META_OPS */
+        v[0] = self->meta;
         v[1] = gseq;
         v[2] = PyLong_AsLongLong(PyTuple_GET_ITEM(info, 1));
         v[3] = nd;
@@ -342,12 +342,12 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
             PyErr_Clear();
         } else {
             n.out_id = (void *)y;
-            if (self->op == 1) { /* all_gather: MLX decides the result's shape */
+            if (self->same_shape) {
+                n.out_shape = Py_NewRef(shape);
+            } else { /* all_gather: MLX decides the result's shape */
                 n.out_shape = PyObject_GetAttr(y, s_shape);
                 if (n.out_shape == NULL)
                     PyErr_Clear();
-            } else { /* a reduction keeps its input's shape */
-                n.out_shape = Py_NewRef(shape);
             }
         }
     }
@@ -629,13 +629,16 @@ static PyTypeObject WrapperType = {
     .tp_doc = "An MLX function observed by mxnb's op path in C (mxnb.rank.fastpath).",
 };
 
-static PyObject *make_wrapper(vectorcallfunc call, int op, PyObject *real, PyObject *fallback)
+static PyObject *make_wrapper(vectorcallfunc call, int op, int meta, int same_shape,
+                              PyObject *real, PyObject *fallback)
 {
     Wrapper *w = PyObject_GC_New(Wrapper, &WrapperType);
     if (w == NULL)
         return NULL;
     w->vectorcall = call;
     w->op = op;
+    w->meta = meta;
+    w->same_shape = same_shape;
     w->real = Py_NewRef(real);
     w->fallback = Py_NewRef(fallback);
     PyObject_GC_Track(w);
@@ -646,13 +649,11 @@ static PyObject *make_wrapper(vectorcallfunc call, int op, PyObject *real, PyObj
 
 static PyObject *wrap_op(PyObject *m, PyObject *args)
 {
-    PyObject *name, *real, *fallback;
-    if (!PyArg_ParseTuple(args, "UOO", &name, &real, &fallback))
+    int op, meta, same_shape;
+    PyObject *real, *fallback;
+    if (!PyArg_ParseTuple(args, "iipOO", &op, &meta, &same_shape, &real, &fallback))
         return NULL;
-    for (int i = 0; i < 4; i++)
-        if (PyUnicode_Compare(name, op_strs[i]) == 0)
-            return make_wrapper((vectorcallfunc)op_call, i, real, fallback);
-    return Py_NewRef(fallback); /* not one this file takes */
+    return make_wrapper((vectorcallfunc)op_call, op, meta, same_shape, real, fallback);
 }
 
 static PyObject *wrap_eval(PyObject *m, PyObject *args)
@@ -660,7 +661,7 @@ static PyObject *wrap_eval(PyObject *m, PyObject *args)
     PyObject *real, *fallback;
     if (!PyArg_ParseTuple(args, "OO", &real, &fallback))
         return NULL;
-    return make_wrapper((vectorcallfunc)eval_call, -1, real, fallback);
+    return make_wrapper((vectorcallfunc)eval_call, -1, -1, 0, real, fallback);
 }
 
 static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
@@ -819,7 +820,8 @@ static PyMethodDef methods[] = {
     {"seq", get_seq, METH_NOARGS, "The rank's op counter (mxnb.rank.hooks.Hooks.seq)."},
     {"set_seq", set_seq, METH_O, "Set the rank's op counter."},
     {"enable", enable, METH_O, "enable(False): every call goes to Python's wrappers."},
-    {"wrap_op", wrap_op, METH_VARARGS, "wrap_op(name, real, fallback) -> callable"},
+    {"wrap_op", wrap_op, METH_VARARGS,
+     "wrap_op(op, meta, same_shape, real, fallback) -> callable"},
     {"wrap_eval", wrap_eval, METH_VARARGS, "wrap_eval(real, fallback) -> callable"},
     {"waiting", waiting, METH_NOARGS, "Whether notes wait to be taken."},
     {"take", take, METH_NOARGS, "take() -> (notes, running evaluation or None)"},
@@ -834,8 +836,6 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         return NULL;
     if (PyType_Ready(&WrapperType) < 0)
         return NULL;
-    for (int i = 0; i < 4; i++)
-        op_strs[i] = PyUnicode_InternFromString(op_names[i]);
     s_found = PyUnicode_InternFromString("found");
     s_dtype = PyUnicode_InternFromString("dtype");
     s_shape = PyUnicode_InternFromString("shape");

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mxnb.protocol.ops import DTYPES, nbytes
+from mxnb.protocol.ops import AGREEING, DTYPES, nbytes, op_code
 from mxnb.rank import check
 from mxnb.rank.oprecord import OpRecord
 
@@ -46,11 +46,11 @@ if TYPE_CHECKING:
     from mxnb.rank.oplog import OpLog
     from mxnb.rank.recorder import Recorder
 
-__all__ = ["FastPath", "attach", "build", "replay"]
+__all__ = ["FastPath", "attach", "build", "compile_module", "replay"]
 
 SOURCE = Path(__file__).with_name("_fastpath.c")
-#: The ops the C path takes, in the order of its op numbers.
-FAST_OPS = ("all_sum", "all_gather", "all_max", "all_min")
+#: The ops the C path takes (numbered by their place here in its notes).
+FAST_OPS = AGREEING
 #: How an evaluation the C path took reads in a report.
 ENTRY = "mx.eval"
 _OP = 1  # a note's kind; 2: an evaluation
@@ -65,6 +65,26 @@ def source_digest() -> str:
     return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
 
 
+def compile_module(source: Path, out: Path, flags: list[str]) -> str:
+    """Compile one C file into a module for this Python: "" or why it could not
+    be (the bench builds its compiled observer with it too)."""
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    if not cc or shutil.which(cc[0]) is None:
+        return f"no C compiler ({cc[0] if cc else 'cc'})"
+    include = Path(sysconfig.get_paths()["include"])
+    if not (include / "Python.h").exists():
+        return f"no Python headers in {include}"
+    cmd = [*cc, "-O2", "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(out), *flags]
+    if sysconfig.get_platform().startswith("macosx"):
+        cmd[1:1] = ["-undefined", "dynamic_lookup"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        out.unlink(missing_ok=True)
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return f"the C compiler failed: {last}"
+    return ""
+
+
 def build(mpi: Path | None = None) -> tuple[Path | None, str]:
     """Compile the module beside its source: (path, "") or (None, why not).
 
@@ -74,26 +94,16 @@ def build(mpi: Path | None = None) -> tuple[Path | None, str]:
     from mpi4py import get_include as mpi4py_include
 
     mpi = Path(sys.prefix) if mpi is None else mpi
-    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    if not cc or shutil.which(cc[0]) is None:
-        return None, f"no C compiler ({cc[0] if cc else 'cc'})"
-    include = Path(sysconfig.get_paths()["include"])
-    if not (include / "Python.h").exists():
-        return None, f"no Python headers in {include}"
     if not (mpi / "include" / "mpi.h").exists():
         return None, f"no mpi.h in {mpi / 'include'}"
     out = _target()
     part = out.with_name(out.name + f".{os.getpid()}.part")
-    cmd = [*cc, "-O2", "-shared", "-fPIC", f"-I{include}", f"-I{mpi / 'include'}",
-           f"-I{mpi4py_include()}", f'-DSOURCE_DIGEST="{source_digest()}"', str(SOURCE),
-           "-o", str(part), f"-L{mpi / 'lib'}", "-lmpi", f"-Wl,-rpath,{mpi / 'lib'}"]  # fmt: skip
-    if sysconfig.get_platform().startswith("macosx"):
-        cmd[1:1] = ["-undefined", "dynamic_lookup"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        part.unlink(missing_ok=True)
-        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        return None, f"the C compiler failed: {last}"
+    why = compile_module(SOURCE, part, [
+        f"-I{mpi / 'include'}", f"-I{mpi4py_include()}", f'-DSOURCE_DIGEST="{source_digest()}"',
+        f"-L{mpi / 'lib'}", "-lmpi", f"-Wl,-rpath,{mpi / 'lib'}",
+    ])  # fmt: skip
+    if why:
+        return None, why
     part.replace(out)  # a rank starting meanwhile loads the old file or the new one, whole
     return out, ""
 
@@ -164,7 +174,11 @@ class FastPath:
         self.module.enable(on)
 
     def wrap_op(self, name: str, real: Any, fallback: Any) -> Any:
-        return self.module.wrap_op(name, real, fallback)
+        """The C wrapper of an op it takes, else the Python wrapper ``fallback``."""
+        if name not in FAST_OPS:
+            return fallback
+        same_shape = name != "all_gather"  # a reduction's result has its input's shape
+        return self.module.wrap_op(FAST_OPS.index(name), op_code(name), same_shape, real, fallback)
 
     def wrap_eval(self, real: Any, fallback: Any) -> Any:
         return self.module.wrap_eval(real, fallback)

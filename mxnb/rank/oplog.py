@@ -325,8 +325,7 @@ class OpLog:
     # -- cells ----------------------------------------------------------------
 
     def pre_cell(self, *_: Any) -> None:
-        self.sync()
-        with self.lock:
+        with self.lock:  # the C path's notes came in first (Runtime.attach)
             self.cell_ops = deque(maxlen=MAX_OPS)
             self.live = {}
             self.live_limit = LIVE_SWEEP
@@ -335,7 +334,6 @@ class OpLog:
         self.running_cell = True
 
     def post_cell(self, *_: Any) -> None:
-        self.sync()
         self.pairing.end_cell()
         self.running_cell = False
         self.in_eval = None
