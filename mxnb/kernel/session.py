@@ -294,16 +294,12 @@ def cost_note(ops: int, checked: bool, recorded: bool, path: str = "c") -> str:
     """
     who = "mxnb's op path in C" if path == "c" else "mxnb"
     if checked or recorded:
-        done = (
-            "checked and recorded" if checked and recorded else "checked" if checked else "recorded"
-        )
-        done += f" by {who}"
+        did = [word for word, on in (("checked", checked), ("recorded", recorded)) if on]
+        done = f"{' and '.join(did)} by {who}"
+    elif path == "c":
+        done = "logged for mxnb's hang reports by its op path in C"
     else:
-        done = (
-            "logged for mxnb's hang reports by its op path in C"
-            if path == "c"
-            else ("logged by mxnb for its hang reports")
-        )
+        done = "logged by mxnb for its hang reports"
     exchange = " and one more exchange between the ranks" if checked else ""
     if path == "c":
         adds = f"about a microsecond{exchange}"
