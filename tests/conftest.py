@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,39 @@ def pytest_configure(config: pytest.Config) -> None:
     fixtures tear down, so no cluster, network-namespace host or Slurm daemon
     a test started outlives the run."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+#: Seconds one test may run before its threads' stacks are printed and it is
+#: interrupted: a hang then fails one test, where CI would otherwise wait out
+#: its whole limit and print nothing about where (a run lost so).
+TEST_LIMIT = float(os.environ.get("MXNB_TEST_LIMIT", "900"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    timer = threading.Timer(TEST_LIMIT, _overran, (item,))
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
+
+
+def _overran(item: pytest.Item) -> None:
+    """Where every thread is, then SIGTERM to the main thread: KeyboardInterrupt
+    there, which a waiting cell takes as the stop button."""
+    frames = sys._current_frames()
+    text = [f"\n{item.nodeid} ran longer than {TEST_LIMIT:g} s; where its threads are:"]
+    for thread in threading.enumerate():
+        if thread.ident in frames:
+            text.append(f"--- thread {thread.name}")
+            text += [ln.rstrip() for ln in traceback.format_stack(frames[thread.ident])]
+    capture = item.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # to the terminal, past the test's capture
+        sys.stderr.write("\n".join(text) + "\n")
+        sys.stderr.flush()
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
 
 
 ROOT = Path(__file__).resolve().parent.parent

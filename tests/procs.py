@@ -8,6 +8,7 @@ so counting never mistakes someone else's cluster on the same machine for ours.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -79,3 +80,23 @@ def jupyter_kernel(name: str) -> Iterator[tuple[Any, Any]]:
         kc.stop_channels()
         if km.is_alive():
             km.shutdown_kernel(now=False)
+
+
+def stop_output_relay(cluster: Any) -> int:
+    """Kill the controller's relay of the ranks' output, as a relay that could not
+    bind its port ends (it is a process of its own); returns its pid."""
+    security = os.path.join(cluster.profile_dir, "security")
+    (client,) = [f for f in os.listdir(security) if f.endswith("-client.json")]
+    with open(os.path.join(security, client)) as f:
+        port = json.load(f)["iopub"]
+    controller = psutil.Process(cluster._ipp.controller.pid)
+    for child in controller.children(recursive=True):
+        if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+               for c in child.net_connections("tcp")):  # fmt: skip
+            child.kill()  # the controller's child, not ours: it reaps it
+            deadline = time.monotonic() + 5
+            while child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                assert time.monotonic() < deadline, "the relay outlived SIGKILL"
+                time.sleep(0.05)
+            return child.pid
+    raise AssertionError(f"no process of the controller listens on its output port {port}")

@@ -28,6 +28,7 @@ from mxnb.kernel.diagnose import diagnose
 from mxnb.kernel.magics import MxdistMagics, parse_targets
 from mxnb.kernel.openmpi import OpenMPI
 from mxnb.kernel.recovery import crash_report
+from mxnb.kernel.relay import lost_report
 from mxnb.kernel.runner import CellResult, RankOutcome
 from mxnb.kernel.session import HEADLINES, cost_note
 from mxnb.protocol.ops import Meta
@@ -567,6 +568,29 @@ def test_error_stall_stops_the_job() -> None:
         CellResult(outcomes), note=note, report=collective_missing(), headline=HEADLINES["stall"]
     )
     check_error("error-stall", err)
+
+
+#: The line a relay that could not bind its port leaves in the controller's log.
+RELAY_LOG = """\
+2026-11-30 06:42:02.630 [IPController] task::using Python leastload Task scheduler
+Process Process-6:
+Traceback (most recent call last):
+  File "zmq/backend/cython/_zmq.py", line 190, in zmq.backend.cython._zmq._check_rc
+zmq.error.ZMQError: Address already in use (addr='tcp://127.0.0.1:42547')
+2026-11-30 06:42:02.660 [task] Task scheduler started [leastload]
+"""
+
+
+def test_error_lost_answers(tmp_path: Path) -> None:
+    """Ranks 0-2 finished but their output never came; rank 3 never answered."""
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "ipcontroller-1-y0rf-3779.log").write_text(RELAY_LOG)
+    report = lost_report({0: "output", 1: "output", 2: "output", 3: "reply"}, str(tmp_path))
+    # settle()'s note after lost answers (mxnb/recovery.py)
+    note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
+    outcomes = [RankOutcome(r) for r in range(4)]
+    err = RankError(CellResult(outcomes), note=note, report=report, headline=HEADLINES["lost"])
+    check_error("error-lost", err)
 
 
 SIGNAL_OUTPUT = """\

@@ -22,11 +22,12 @@ import psutil
 from traitlets import Enum, Float, HasTraits, Integer, List, Unicode
 
 from mxnb.errors import ClusterError
-from mxnb.kernel import ipp, probes, remote
+from mxnb.kernel import ipp, probes, relay, remote
 from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.launch import LaunchPlan, ipp_cluster
 from mxnb.kernel.placement import Placement, plan
 from mxnb.kernel.processes import alive, kill_pids, led_groups, live_groups
+from mxnb.kernel.relay import RelayLost
 from mxnb.kernel.ringwait import likely_cause, ring_waits
 from mxnb.kernel.startfail import start_failure
 from mxnb.kernel.status import ClusterStatus
@@ -85,6 +86,8 @@ class MxCluster(HasTraits):
         self._mpi: mpi.OpenMPI | None = None
         self._placement: Placement | None = None
         self._here = socket.gethostname()
+        #: why the last start was made twice ("" if it was not)
+        self.retried = ""
 
     # -- public API -------------------------------------------------------
 
@@ -194,11 +197,24 @@ class MxCluster(HasTraits):
         return "\n".join(kept[-lines:])
 
     def start(self) -> MxCluster:
-        """Start controller and ranks; verify every rank sees the whole group."""
+        """Start controller and ranks; verify every rank sees the whole group.
+
+        Started once more if the controller does not relay the ranks' messages:
+        it picks its ports before its relays bind them, and another process can
+        take one meanwhile (see :mod:`mxnb.kernel.relay`).
+        """
         if self.running:
             return self
         if self.n < 1:
             raise ClusterError(f"n must be at least 1, got {self.n}")
+        self.retried = ""
+        try:
+            return self._start()
+        except RelayLost as e:
+            self.retried = str(e)
+        return self._start()
+
+    def _start(self) -> MxCluster:
         self._placement = plan(self.n, self.hostfile, self.ip)
         self._mpi = mpi.find_openmpi()
         self._profile_dir = tempfile.mkdtemp(prefix="mxnb-")
@@ -363,7 +379,8 @@ class MxCluster(HasTraits):
         )
 
     def _verify(self) -> None:
-        info = remote.prepare(self._view)
+        info, request = remote.prepare(self._view, self.start_timeout)
+        relay.check_output(request, self._profile_dir)
         bad = []
         for eid, r in zip(self._view.targets, info, strict=True):
             if r["size"] != self.n:

@@ -1,18 +1,21 @@
 """When a cell cannot finish: notice it, explain it, leave a usable cluster.
 
-Four ways a distributed cell goes wrong without ever returning: a rank dies,
-ranks wait on peers that will never come (a stall), the user's timeout
-expires, or the user presses stop.  :class:`HangWatch` notices the first two
-while the cell runs; :func:`settle` handles all four the same way: take each
-rank's report, interrupt the ranks that still run, and if some are blocked
-inside MPI where no signal reaches them, stop the job so the next cell gets
-fresh ranks.  The user is told which of these happened.
+Five ways a distributed cell goes wrong without ever returning: a rank dies,
+ranks wait on peers that will never come (a stall), the ranks' answers are
+lost on the way (:mod:`mxnb.kernel.relay`), the user's timeout expires, or the
+user presses stop.  :class:`HangWatch` notices the first three while the cell
+runs.  :func:`settle` stops the job after a crash or lost answers; after a
+stall, a timeout or stop it takes each rank's report, interrupts the ranks
+that still run, and if some are blocked inside MPI where no signal reaches
+them, stops the job so the next cell gets fresh ranks.  The user is told
+which of these happened.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,7 @@ from mxnb.kernel import remote
 from mxnb.kernel.diagnose import Diagnosis, diagnose
 from mxnb.kernel.lastwords import LastWords, last_words
 from mxnb.kernel.live import LIVE_AFTER, LiveStrip
+from mxnb.kernel.relay import LostWatch, lost_report
 from mxnb.kernel.runner import CellResult, CellRun
 from mxnb.kernel.waitgraph import wait_graph
 from mxnb.protocol.startup import faults_of
@@ -49,6 +53,7 @@ class HangWatch:
         self.live = live
         self.started = time.monotonic()
         self.diagnosis: Diagnosis | None = None
+        self.lost = LostWatch()
 
     def __call__(self, result: CellResult) -> str | None:
         if self.cluster.dead_ranks():
@@ -58,6 +63,9 @@ class HangWatch:
             return None
         # one round of probes feeds both the live strip and the hang rules
         states, status = self.cluster.ask_probes(), _status(result)
+        ar = result.extra.get("async_result")
+        if ar is not None and self.lost(ar, {o.rank: o.done for o in result.outcomes}, states):
+            return "lost"
         if self.live is not None:
             self.live.update(wait_graph(states, status, hosts=self.cluster.spread()), elapsed)
         if elapsed < self.grace:
@@ -175,9 +183,25 @@ def discarded_text(dropped: dict[int, list[tuple[int, int]]]) -> str:
     )
 
 
-def settle(cluster: Any, run: CellRun, reason: str, diagnosis: Diagnosis | None) -> Settlement:
-    """Explain why the cell did not finish and make the cluster usable again."""
+def settle(
+    cluster: Any,
+    run: CellRun,
+    reason: str,
+    diagnosis: Diagnosis | None,
+    missing: Mapping[int, str] | None = None,
+) -> Settlement:
+    """Explain why the cell did not finish and make the cluster usable again.
+
+    ``missing``: for "lost", rank -> what of its answer did not arrive (:class:`LostWatch`).
+    """
     result = run.result
+    if reason == "lost":
+        # the ranks are idle, but what they send does not arrive: only new
+        # ranks, with a new controller, give a usable cluster
+        report = lost_report(missing or {}, cluster.profile_dir)
+        cluster.stop()
+        note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
+        return Settlement(report, note, True)
     if reason == "crash":
         dead = cluster.dead_ranks()
         # mpiexec writes why the rank ended, then exits: give it a moment, and

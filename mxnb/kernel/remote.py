@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mxnb.errors import MxnbError
+from mxnb.kernel.relay import RelayLost
 from mxnb.protocol.messages import RankInfo, TraceReport
 from mxnb.rank import calls
 
@@ -36,9 +37,17 @@ def _apply(view: Any, fn: Any, *args: Any, timeout: float | None = None) -> list
         ) from None
 
 
-def prepare(view: Any) -> list[RankInfo]:
-    """Give each rank its cell namespace; returns what each rank says about itself."""
-    return _apply(view, calls.prepare)
+def prepare(view: Any, timeout: float) -> tuple[list[RankInfo], Any]:
+    """Give each rank its cell namespace; returns what each rank says about itself,
+    and the request, whose output start-up waits for too (:mod:`mxnb.kernel.relay`)."""
+    ar = view.apply_async(calls.prepare)
+    try:
+        return list(ar.get(timeout=timeout)), ar
+    except TimeoutError:
+        raise RelayLost(
+            f"the ranks registered, but did not answer mxnb's first request within "
+            f"{timeout:g} s: ipyparallel's controller did not pass it on, or their reply back."
+        ) from None
 
 
 def pull(view: Any, name: str) -> list[Any]:

@@ -35,6 +35,7 @@ HEADLINES = {
     "stall": "the cell cannot finish: ranks wait for peers that will not come",
     "timeout": "the cell timed out",
     "interrupt": "the cell was interrupted",
+    "lost": "the ranks' answers did not reach the notebook",
 }
 
 
@@ -164,6 +165,8 @@ class MxdistSession(Configurable):
             raise
         self._lost_n = None
         self._fresh_ranks()
+        if self.cluster.retried:
+            print(f"mxdist: started twice: the first time, {self.cluster.retried}")
         print(
             f"mxdist: {want} ranks ready in {time.monotonic() - t0:.1f} s "
             "(names ready on every rank: mx, world, rank, size)"
@@ -250,7 +253,7 @@ class MxdistSession(Configurable):
             self._tell_cost(result)
             shown = RankResults(result.outcomes)
             return shown if shown else None
-        settled = settle(cluster, run, why, watch.diagnosis)
+        settled = settle(cluster, run, why, watch.diagnosis, watch.lost.missing)
         d = settled.diagnosis
         if d is not None and d.states:  # who waited for whom: a picture that stays
             live.hang(wait_graph(d.states, d.status, d.now, cluster.spread()), d.cause or "")

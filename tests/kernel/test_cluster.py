@@ -14,7 +14,7 @@ import pytest
 
 from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.cluster import ClusterError, MxCluster
-from procs import cluster_processes, processes_with, wait_gone
+from procs import cluster_processes, processes_with, stop_output_relay, wait_gone
 
 pytestmark = pytest.mark.cluster
 
@@ -285,3 +285,28 @@ def test_launchers_that_never_started_or_were_stopped_name_no_process():
     gone = SimpleNamespace(pid=-1)
     c._ipp = SimpleNamespace(controller=gone, engines={"mpi": gone})
     assert c.pids() == []
+
+
+def test_a_controller_that_does_not_relay_output_is_started_again(monkeypatch):
+    """A relay whose port another process took ends at once (issue: a CI run hung on
+    one); the first start's relay is killed before its first request."""
+    from mxnb.kernel import relay, remote
+
+    real, broken = remote.prepare, []
+
+    def prepare_after_breaking(view, timeout):
+        if not broken:
+            broken.append((c.profile_dir, stop_output_relay(c)))
+        return real(view, timeout)
+
+    monkeypatch.setattr(remote, "prepare", prepare_after_breaking)
+    t0 = time.monotonic()
+    c = MxCluster(n=2)
+    with c:
+        assert len(broken) == 1 and c.profile_dir != broken[0][0]
+        assert wait_gone(broken[0][0], 5) == []  # nothing of the first start is left
+        assert "their output did not arrive within 5 s" in c.retried
+        assert "controller is not relaying it" in c.retried
+        out = c.view.execute("print(rank)", block=True)
+        assert [o.stdout for o in out] == ["0\n", "1\n"]  # its output arrives
+    assert time.monotonic() - t0 < relay.OUTPUT_WAIT + 30

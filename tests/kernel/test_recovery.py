@@ -17,7 +17,7 @@ import pytest
 from mxnb.errors import RankError
 from mxnb.protocol.wording import ranks_text
 from mxnb.views.outcome import strip_ansi
-from procs import wait_gone
+from procs import stop_output_relay, wait_gone
 
 pytestmark = pytest.mark.cluster
 
@@ -492,4 +492,21 @@ def test_a_hung_viz_cell_shows_the_ops_the_stopped_ranks_had_called(run, nranks,
         (r, (r + 1) % nranks) for r in range(nranks)
     ]
     assert "(lost: the ranks were stopped while blocked in MPI)" in view.text()
+    assert_restarted(run, magics, profile, nranks, capsys)
+
+
+# -- the controller stops relaying: idle ranks whose answers never arrive ------------
+
+
+def test_answers_that_never_arrive_end_the_cell_with_the_cause(run, nranks, magics, capsys):
+    from mxnb.kernel.relay import LOST_AFTER
+
+    profile = magics.cluster.profile_dir
+    stop_output_relay(magics.cluster)
+    _, text, took = failing(run, "x = mx.distributed.all_sum(mx.ones(2))\nprint(x)\n")
+    assert took < LOST_AFTER + 10
+    assert "the ranks' answers did not reach the notebook" in text
+    assert f"{ranks_text(range(nranks))} finished the cell, but what they printed never " \
+           "reached the notebook" in text  # fmt: skip
+    assert "Likely cause: ipyparallel's controller stopped relaying messages" in text
     assert_restarted(run, magics, profile, nranks, capsys)

@@ -1,0 +1,129 @@
+"""Whether ipyparallel's controller still carries the ranks' replies and output.
+
+The controller relays each rank's reply (its "mux" queue) and each rank's
+output (its "iopub" queue) in processes of their own.  It picks their ports
+by binding to port 0 and letting go; each relay binds its port later.  If
+another process took the port meanwhile, that relay dies with "Address
+already in use" while the controller lives on, and a cell never finishes:
+its reply or output does not come, though every rank is idle.
+
+Two guards, both reading what the ranks are doing rather than trusting the
+relay: start-up waits for the output of its first request (a broken relay
+means starting again, on new ports), and :class:`LostWatch` notices, while a
+cell runs, ranks that are idle yet whose reply or output never arrived.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Mapping
+from concurrent import futures
+from typing import Any
+
+from mxnb.errors import ClusterError
+from mxnb.kernel import ipp
+from mxnb.protocol.wording import ranks_text
+
+__all__ = ["LOST_AFTER", "LostWatch", "RelayLost", "controller_errors", "lost_report"]
+
+#: Seconds a rank may be idle while its reply or output of the cell is missing.
+#: Output trails a reply by milliseconds; a rank starts a cell as soon as it
+#: gets it.
+LOST_AFTER = 5.0
+#: Seconds start-up waits for the output of its first request.
+OUTPUT_WAIT = 5.0
+
+
+class RelayLost(ClusterError):
+    """The controller does not pass on what the ranks send; the message says which part."""
+
+
+def controller_errors(profile_dir: str | None) -> list[str]:
+    """The error lines of the controller's log (a relay that could not bind, ...)."""
+    if not profile_dir:
+        return []
+    found = []
+    for path in sorted(glob.glob(os.path.join(profile_dir, "log", "ipcontroller-*.log"))):
+        try:
+            with open(path, errors="replace") as f:
+                found += [ln.strip() for ln in f if "Error:" in ln]
+        except OSError:
+            continue
+    return found
+
+
+def _said(profile_dir: str | None) -> str:
+    errors = controller_errors(profile_dir)
+    return f" The controller's log says: {errors[-1]}" if errors else ""
+
+
+def check_output(ar: Any, profile_dir: str | None, timeout: float = OUTPUT_WAIT) -> None:
+    """Raise :class:`RelayLost` unless every rank's output of the finished request
+    ``ar`` arrives within ``timeout`` s."""
+    waiting = [c.output for c in ipp.task_futures(ar)]
+    _, missing = futures.wait(waiting, timeout=timeout)
+    if missing:
+        raise RelayLost(
+            f"the ranks answered, but their output did not arrive within {timeout:g} s: "
+            "ipyparallel's controller is not relaying it." + _said(profile_dir)
+        )
+
+
+class LostWatch:
+    """Ranks that are idle, yet the notebook has not got their reply or output of the cell.
+
+    Called with each round of probes; a rank counts from the first round that
+    found it so, and is lost once that lasted :data:`LOST_AFTER` seconds.
+    """
+
+    def __init__(self, after: float = LOST_AFTER) -> None:
+        self.after = after
+        self.since: dict[int, float] = {}
+        #: rank -> "reply" or "output": what did not arrive
+        self.missing: dict[int, str] = {}
+
+    def __call__(
+        self, ar: Any, done: Mapping[int, bool], states: Mapping[int, Mapping[str, Any] | None]
+    ) -> list[int]:
+        """``done``: rank -> whether its reply and output are in, in ``ar``'s order."""
+        now = time.monotonic()
+        idle = {}
+        for (rank, finished), child in zip(done.items(), ipp.task_futures(ar), strict=True):
+            if finished:
+                continue
+            state = states.get(rank)
+            if child.done():  # the reply came; its output did not
+                idle[rank] = "output"
+            elif state is not None and not state.get("running_cell", True):
+                idle[rank] = "reply"
+        self.since = {r: self.since.get(r, now) for r in idle}
+        self.missing = idle
+        return sorted(r for r, t in self.since.items() if now - t >= self.after)
+
+
+def lost_report(missing: Mapping[int, str], profile_dir: str | None) -> str:
+    """Which ranks' reply or output never came, and why that stops the cluster."""
+    lines = []
+    for what in ("reply", "output"):
+        ranks = sorted(r for r, m in missing.items() if m == what)
+        if not ranks:
+            continue
+        one = len(ranks) == 1
+        if what == "reply":
+            lines.append(
+                f"{ranks_text(ranks)} {'is' if one else 'are'} idle, but the notebook got no "
+                f"reply to the cell from {'it' if one else 'them'}: the cell, or the reply, "
+                "was lost on the way."
+            )
+        else:
+            lines.append(
+                f"{ranks_text(ranks)} finished the cell, but what they printed never reached "
+                "the notebook."
+            )
+    lines.append(
+        "Likely cause: ipyparallel's controller stopped relaying messages between the "
+        "notebook and the ranks." + _said(profile_dir)
+    )
+    return "\n".join(lines)
