@@ -75,12 +75,14 @@ class LostWatch:
     """Ranks that are idle, yet the notebook has not got their reply or output of the cell.
 
     Called with each round of probes; a rank counts from the first round that
-    found it so, and is lost once that lasted :data:`LOST_AFTER` seconds.
+    found it so, and is lost once that lasted :data:`LOST_AFTER` seconds with
+    no more of its output arriving (a large output can trail its reply).
     """
 
     def __init__(self, after: float = LOST_AFTER) -> None:
         self.after = after
-        self.since: dict[int, float] = {}
+        #: rank -> (since when, how much of its output had arrived then)
+        self.since: dict[int, tuple[float, int]] = {}
         #: rank -> "reply" or "output": what did not arrive
         self.missing: dict[int, str] = {}
 
@@ -89,8 +91,9 @@ class LostWatch:
     ) -> list[int]:
         """``done``: rank -> whether its reply and output are in, in ``ar``'s order."""
         now = time.monotonic()
-        idle = {}
-        for (rank, finished), child in zip(done.items(), ipp.task_futures(ar), strict=True):
+        idle, came = {}, {}
+        children, metadata = ipp.task_futures(ar), ipp.reply_metadata(ar)
+        for (rank, finished), child, md in zip(done.items(), children, metadata, strict=True):
             if finished:
                 continue
             state = states.get(rank)
@@ -98,9 +101,14 @@ class LostWatch:
                 idle[rank] = "output"
             elif state is not None and not state.get("running_cell", True):
                 idle[rank] = "reply"
-        self.since = {r: self.since.get(r, now) for r in idle}
+            came[rank] = sum(len(md.get(k) or "") for k in ("stdout", "stderr", "outputs"))
+        kept = {r: self.since.get(r) for r in idle}
+        self.since = {
+            r: was if was is not None and was[1] == came[r] else (now, came[r])
+            for r, was in kept.items()
+        }
         self.missing = idle
-        return sorted(r for r, t in self.since.items() if now - t >= self.after)
+        return sorted(r for r, (t, _) in self.since.items() if now - t >= self.after)
 
 
 def lost_report(missing: Mapping[int, str], profile_dir: str | None) -> str:
