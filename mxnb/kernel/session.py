@@ -257,6 +257,8 @@ class MxdistSession(Configurable):
         d = settled.diagnosis
         if d is not None and d.states:  # who waited for whom: a picture that stays
             live.hang(wait_graph(d.states, d.status, d.now, cluster.spread()), d.cause or "")
+        else:  # a crash, or lost answers: the strip's last look is no longer true
+            live.done()
         result = self.last_result = run.finish()
         result.timed_out = why == "timeout"
         result.interrupted = why == "interrupt"

@@ -499,12 +499,18 @@ def test_a_hung_viz_cell_shows_the_ops_the_stopped_ranks_had_called(run, nranks,
 
 
 def test_answers_that_never_arrive_end_the_cell_with_the_cause(run, nranks, magics, capsys):
+    from IPython.utils.capture import capture_output
+
     from mxnb.kernel.relay import LOST_AFTER
 
     profile = magics.cluster.profile_dir
     stop_output_relay(magics.cluster)
-    _, text, took = failing(run, "x = mx.distributed.all_sum(mx.ones(2))\nprint(x)\n")
+    with capture_output() as cap:
+        _, text, took = failing(run, "x = mx.distributed.all_sum(mx.ones(2))\nprint(x)\n")
     assert took < LOST_AFTER + 10
+    shown = [o.data for o in cap.outputs]
+    assert any("mxnb-live" in d.get("text/html", "") for d in shown), shown
+    assert shown[-1] == {"text/plain": ""}  # the live strip's "computing" is taken back
     assert "the ranks' answers did not reach the notebook" in text
     assert f"{ranks_text(range(nranks))} finished the cell, but what they printed never " \
            "reached the notebook" in text  # fmt: skip
