@@ -23,7 +23,7 @@ from mxnb.kernel import remote
 from mxnb.kernel.diagnose import Diagnosis, diagnose
 from mxnb.kernel.lastwords import LastWords, last_words
 from mxnb.kernel.live import LIVE_AFTER, LiveStrip
-from mxnb.kernel.relay import LostWatch, lost_report
+from mxnb.kernel.relay import LostWatch, lost_report, unanswered
 from mxnb.kernel.runner import CellResult, CellRun
 from mxnb.kernel.waitgraph import wait_graph
 from mxnb.protocol.startup import faults_of
@@ -227,6 +227,12 @@ def settle(
     still = [o.rank for o in result.outcomes if not o.done]
     report = diagnosis.text()
     if still:
+        # a timeout or stop that came before lost answers were noticed: the
+        # ranks are idle, not blocked in MPI
+        done = {o.rank: o.done for o in result.outcomes}
+        missing = unanswered(run.ar, done, cluster.ask_probes(still))
+        if set(missing) == set(still):
+            return settle(cluster, run, "lost", None, missing)
         cluster.stop()
         note = (
             f"{ranks_text(still)} did not respond to an interrupt (blocked inside an MPI "

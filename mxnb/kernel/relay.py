@@ -26,7 +26,14 @@ from mxnb.errors import ClusterError
 from mxnb.kernel import ipp
 from mxnb.protocol.wording import ranks_text
 
-__all__ = ["LOST_AFTER", "LostWatch", "RelayLost", "controller_errors", "lost_report"]
+__all__ = [
+    "LOST_AFTER",
+    "LostWatch",
+    "RelayLost",
+    "controller_errors",
+    "lost_report",
+    "unanswered",
+]
 
 #: Seconds a rank may be idle while its reply or output of the cell is missing.
 #: Output trails a reply by milliseconds; a rank starts a cell as soon as it
@@ -71,6 +78,28 @@ def check_output(ar: Any, profile_dir: str | None, timeout: float = OUTPUT_WAIT)
         )
 
 
+def unanswered(
+    ar: Any, done: Mapping[int, bool], states: Mapping[int, Mapping[str, Any] | None]
+) -> dict[int, str]:
+    """Ranks not done that are idle: rank -> "output" (its reply came, its output
+    not yet) or "reply" (its probe says it runs no cell, and no reply came).
+
+    ``done``: rank -> whether its reply and output are in, in ``ar``'s order;
+    ``states``: the ranks' probe replies (a rank whose probe did not answer is
+    not counted).
+    """
+    idle = {}
+    for (rank, finished), child in zip(done.items(), ipp.task_futures(ar), strict=True):
+        if finished:
+            continue
+        state = states.get(rank)
+        if child.done():
+            idle[rank] = "output"
+        elif state is not None and not state.get("running_cell", True):
+            idle[rank] = "reply"
+    return idle
+
+
 class LostWatch:
     """Ranks that are idle, yet the notebook has not got their reply or output of the cell.
 
@@ -91,17 +120,12 @@ class LostWatch:
     ) -> list[int]:
         """``done``: rank -> whether its reply and output are in, in ``ar``'s order."""
         now = time.monotonic()
-        idle, came = {}, {}
-        children, metadata = ipp.task_futures(ar), ipp.reply_metadata(ar)
-        for (rank, finished), child, md in zip(done.items(), children, metadata, strict=True):
-            if finished:
-                continue
-            state = states.get(rank)
-            if child.done():  # the reply came; its output did not
-                idle[rank] = "output"
-            elif state is not None and not state.get("running_cell", True):
-                idle[rank] = "reply"
-            came[rank] = sum(len(md.get(k) or "") for k in ("stdout", "stderr", "outputs"))
+        idle = unanswered(ar, done, states)
+        came = {
+            rank: sum(len(md.get(k) or "") for k in ("stdout", "stderr", "outputs"))
+            for rank, md in zip(done, ipp.reply_metadata(ar), strict=True)
+            if rank in idle
+        }
         kept = {r: self.since.get(r) for r in idle}
         self.since = {
             r: was if was is not None and was[1] == came[r] else (now, came[r])

@@ -516,3 +516,16 @@ def test_answers_that_never_arrive_end_the_cell_with_the_cause(run, nranks, magi
            "reached the notebook" in text  # fmt: skip
     assert "Likely cause: ipyparallel's controller stopped relaying messages" in text
     assert_restarted(run, magics, profile, nranks, capsys)
+
+
+def test_answers_lost_before_a_timeout_are_not_called_blocked_in_mpi(run, nranks, magics, capsys):
+    """--timeout 2 ends the cell before the lost answers are noticed (5 s)."""
+    profile = magics.cluster.profile_dir
+    stop_output_relay(magics.cluster)
+    _, text, took = failing(run, "print(rank)\n", "--timeout 2")
+    assert took < 2 + 10
+    assert "the cell timed out after 2 s" in text
+    assert "finished the cell, but what they printed never reached the notebook" in text
+    assert "Likely cause: ipyparallel's controller stopped relaying messages" in text
+    assert "blocked inside an MPI call" not in text
+    assert_restarted(run, magics, profile, nranks, capsys)
