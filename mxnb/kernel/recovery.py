@@ -63,8 +63,7 @@ class HangWatch:
             return None
         # one round of probes feeds both the live strip and the hang rules
         states, status = self.cluster.ask_probes(), _status(result)
-        ar = result.extra.get("async_result")
-        if ar is not None and self.lost(ar, {o.rank: o.done for o in result.outcomes}, states):
+        if self.lost(result, states):
             return "lost"
         if self.live is not None:
             self.live.update(wait_graph(states, status, hosts=self.cluster.spread()), elapsed)
@@ -183,6 +182,15 @@ def discarded_text(dropped: dict[int, list[tuple[int, int]]]) -> str:
     )
 
 
+def _lost(cluster: Any, missing: Mapping[int, str]) -> Settlement:
+    """The ranks are idle, but what they send does not arrive: only new ranks,
+    with a new controller, give a usable cluster."""
+    report = lost_report(missing, cluster.profile_dir)
+    cluster.stop()
+    note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
+    return Settlement(report, note, True)
+
+
 def settle(
     cluster: Any,
     run: CellRun,
@@ -196,12 +204,7 @@ def settle(
     """
     result = run.result
     if reason == "lost":
-        # the ranks are idle, but what they send does not arrive: only new
-        # ranks, with a new controller, give a usable cluster
-        report = lost_report(missing or {}, cluster.profile_dir)
-        cluster.stop()
-        note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
-        return Settlement(report, note, True)
+        return _lost(cluster, missing or {})
     if reason == "crash":
         dead = cluster.dead_ranks()
         # mpiexec writes why the rank ended, then exits: give it a moment, and
@@ -229,10 +232,9 @@ def settle(
     if still:
         # a timeout or stop that came before lost answers were noticed: the
         # ranks are idle, not blocked in MPI
-        done = {o.rank: o.done for o in result.outcomes}
-        missing = unanswered(run.ar, done, cluster.ask_probes(still))
+        missing = unanswered(result, cluster.ask_probes(still))
         if set(missing) == set(still):
-            return settle(cluster, run, "lost", None, missing)
+            return _lost(cluster, missing)
         cluster.stop()
         note = (
             f"{ranks_text(still)} did not respond to an interrupt (blocked inside an MPI "

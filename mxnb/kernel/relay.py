@@ -7,10 +7,11 @@ another process took the port meanwhile, that relay dies with "Address
 already in use" while the controller lives on, and a cell never finishes:
 its reply or output does not come, though every rank is idle.
 
-Two guards, both reading what the ranks are doing rather than trusting the
-relay: start-up waits for the output of its first request (a broken relay
-means starting again, on new ports), and :class:`LostWatch` notices, while a
-cell runs, ranks that are idle yet whose reply or output never arrived.
+The guards read what the ranks are doing rather than trust the relay:
+start-up waits for the output of its first request (a broken relay means
+starting again, on new ports); while a cell runs, :class:`LostWatch` notices
+ranks that are idle yet whose reply or output never arrived; and a timeout
+or stop that comes first finds them with the same rule, :func:`unanswered`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from mxnb.errors import ClusterError
 from mxnb.kernel import ipp
+from mxnb.kernel.runner import CellResult
 from mxnb.protocol.wording import ranks_text
 
 __all__ = [
@@ -79,24 +81,22 @@ def check_output(ar: Any, profile_dir: str | None, timeout: float = OUTPUT_WAIT)
 
 
 def unanswered(
-    ar: Any, done: Mapping[int, bool], states: Mapping[int, Mapping[str, Any] | None]
+    result: CellResult, states: Mapping[int, Mapping[str, Any] | None]
 ) -> dict[int, str]:
-    """Ranks not done that are idle: rank -> "output" (its reply came, its output
-    not yet) or "reply" (its probe says it runs no cell, and no reply came).
-
-    ``done``: rank -> whether its reply and output are in, in ``ar``'s order;
-    ``states``: the ranks' probe replies (a rank whose probe did not answer is
-    not counted).
-    """
+    """Ranks of the cell not done that are idle: rank -> "output" (its reply came,
+    its output not yet) or "reply" (its probe says it runs no cell, and no reply
+    came).  ``states``: the ranks' probe replies; a rank whose probe did not
+    answer is not counted."""
     idle = {}
-    for (rank, finished), child in zip(done.items(), ipp.task_futures(ar), strict=True):
-        if finished:
+    children = ipp.task_futures(result.extra["async_result"])
+    for outcome, child in zip(result.outcomes, children, strict=True):
+        if outcome.done:
             continue
-        state = states.get(rank)
+        state = states.get(outcome.rank)
         if child.done():
-            idle[rank] = "output"
+            idle[outcome.rank] = "output"
         elif state is not None and not state.get("running_cell", True):
-            idle[rank] = "reply"
+            idle[outcome.rank] = "reply"
     return idle
 
 
@@ -116,15 +116,15 @@ class LostWatch:
         self.missing: dict[int, str] = {}
 
     def __call__(
-        self, ar: Any, done: Mapping[int, bool], states: Mapping[int, Mapping[str, Any] | None]
+        self, result: CellResult, states: Mapping[int, Mapping[str, Any] | None]
     ) -> list[int]:
-        """``done``: rank -> whether its reply and output are in, in ``ar``'s order."""
         now = time.monotonic()
-        idle = unanswered(ar, done, states)
+        idle = unanswered(result, states)
+        metadata = ipp.reply_metadata(result.extra["async_result"])
         came = {
-            rank: sum(len(md.get(k) or "") for k in ("stdout", "stderr", "outputs"))
-            for rank, md in zip(done, ipp.reply_metadata(ar), strict=True)
-            if rank in idle
+            o.rank: sum(len(md.get(k) or "") for k in ("stdout", "stderr", "outputs"))
+            for o, md in zip(result.outcomes, metadata, strict=True)
+            if o.rank in idle
         }
         kept = {r: self.since.get(r) for r in idle}
         self.since = {

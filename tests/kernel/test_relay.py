@@ -6,6 +6,7 @@ import time
 from types import SimpleNamespace
 
 from mxnb.kernel.relay import LostWatch, controller_errors
+from mxnb.kernel.runner import CellResult, RankOutcome
 
 
 class Reply:
@@ -16,12 +17,16 @@ class Reply:
         return self._done
 
 
-def request(replied: list[bool], printed: list[str]) -> SimpleNamespace:
-    """What ipyparallel's AsyncResult holds per rank: the reply's future, the output so far."""
-    return SimpleNamespace(
+def cell(replied: list[bool], printed: list[str], done: list[bool] | None = None) -> CellResult:
+    """A cell's result whose request holds, as ipyparallel's AsyncResult does per
+    rank, the reply's future and the output so far."""
+    ar = SimpleNamespace(
         _children=[Reply(r) for r in replied],
         _metadata=[{"stdout": p, "stderr": "", "outputs": []} for p in printed],
     )
+    done = done or [False] * len(replied)
+    outcomes = [RankOutcome(r, done=d) for r, d in enumerate(done)]
+    return CellResult(outcomes, extra={"async_result": ar})
 
 
 IDLE = {"running_cell": False}
@@ -30,30 +35,29 @@ BUSY = {"running_cell": True}
 
 def test_idle_ranks_without_their_answer_are_lost_after_a_while():
     watch = LostWatch(after=0.2)
-    ar = request([True, False, False], ["", "", ""])
-    done = {0: False, 1: False, 2: False}
+    result = cell([True, False, False], ["", "", ""])
     states = {0: IDLE, 1: IDLE, 2: BUSY}
-    assert watch(ar, done, states) == []  # not yet: output can trail a reply
+    assert watch(result, states) == []  # not yet: output can trail a reply
     time.sleep(0.25)
-    assert watch(ar, done, states) == [0, 1]  # rank 2 still runs the cell
+    assert watch(result, states) == [0, 1]  # rank 2 still runs the cell
     assert watch.missing == {0: "output", 1: "reply"}
 
 
 def test_output_still_arriving_is_not_lost():
     watch = LostWatch(after=0.2)
-    done, states = {0: False}, {0: IDLE}
+    states = {0: IDLE}
     for i in range(4):
-        assert watch(request([True], ["x" * (i + 1)]), done, states) == []
+        assert watch(cell([True], ["x" * (i + 1)]), states) == []
         time.sleep(0.1)
     time.sleep(0.25)
-    assert watch(request([True], ["xxxx"]), done, states) == [0]
+    assert watch(cell([True], ["xxxx"]), states) == [0]
 
 
 def test_finished_ranks_and_unanswered_probes_are_not_lost():
     watch = LostWatch(after=0.0)
-    ar = request([True, False], ["", ""])
     # rank 0's reply and output are in; rank 1's probe did not answer (None)
-    assert watch(ar, {0: True, 1: False}, {0: IDLE, 1: None}) == []
+    result = cell([True, False], ["", ""], done=[True, False])
+    assert watch(result, {0: IDLE, 1: None}) == []
 
 
 def test_the_controllers_error_lines(tmp_path):
