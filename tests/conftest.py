@@ -107,8 +107,14 @@ def nranks(request: pytest.FixtureRequest, ip: Any, magics: Any) -> Iterator[int
 
 
 @pytest.fixture
-def run(ip: Any, nranks: int) -> Any:
-    """Run a %%mxdist cell on the shared cluster; returns what the magic returns."""
+def run(ip: Any, nranks: int, magics: Any) -> Any:
+    """Run a %%mxdist cell on the shared cluster; returns what the magic returns.
+
+    A test that fails between stopping the cluster and its own restart leaves
+    none: the next test gets fresh ranks, not a failure of its own.
+    """
+    if magics.running_n != nranks:
+        ip.run_line_magic("mxdist", f"-n {nranks}")
 
     def _run(code: str, line: str = "") -> Any:
         if "-n" not in line.split():

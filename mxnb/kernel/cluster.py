@@ -144,12 +144,15 @@ class MxCluster(HasTraits):
         hosts = {r["rank"]: r["host"] for r in self._ranks}
         return hosts if len(set(hosts.values())) > 1 else {}
 
-    def ask_probes(self, ranks: list[int] | None = None) -> dict[int, ProbeReply | None]:
-        """Where each rank is, from its probe (None: it did not answer)."""
+    def ask_probes(
+        self, ranks: list[int] | None = None, again: float = 0.0
+    ) -> dict[int, ProbeReply | None]:
+        """Where each rank is, from its probe (None: it did not answer);
+        ``again``: see :func:`probes.ask_all`."""
         chosen = set(ranks) if ranks is not None else None
         addresses = {r["rank"]: r["probe"] for r in self._ranks
                      if chosen is None or r["rank"] in chosen}  # fmt: skip
-        return probes.ask_all(addresses, self._key())
+        return probes.ask_all(addresses, self._key(), again=again)
 
     def interrupt(self, ranks: list[int]) -> None:
         """KeyboardInterrupt in these ranks: a signal on this host, the probe on others."""

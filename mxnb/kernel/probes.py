@@ -37,9 +37,16 @@ def ask(address: str, key: bytes, timeout: float = 1.0) -> ProbeReply | None:
 
 
 def ask_all(
-    addresses: dict[int, str], key: bytes, timeout: float = 1.0
+    addresses: dict[int, str], key: bytes, timeout: float = 1.0, again: float = 0.0
 ) -> dict[int, ProbeReply | None]:
-    return {rank: ask(address, key, timeout) for rank, address in addresses.items()}
+    """Every rank's state; ranks silent within ``timeout`` are asked once more,
+    for up to ``again`` seconds, where a report would otherwise call them
+    not answering (a loaded machine can be slow for a moment)."""
+    states = {rank: ask(address, key, timeout) for rank, address in addresses.items()}
+    if again > 0:
+        for rank in [r for r, state in states.items() if state is None]:
+            states[rank] = ask(addresses[rank], key, again)
+    return states
 
 
 def interrupt(address: str, key: bytes, timeout: float = 1.0) -> bool:

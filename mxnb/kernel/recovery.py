@@ -36,6 +36,10 @@ __all__ = ["HangWatch", "Settlement", "crash_report", "settle"]
 OUTPUT_LINES = 300
 #: Seconds ranks get to stop after SIGINT before the MPI job is stopped.
 INTERRUPT_GRACE = 2.5
+#: Seconds a report waits, at most, on a probe silent in its first second
+#: before it says the rank is not answering (only a report waits: the once-a-
+#: second watch asks again next time anyway).
+REPORT_PATIENCE = 3.0
 
 
 def _status(result: CellResult) -> dict[int, str]:
@@ -70,6 +74,10 @@ class HangWatch:
         if elapsed < self.grace:
             return None
         d = diagnose(states, status, grace=self.grace, hosts=self.cluster.spread())
+        silent = [rank for rank, state in states.items() if state is None]
+        if d.cause and silent:  # the report would say "not answering": make sure
+            states.update(self.cluster.ask_probes(silent, again=REPORT_PATIENCE))
+            d = diagnose(states, status, grace=self.grace, hosts=self.cluster.spread())
         if d.cause:
             self.diagnosis = d
             return "stall"
@@ -222,7 +230,7 @@ def settle(
         note = "The next %%mxdist cell starts fresh ranks (variables on the ranks are lost)."
         return Settlement(report, note, True)
     if diagnosis is None:
-        states = cluster.ask_probes()
+        states = cluster.ask_probes(again=REPORT_PATIENCE)
         diagnosis = diagnose(states, _status(result), grace=0.0, hints=True, hosts=cluster.spread())
     running = [o.rank for o in result.outcomes if not o.done]
     cluster.interrupt(running)
@@ -232,7 +240,7 @@ def settle(
     if still:
         # a timeout or stop that came before lost answers were noticed: the
         # ranks are idle, not blocked in MPI
-        missing = unanswered(result, cluster.ask_probes(still))
+        missing = unanswered(result, cluster.ask_probes(still, again=REPORT_PATIENCE))
         if set(missing) == set(still):
             return _lost(cluster, missing)
         cluster.stop()

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 
 from mxnb.protocol.messages import OpLogState, ProbeReply
@@ -34,6 +35,10 @@ __all__ = ["ProbeServer", "cluster_key"]
 
 #: Seconds a connection may take to prove itself before it is dropped.
 PROOF_WAIT = 2.0
+#: Connections answered at once.  Each has its own thread, so one that stalls
+#: (a kernel interrupted between connecting and proving) cannot hold up the
+#: next ask until PROOF_WAIT; the bound keeps stalled ones from piling up.
+MAX_ANSWERING = 8
 
 
 def _main_frame_site() -> str:
@@ -113,16 +118,28 @@ class ProbeServer:
             server.close()
 
     def _serve(self, server: socket.socket) -> None:
+        slots = threading.BoundedSemaphore(MAX_ANSWERING)
         while True:
+            slots.acquire()
             try:
                 conn, _ = server.accept()
             except OSError:
                 return
-            with conn:
+            threading.Thread(
+                target=self._answer_one, args=(conn, slots), daemon=True, name="mxnb-probe-answer"
+            ).start()
+
+    def _answer_one(self, conn: socket.socket, slots: threading.BoundedSemaphore) -> None:
+        try:
+            with conn:  # closed after any word on stderr: the kernel then sees silence
                 try:
                     self._answer(conn)
                 except OSError:
                     pass
+                except Exception:  # a bug of ours: said on the rank's stderr; the probe lives on
+                    traceback.print_exc()
+        finally:
+            slots.release()
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(PROOF_WAIT)
