@@ -150,9 +150,10 @@ def test_tutorials_run_in_the_binder_environment_as_a_non_root_user(binder_dir):
     prefix, user = _user()
     assert user.pw_uid != 0
     work = binder_dir
-    repo, home = work / "repo", work / "home"
+    repo, home, tmp = work / "repo", work / "home", work / "tmp"
     repo.mkdir()
     home.mkdir()
+    tmp.mkdir()
     _copy_repo(repo)
     (work / "run_tutorials.py").write_text(RUNNER)
     if prefix:
@@ -165,6 +166,9 @@ def test_tutorials_run_in_the_binder_environment_as_a_non_root_user(binder_dir):
         "USER": user.pw_name,
         "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
+        # a Binder container's /tmp is the user's alone; this machine's may hold
+        # root's /tmp/mlx (MLX's CPU compile cache), which the user cannot write
+        "TMPDIR": str(tmp),
         SESSION_VAR: SESSION,  # lets procs.py count this run's ranks
         **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
     }
