@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from users import non_root_user
 
 from procs import SESSION, SESSION_VAR, cluster_processes
 
@@ -29,8 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
-USER = "mxnb-binder"
-
 #: Runs as the Binder user with the Binder environment's Python: execute every
 #: tutorial with nbclient, as a reader who presses "Run all" would.
 RUNNER = r"""
@@ -65,24 +63,6 @@ for path in sorted(Path("notebooks").glob("*.ipynb")):
     })
 print(json.dumps(results))
 """
-
-
-def _sbin(name: str) -> str:
-    return shutil.which(name) or f"/usr/sbin/{name}"
-
-
-def _user() -> tuple[list[str], pwd.struct_passwd]:
-    """The command prefix that runs as a non-root user, and that user."""
-    if os.geteuid() != 0:
-        return [], pwd.getpwuid(os.geteuid())
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(
-            [_sbin("useradd"), "--system", "--no-create-home", "--shell", "/bin/sh", USER],
-            check=True,
-        )
-    return [_sbin("runuser"), "-u", USER, "--"], pwd.getpwnam(USER)
 
 
 @pytest.fixture
@@ -147,7 +127,7 @@ def test_binder_files_follow_repo2docker_rules():
 
 
 def test_tutorials_run_in_the_binder_environment_as_a_non_root_user(binder_dir):
-    prefix, user = _user()
+    prefix, user = non_root_user()
     assert user.pw_uid != 0
     work = binder_dir
     repo, home, tmp = work / "repo", work / "home", work / "tmp"

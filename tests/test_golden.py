@@ -23,6 +23,7 @@ from IPython.core.error import UsageError
 import mxnb
 from golden import check_golden
 from mxnb.errors import BackendUnsupported, RankError, UnsupportedReduction
+from mxnb.kernel.causes import compile_cache_cause
 from mxnb.kernel.cluster import ClusterStatus
 from mxnb.kernel.diagnose import diagnose
 from mxnb.kernel.magics import MxdistMagics, parse_targets
@@ -591,6 +592,30 @@ def test_error_lost_answers(tmp_path: Path) -> None:
     outcomes = [RankOutcome(r) for r in range(4)]
     err = RankError(CellResult(outcomes), note=note, report=report, headline=HEADLINES["lost"])
     check_error("error-lost", err)
+
+
+#: MLX 0.32's message when the C++ it meant to write for a compiled function is missing.
+UNWRITTEN = (
+    "[Compile::eval_cpu] Failed to compile function Bf4IBroadcastACf4ONegativeB_V_f4_61425091"
+    '_strided_1: Failed to execute command with return code 1: "g++ -std=c++17 -O3 -Wall '
+    '-fPIC -shared -I "/opt/venv/lib/python3.11/site-packages/mlx/include" '
+    '"{cache}/tmp_0c3e4d90.cpp" -o "{cache}/tmp_0c3e4d90.so" 2>&1", the output is: '
+    "cc1plus: fatal error: {cache}/tmp_0c3e4d90.cpp: No such file or directory\n"
+    "compilation terminated."
+)
+
+
+@pytest.mark.parametrize("case", ["owned", "elsewhere"])
+def test_error_compile_cache_of_another_user(case: str) -> None:
+    """Every rank's mx.compile failed: MLX's cache under /tmp is the teacher's
+    (the real check, as a non-root user: tests/kernel/test_causes.py)."""
+    evalue = UNWRITTEN.format(cache="/tmp/mlx/0.32.4/cpu")
+    outcomes = [RankOutcome(r, done=True) for r in range(4)]
+    for o in outcomes:
+        o.error = error("RuntimeError", evalue, 19, "    mx.eval(state)")
+    cause = compile_cache_cause(evalue, here=case == "owned", owner_of=lambda _: "teacher")
+    err = RankError(CellResult(outcomes), report=f"Likely cause: {cause}")
+    check_error(f"error-compile-cache-{case}", err)
 
 
 SIGNAL_OUTPUT = """\

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from mxnb.protocol.messages import ProbeReply
 from mxnb.protocol.probe import ASK, INTERRUPT, NONCE_BYTES, decode_reply, proof, split_address
@@ -41,11 +42,14 @@ def ask_all(
 ) -> dict[int, ProbeReply | None]:
     """Every rank's state; ranks silent within ``timeout`` are asked once more,
     for up to ``again`` seconds, where a report would otherwise call them
-    not answering (a loaded machine can be slow for a moment)."""
+    not answering (a loaded machine can be slow for a moment).  The second
+    asks run at once: many silent ranks still cost ``again`` seconds, not one each."""
     states = {rank: ask(address, key, timeout) for rank, address in addresses.items()}
-    if again > 0:
-        for rank in [r for r, state in states.items() if state is None]:
-            states[rank] = ask(addresses[rank], key, again)
+    silent = [rank for rank, state in states.items() if state is None]
+    if again > 0 and silent:
+        with ThreadPoolExecutor(len(silent)) as pool:
+            asked = pool.map(lambda rank: ask(addresses[rank], key, again), silent)
+            states.update(zip(silent, asked, strict=True))
     return states
 
 

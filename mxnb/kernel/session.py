@@ -9,6 +9,7 @@ MxdistSession.timeout = 60`` or ``%mxdist --timeout 60`` in a notebook, or
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from traitlets.config import Configurable
 from mxnb.errors import ClusterError, RankError
 from mxnb.kernel import remote
 from mxnb.kernel.background import BackgroundStart
+from mxnb.kernel.causes import likely_cause
 from mxnb.kernel.cluster import DEFAULT_NP, MxCluster
 from mxnb.kernel.live import LiveStrip
 from mxnb.kernel.recovery import HangWatch, settle
@@ -248,7 +250,9 @@ class MxdistSession(Configurable):
             result = self.last_result = run.finish()
             told = self.tracing.after_cell(view, result, show=viz)
             if result.failed:
-                raise RankError(result, note=told)
+                here = set(cluster.status().hosts) == {socket.gethostname()}
+                cause = likely_cause(result.failed, here=here)
+                raise RankError(result, note=told, report=cause)
             self.tracing.check_order(view, result, shown=viz)
             self._tell_cost(result)
             shown = RankResults(result.outcomes)

@@ -122,7 +122,8 @@ def error_lines(shown: Sequence[RankOutcome], headline: str, report: str, note: 
         lines.append(f"--- {ranks_text(ranks)} raised {err['ename']} ---")
         lines.extend(err["traceback"] or [f"{err['ename']}: {err['evalue']}"])
     if report:
-        lines.append("--- where each rank was ---")
+        if not report.startswith("Likely cause: "):  # else a cause alone, no ranks stuck
+            lines.append("--- where each rank was ---")
         lines.extend(report.splitlines())
     if note:
         lines.append(note)
