@@ -187,6 +187,8 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
                     target_on, met_on = "report", None
                 out.append(row(f"{name}, tracing+checks on", on, base, "s/op", target_on, met_on,
                                spread))  # fmt: skip
+                if fresh:
+                    out += [paired(name, runs, way) for way in ("record", "on")]
             if n == 2:
                 out += python_between_ops(shell, quick)
                 out += compiled_step(shell, quick)
@@ -246,6 +248,22 @@ def compiled_step(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
     return [row(f"{name}, {label}", cases.median(runs[way]), base, "s/step", "report", None,
                 spread) for way, label in (("bare", "--bare"), ("record", "recording alone"),
                                            ("on", "tracing+checks on"))]  # fmt: skip
+
+
+def paired(name: str, runs: dict[str, list[float]], way: str) -> dict[str, Any]:
+    """mxnb's own cost, apart from the speed a set of ranks happens to keep.
+
+    Each round's cells run on one fresh set of ranks, right after its
+    ``--bare`` cell: the median of the rounds' ratios to that cell compares
+    like with like, where the rows above compare across sets (and with the
+    standalone job), whose speeds differ by up to 2x (bench/README, issue 18).
+    """
+    ratios = [ours / bare for ours, bare in zip(runs[way], runs["bare"], strict=True)]
+    label = "recording alone" if way == "record" else "tracing+checks on"
+    ours, bare = cases.median(runs[way]), cases.median(runs["bare"])
+    r = row(f"{name}, {label} / --bare, same ranks", ours, bare, "s/op", "report", None)
+    r["ratio"] = cases.median(ratios)
+    return r
 
 
 def python_between_ops(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:

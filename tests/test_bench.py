@@ -30,7 +30,7 @@ def test_quick_bench_writes_json(tmp_path):
     names = [r["name"] for r in data["results"]]
     for part in ("widget payload", "warm trivial cell", "cold start", "start-up scaling",
                  "all_sum 1KB, 2 ranks", "all_sum 1MB, 4 ranks", "--bare",
-                 "recording alone (--no-check)",
+                 "recording alone (--no-check)", "tracing+checks on / --bare, same ranks",
                  "mxnb kernel (background)", "us of Python before each op",
                  "the least Python observer", "compiled train step",
                  "widget state,", "render in Chromium", "live strip update",
