@@ -15,13 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from users import non_root_user
+from users import non_root_user, python_for, reachable_dir, run_as
 
 from procs import SESSION, SESSION_VAR, cluster_processes
 
@@ -67,32 +66,8 @@ print(json.dumps(results))
 
 @pytest.fixture
 def binder_dir() -> Iterator[Path]:
-    """A fresh directory the Binder user can reach (pytest's tmp_path is root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="mxnb-binder-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _as_user(prefix, env, cmd, cwd, timeout) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*prefix, "env", "-i", *(f"{k}={v}" for k, v in env.items()), *cmd],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _python_for(prefix, env, cwd) -> str:
-    """A Python >= 3.11 that the Binder user can run (pyenv's may sit under /root)."""
-    candidates = [getattr(sys, "_base_executable", ""), "/usr/bin/python3.11", "/usr/bin/python3"]
-    candidates += [shutil.which(n) or "" for n in ("python3.11", "python3")]
-    check = "import sys, venv; sys.exit(sys.version_info < (3, 11))"
-    for exe in dict.fromkeys(c for c in candidates if c):
-        if _as_user(prefix, env, [exe, "-c", check], cwd, 60).returncode == 0:
-            return exe
-    pytest.fail(f"no Python >= 3.11 with venv that {env['USER']} may run among {candidates}")
+    with reachable_dir("mxnb-binder-") as path:
+        yield path
 
 
 def _copy_repo(dest: Path) -> None:
@@ -152,20 +127,20 @@ def test_tutorials_run_in_the_binder_environment_as_a_non_root_user(binder_dir):
         SESSION_VAR: SESSION,  # lets procs.py count this run's ranks
         **{k: v for k, v in os.environ.items() if k.startswith("PIP_")},
     }
-    python = _python_for(prefix, env, repo)
+    python = python_for(prefix, env, "import sys, venv; sys.exit(sys.version_info < (3, 11))", repo)
 
     t0 = time.monotonic()
-    made = _as_user(prefix, env, [python, "-m", "venv", str(venv)], repo, 300)
+    made = run_as(prefix, env, [python, "-m", "venv", str(venv)], repo, 300)
     assert made.returncode == 0, made.stderr
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir"]
-    installed = _as_user(prefix, env, [*pip, "-r", "binder/requirements.txt"], repo, 900)
+    installed = run_as(prefix, env, [*pip, "-r", "binder/requirements.txt"], repo, 900)
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     if (BINDER / "postBuild").exists():
-        built = _as_user(prefix, env, ["bash", "binder/postBuild"], repo, 600)
+        built = run_as(prefix, env, ["bash", "binder/postBuild"], repo, 600)
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     install_seconds = time.monotonic() - t0
 
-    specs = _as_user(prefix, env, ["jupyter", "kernelspec", "list", "--json"], repo, 60)
+    specs = run_as(prefix, env, ["jupyter", "kernelspec", "list", "--json"], repo, 60)
     assert specs.returncode == 0, specs.stderr
     kernels = json.loads(specs.stdout)["kernelspecs"]
     assert str(venv) in kernels["mxnb"]["resource_dir"]  # the package brought its kernel
@@ -174,7 +149,7 @@ def test_tutorials_run_in_the_binder_environment_as_a_non_root_user(binder_dir):
     before = {p.pid for p in cluster_processes()}
     start = ["binder/start"] if (BINDER / "start").exists() else []
     t1 = time.monotonic()
-    ran = _as_user(
+    ran = run_as(
         prefix, env, [*start, str(venv / "bin" / "python"), "../run_tutorials.py"], repo, 1800
     )
     run_seconds = time.monotonic() - t1

@@ -9,17 +9,13 @@ own, then compiles.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlx.core as mx
 import pytest
-from users import non_root_user
+from users import non_root_user, python_for, reachable_dir, run_as
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,11 +33,8 @@ except RuntimeError as e:
 
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
-    """A /tmp-like directory anyone may enter (pytest's tmp_path is root's alone)."""
-    path = Path(tempfile.mkdtemp(prefix="mxnb-causes-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with reachable_dir("mxnb-causes-") as path:
+        yield path
 
 
 def compile_as(prefix: list[str], tmpdir: Path) -> str:
@@ -49,15 +42,8 @@ def compile_as(prefix: list[str], tmpdir: Path) -> str:
     site = sysconfig.get_paths()["purelib"]  # this environment's MLX, readable by all
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "TMPDIR": str(tmpdir), "HOME": str(tmpdir),
            "PYTHONPATH": f"{ROOT}:{site}", "LANG": "C.UTF-8"}  # fmt: skip
-    run = [*prefix, "env", "-i", *(f"{k}={v}" for k, v in env.items())]
-    # this Python may sit where the user cannot reach (pyenv's under /root): the
-    # system's own of the same version runs the same MLX
-    version = "python{}.{}".format(*sys.version_info[:2])
-    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
-        done = subprocess.run([*run, python, "-c", COMPILE], capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
-        if done.returncode != 126 and "No such file" not in done.stderr:
-            break
+    python = python_for(prefix, env, "import mlx.core", None)
+    done = run_as(prefix, env, [python, "-c", COMPILE], None, 300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
 
