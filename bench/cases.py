@@ -57,6 +57,85 @@ def raw_allsum(n: int, nbytes: int, reps: int, backend: str = "mpi") -> float:
     return _raw(n, backend, "allsum", str(nbytes), str(reps))
 
 
+class Standalone:
+    """The standalone loop as a job that stays up (``raw_mpi.py serve``).
+
+    The machine's speed drifts within a second (1 MB all_sum: 276-384 us in
+    one process), so a baseline taken by a fresh job seconds before the
+    notebook's cell compares two different moments.  This job times its loop
+    right before and right after each notebook measurement instead; its
+    ranks wait in blocking reads meanwhile.
+    """
+
+    def __init__(self, n: int, timeout: float = 120.0) -> None:
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="mxnb-bench-")
+        self.n, self.timeout = n, timeout
+        for r in range(n):
+            os.mkfifo(os.path.join(self.dir, f"in{r}"), 0o600)
+        cmd, env = mpiexec_cmd(n)
+        self.job = subprocess.Popen([*cmd, sys.executable, str(RAW), "serve", self.dir], env=env,
+                                    stdin=subprocess.DEVNULL)  # fmt: skip
+
+    def _tell(self, line: str) -> None:
+        """Write ``line`` to every rank once it waits for it (a FIFO has no
+        reader until the rank opens it: ENXIO, try again)."""
+        deadline = time.monotonic() + self.timeout
+        for r in range(self.n):
+            while True:
+                try:
+                    fd = os.open(os.path.join(self.dir, f"in{r}"), os.O_WRONLY | os.O_NONBLOCK)
+                    break
+                except OSError:
+                    if self.job.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the standalone job did not take {line!r}") from None
+                    time.sleep(0.002)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+
+    def allsum(self, nbytes: int, reps: int) -> float:
+        """Seconds per op of the job's ``raw_mpi.loop_allsum`` (slowest rank)."""
+        import json
+
+        out = os.path.join(self.dir, "out.json")
+        self._tell(f"{nbytes} {reps}")
+        deadline = time.monotonic() + self.timeout
+        while not os.path.exists(out):
+            if self.job.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the standalone job gave no time")
+            time.sleep(0.02)
+        with open(out) as f:
+            seconds = json.load(f)["seconds"]
+        os.unlink(out)
+        return seconds
+
+    def close(self) -> None:
+        import shutil
+
+        try:
+            if self.job.poll() is None:
+                self._tell("quit")
+                self.job.wait(30)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            self.job.terminate()  # mpiexec, by pid: it ends its ranks
+            try:
+                self.job.wait(15)
+            except subprocess.TimeoutExpired:
+                self.job.kill()
+                self.job.wait(15)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Standalone:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def raw_step(n: int, reps: int) -> float:
     """Median seconds of ``raw_mpi.timed_step`` (a compiled training step) standalone."""
     return _raw(n, "mpi", "step", str(reps))
@@ -246,6 +325,11 @@ def cell_allsum(
 ) -> float:
     """Median all_sum time inside %%mxdist (slowest rank), with the given flags."""
     return _cell(shell, f"timed_allsum(mx, world, {nbytes}, {reps}, {spin!r}, {observe!r})", line)
+
+
+def cell_loop(shell: Shell, nbytes: int, reps: int, line: str) -> float:
+    """Seconds per op of ``raw_mpi.loop_allsum`` inside %%mxdist (slowest rank)."""
+    return _cell(shell, f"loop_allsum(mx, world, {nbytes}, {reps})", line)
 
 
 def cell_step(shell: Shell, reps: int, line: str) -> float:

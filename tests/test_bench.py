@@ -44,3 +44,49 @@ def test_quick_bench_writes_json(tmp_path):
     compiled = any("the least observer, compiled" in n for n in names)
     assert compiled or "the least observer, compiled: not measured (" in proc.stdout
     assert "benchmark" in proc.stdout and "wrote" in proc.stdout
+
+
+def _cases():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import cases
+
+    return cases
+
+
+def test_standalone_job_times_its_loop_on_demand_and_ends():
+    """The baseline that stays up: it answers each request, its ranks wait
+    without spinning in between, and closing it leaves no process or FIFO."""
+    import os
+    import time
+
+    import psutil
+
+    cases = _cases()
+    job = cases.Standalone(2)
+    try:
+        first = job.allsum(1024, 50)
+        ranks = psutil.Process(job.job.pid).children(recursive=True)
+        assert ranks
+        cpu = sum(p.cpu_times().user + p.cpu_times().system for p in ranks)
+        time.sleep(1.0)  # waiting for the next request: blocking reads, no spinning
+        idle = sum(p.cpu_times().user + p.cpu_times().system for p in ranks) - cpu
+        second = job.allsum(2**20, 5)
+    finally:
+        job.close()
+    assert 0 < first < second, (first, second)
+    assert idle < 0.2, f"the job's ranks used {idle:.2f} CPU s while idle"
+    assert job.job.poll() is not None and not os.path.exists(job.dir)
+    assert not [p for p in ranks if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_standalone_job_that_died_raises_instead_of_hanging():
+    cases = _cases()
+    job = cases.Standalone(2, timeout=20)
+    try:
+        job.allsum(1024, 5)
+        job.job.terminate()
+        job.job.wait(30)
+        with pytest.raises(RuntimeError, match="standalone job"):
+            job.allsum(1024, 5)
+    finally:
+        job.close()
