@@ -1,7 +1,8 @@
 """Each benchmark measures mxnb and its baseline in the same run.
 
-Machines here are noisy, so every result is a ratio of two medians taken
-side by side, never an absolute time compared with a number from elsewhere.
+Machines here are noisy, so every result is a ratio of times taken side by
+side (medians, or the median of paired ratios), never an absolute time
+compared with a number from elsewhere.
 """
 
 from __future__ import annotations

@@ -286,10 +286,10 @@ def compiled_step(shell: cases.Shell, quick: bool) -> list[dict[str, Any]]:
 def paired(name: str, runs: dict[str, list[float]], way: str) -> dict[str, Any]:
     """mxnb's own cost, apart from the speed a set of ranks happens to keep.
 
-    Each round's cells run on one fresh set of ranks, right after its
-    ``--bare`` cell: the median of the rounds' ratios to that cell compares
-    like with like, where the rows above compare across sets (and with the
-    standalone job), whose speeds differ by up to 2x (bench/README, issue 18).
+    Each measurement's cells run on one set of ranks right after its
+    ``--bare`` cell: the median of their ratios to that cell compares like
+    with like, where the rows above compare with the standalone job, whose
+    speed can differ from a set's by up to 2x (bench/README, issue 18).
     """
     ratios = [ours / bare for ours, bare in zip(runs[way], runs["bare"], strict=True)]
     label = "recording alone" if way == "record" else "tracing+checks on"
