@@ -55,7 +55,7 @@ def loop_allsum(mx, group, nbytes: int, reps: int) -> float:
 
     What a stopwatch around a user's loop reads: unlike the median of
     :func:`timed_allsum`, it includes whatever mxnb does now and then rather
-    than at every op (turning its notes into records once per 4,096 notes,
+    than at every op (turning its notes into records once per 16,384 notes,
     a garbage collection).
     """
     x = mx.ones(max(1, nbytes // 4), dtype=mx.float32)

@@ -165,7 +165,7 @@ def warm_and_bandwidth(quick: bool) -> list[dict[str, Any]]:
 
 def loop_reps(n: int, nbytes: int) -> int:
     """Ops per timed loop: some 0.5 s of them on 2 ranks, enough to take in the
-    batches mxnb turns its notes into records in (one per 4,096 notes)."""
+    batches mxnb turns its notes into records in (one per 16,384 notes)."""
     reps = 20_000 if nbytes <= 1024 else 2_000 if nbytes <= 2**20 else 20
     return reps if n == 2 else max(20, reps // 10)  # 4 ranks share 2 cores here
 

@@ -17,6 +17,7 @@
 #define MPI4PY_LIMITED_API 1
 #include <Python.h>
 #include <frameobject.h>
+#include <limits.h>
 #include <string.h>
 #include <time.h>
 #include "mpi4py/mpi4py.h"
@@ -25,7 +26,7 @@
 #define SOURCE_DIGEST "" /* set by mxnb.rank.fastpath.build: a stale build is not loaded */
 #endif
 
-#define CAP 4096 /* notes (ops and evaluations) before they are handed over */
+#define CAP 16384 /* notes (ops and evaluations) before they are handed over: ~4 MB */
 #define TABLE (4 * CAP)   /* result address -> note, open addressing */
 #define MAX_GIVEN 8       /* arrays of an evaluation taken here */
 #define MAX_NDIM 10
@@ -33,7 +34,7 @@
 #define META_BYTES (8 * WIDTH)
 #define SPIN_S 200e-6     /* as mxnb.rank.check.SPIN_S: then Python waits, interruptibly */
 
-enum { OP = 1, EVAL = 2 };
+enum { OP = 1, EVAL = 2, EVALS = 3 /* evaluations of nothing handed over, counted */ };
 enum { CHECK_NONE = 0, CHECK_OPEN = 1, CHECK_OK = 2 };
 
 typedef struct {
@@ -64,6 +65,8 @@ typedef struct {
 static Note notes[CAP];
 static int n_notes;
 static int table[TABLE]; /* note index + 1; 0: empty */
+static int filled[CAP];  /* the slots of table in use: take() clears those alone */
+static int n_filled;
 static int open_notes[CAP]; /* ops not yet handed to an evaluation */
 static int n_open;
 static unsigned long generation; /* notes handed over so far: a take() while a call runs */
@@ -145,6 +148,8 @@ static void table_put(void *id, int index)
     size_t h = ((size_t)id >> 4) % TABLE;
     while (table[h] != 0 && notes[table[h] - 1].out_id != id)
         h = (h + 1) % TABLE;
+    if (table[h] == 0)
+        filled[n_filled++] = (int)h;
     table[h] = index + 1;
 }
 
@@ -223,7 +228,8 @@ typedef struct {
     PyObject *real, *fallback;
 } Wrapper;
 
-static long stats[4]; /* ops taken, ops left to Python, evaluations taken, left */
+static long stats[5]; /* ops taken, ops left to Python, evaluations taken, left; ops not
+                        * handed over (take): no record would have kept them */
 
 static PyObject *slow(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -739,34 +745,90 @@ static PyObject *waiting(PyObject *m, PyObject *unused)
     return PyBool_FromLong(n_notes > 0 || (in_eval && !eval_taken));
 }
 
+/* note index -> its place in the list take() hands over; -1: left out */
+static int place[CAP];
+
 static PyObject *given_list(const Note *e)
 {
-    PyObject *g = PyList_New(e->n_given);
-    for (int j = 0; g && j < e->n_given; j++)
-        PyList_SET_ITEM(g, j, PyLong_FromLong(e->given[j]));
+    int n = 0;
+    for (int j = 0; j < e->n_given; j++)
+        n += place[e->given[j]] >= 0;
+    PyObject *g = PyList_New(n);
+    for (int j = 0, k = 0; g && j < e->n_given; j++)
+        if (place[e->given[j]] >= 0)
+            PyList_SET_ITEM(g, k++, PyLong_FromLong(place[e->given[j]]));
     return g;
 }
 
-/* Every note, as tuples Python replays (mxnb.rank.fastpath.replay), and the
- * running evaluation's (None outside one); the buffer starts empty again. */
-static PyObject *take(PyObject *m, PyObject *unused)
+static int append(PyObject *out, PyObject *item)
 {
+    if (item == NULL || PyList_Append(out, item) < 0) {
+        Py_XDECREF(item);
+        return -1;
+    }
+    Py_DECREF(item);
+    return 0;
+}
+
+/* ``quiet``: evaluations of nothing handed over, in a row, as one item */
+static int flush_quiet(PyObject *out, int *quiet)
+{
+    int n = *quiet;
+    *quiet = 0;
+    return n ? append(out, Py_BuildValue("(ii)", EVALS, n)) : 0;
+}
+
+/* Whether no record could keep this op: settled (handed to an evaluation here,
+ * its check passed, no error), its result gone, among the ops the op log's
+ * bounded list pushes out (not the last ``keep``), and past the ops the
+ * recorder still has room for. */
+static int unrecorded(const Note *n, int k, int n_ops, int keep, int full)
+{
+    if (k >= n_ops - keep || !n->handed || n->failed || n->check == CHECK_OPEN)
+        return 0;
+    if (n->recorded && !full)
+        return 0;
+    return n->out_ref == NULL || PyWeakref_GetObject(n->out_ref) == Py_None;
+}
+
+/* The notes, as tuples Python replays (mxnb.rank.fastpath.replay), the running
+ * evaluation's (None outside one), and how many ops and recorded ops it left
+ * out (``unrecorded``); the buffer starts empty again.  ``keep``: the op log
+ * keeps the last that many ops; ``room``: records the recorder still keeps. */
+static PyObject *take(PyObject *m, PyObject *args)
+{
+    int keep = INT_MAX, room = INT_MAX;
+    if (!PyArg_ParseTuple(args, "|ii", &keep, &room))
+        return NULL;
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
+    int n_ops = 0, k = 0, kept = 0, quiet = 0;
+    long left_out = 0, left_recorded = 0;
+    for (int i = 0; i < n_notes; i++)
+        n_ops += notes[i].kind == OP;
     for (int i = 0; i < n_notes; i++) {
         Note *n = &notes[i];
+        place[i] = -1;
         PyObject *item;
         if (n->kind == OP) {
+            int full = kept >= room; /* as the recorder finds it when it reaches this op */
+            if (n->recorded && !full && !n->failed && n->out_ref)
+                kept++;
+            if (unrecorded(n, k++, n_ops, keep, full)) {
+                left_out++;
+                left_recorded += n->recorded;
+                continue;
+            }
+            if (flush_quiet(out, &quiet) < 0)
+                goto error;
             PyObject *req = Py_None;
             Py_INCREF(req);
             if (n->check == CHECK_OPEN) {
                 Py_DECREF(req);
                 req = PyMPIRequest_New(n->req); /* Python's from now on */
-                if (req == NULL) {
-                    Py_DECREF(out);
-                    return NULL;
-                }
+                if (req == NULL)
+                    goto error;
             }
             item = Py_BuildValue(
                 "(iLiO(OiO)OOONNOddiiiNOO)", OP, n->seq, n->op, n->mirror, n->code, n->lasti,
@@ -776,16 +838,27 @@ static PyObject *take(PyObject *m, PyObject *unused)
                 n->out_shape ? n->out_shape : Py_None, n->t0, n->t1, n->recorded, n->failed,
                 n->check, req, n->sent ? n->sent : Py_None, n->recv ? n->recv : Py_None);
         } else {
-            item = Py_BuildValue("(iNdddiii)", EVAL, given_list(n), n->c0, n->e0, n->e1,
-                                 n->raised, n->n_arrays, n->checked);
+            PyObject *given = given_list(n);
+            if (given == NULL)
+                goto error;
+            if (PyList_GET_SIZE(given) == 0 && !n->raised) {
+                Py_DECREF(given);
+                quiet++;
+                continue;
+            }
+            if (flush_quiet(out, &quiet) < 0) {
+                Py_DECREF(given);
+                goto error;
+            }
+            item = Py_BuildValue("(iNdddiii)", EVAL, given, n->c0, n->e0, n->e1, n->raised,
+                                 n->n_arrays, n->checked);
         }
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
-            Py_DECREF(out);
-            return NULL;
-        }
-        Py_DECREF(item);
+        place[i] = (int)PyList_GET_SIZE(out);
+        if (append(out, item) < 0)
+            goto error;
     }
+    if (flush_quiet(out, &quiet) < 0)
+        goto error;
     PyObject *running = Py_None;
     Py_INCREF(running);
     if (in_eval && !eval_taken) {
@@ -800,19 +873,27 @@ static PyObject *take(PyObject *m, PyObject *unused)
         clear_note(&notes[i]);
     n_notes = 0;
     n_open = 0;
-    memset(table, 0, sizeof table);
+    for (int i = 0; i < n_filled; i++)
+        table[filled[i]] = 0;
+    n_filled = 0;
     generation++;
-    return Py_BuildValue("(NN)", out, running);
+    stats[4] += left_out;
+    return Py_BuildValue("(NNll)", out, running, left_out, left_recorded);
+
+error:
+    Py_DECREF(out);
+    return NULL;
 }
 
 static PyObject *counts(PyObject *m, PyObject *unused)
 {
-    return Py_BuildValue("(llll)", stats[0], stats[1], stats[2], stats[3]);
+    return Py_BuildValue("(lllll)", stats[0], stats[1], stats[2], stats[3], stats[4]);
 }
 
 static PyMethodDef methods[] = {
     {"counts", counts, METH_NOARGS,
-     "(ops taken, ops left to Python, evaluations taken, evaluations left): for tests"},
+     "(ops taken, ops left to Python, evaluations taken, evaluations left, ops handed over "
+     "without a record): for tests"},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "What the op path reads: the rank's hooks, op log and the rest."},
     {"update", (PyCFunction)(void (*)(void))update, METH_VARARGS | METH_KEYWORDS,
@@ -824,7 +905,8 @@ static PyMethodDef methods[] = {
      "wrap_op(op, meta, same_shape, real, fallback) -> callable"},
     {"wrap_eval", wrap_eval, METH_VARARGS, "wrap_eval(real, fallback) -> callable"},
     {"waiting", waiting, METH_NOARGS, "Whether notes wait to be taken."},
-    {"take", take, METH_NOARGS, "take() -> (notes, running evaluation or None)"},
+    {"take", take, METH_VARARGS,
+     "take(keep, room) -> (notes, running evaluation or None, ops left out, recorded ones)"},
     {NULL, NULL, 0, NULL},
 };
 

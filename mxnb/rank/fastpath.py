@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from mxnb.protocol.ops import AGREEING, DTYPES, nbytes, op_code
 from mxnb.rank import check
 from mxnb.rank.oprecord import OpRecord
+from mxnb.rank.recorder import MAX_RECORDS
 
 if TYPE_CHECKING:
     from mxnb.rank.entries import EvalEntries
@@ -53,7 +54,8 @@ SOURCE = Path(__file__).with_name("_fastpath.c")
 FAST_OPS = AGREEING
 #: How an evaluation the C path took reads in a report.
 ENTRY = "mx.eval"
-_OP = 1  # a note's kind; 2: an evaluation
+_OP, _EVALS = 1, 3  # a note's kind; 2: an evaluation; 3: evaluations handed nothing
+CAP_ALL = 2**31 - 1  # keep every op (an unbounded op log)
 
 
 def _target() -> Path:
@@ -184,11 +186,22 @@ class FastPath:
         return self.module.wrap_eval(real, fallback)
 
     def sync(self) -> None:
-        """Turn the notes so far into the op log's records."""
+        """Turn the notes so far into the op log's records.
+
+        Ops no record would keep (settled, their results gone, pushed out of
+        the op log's bounded list by later ones, past what the recorder keeps)
+        stay in C and are only counted: in a long loop of small ops, making
+        records to throw them away cost more than the ops' own notes.
+        """
+        oplog = self.oplog
+        recorder = oplog.recorder
+        room = 0 if recorder is None else max(0, MAX_RECORDS - len(recorder.ops))
         with self.lock:
-            notes, running = self.module.take()
+            notes, running, _, dropped = self.module.take(oplog.cell_ops.maxlen or CAP_ALL, room)
+            if recorder is not None:
+                recorder.dropped += dropped  # as recorder.called counts them
             if notes or running is not None:
-                replay(self.oplog, notes, running)
+                replay(oplog, notes, running)
 
     def _after(self, arrays: tuple[Any, ...], seconds: float, check_s: float) -> None:
         """An evaluation the C path took ended after its notes were taken."""
@@ -219,6 +232,14 @@ def replay(oplog: OpLog, notes: list[tuple[Any, ...]], running: tuple[Any, ...] 
     for index, note in enumerate(notes):
         if note[0] == _OP:
             made[index] = _op(oplog, recorder, note)
+        elif note[0] == _EVALS:  # each as an evaluation handed no op result
+            oplog.given, oplog.unhanded, oplog.in_eval = [], [], None
+            if recorder is not None:
+                if recorder.timer.pending:
+                    for _ in range(note[1]):
+                        recorder.timer.on_eval([], 1, 0.0, ENTRY)
+                else:
+                    recorder.timer.evals += note[1]
         else:
             _, given, c0, e0, e1, raised, n_arrays, checked = note
             _evaluated(oplog, [made[i] for i in given])

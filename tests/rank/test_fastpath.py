@@ -17,7 +17,7 @@ TOGGLE = (
     "_before = _rt().fast.module.counts()\n"
 )
 #: Ops and evaluations the C path takes, ones it leaves to Python, and the
-#: hand-overs between them: a full buffer mid-loop, a probe's look mid-cell.
+#: hand-overs between them: a probe's look mid-cell (a full buffer mid-loop: LONG).
 SCENARIO = """
 d = mx.distributed
 x = mx.ones((4, 3)) * (rank + 1)
@@ -80,8 +80,9 @@ def _run_both(run: Any, code: str, line: str = "") -> list[tuple[list[Any], Any]
         try:
             run(TOGGLE.format(on=on) + code, line)
             states = [_settled(mxnb.pull(name)) for name in ("mid", "state")]
+            traces = [] if "--no-trace" in line else mxnb.last_trace().reports
             out.append((states, mxnb.pull("seq"), mxnb.pull("taken"),
-                        [_plain(r) for r in mxnb.last_trace().reports]))  # fmt: skip
+                        [_plain(r) for r in traces]))  # fmt: skip
         finally:
             run(TOGGLE.format(on=True))
     return out
@@ -103,13 +104,13 @@ def test_the_c_path_records_what_the_python_path_records(ip, run, nranks):
     state_c, seq_c, taken_c, trace_c = fast
     state_p, seq_p, taken_p, trace_p = python
     # the C path took the loop's ops and evaluations, and left the rest
-    for ops_taken, ops_left, evals_taken, evals_left in taken_c:
+    for ops_taken, ops_left, evals_taken, evals_left, _ in taken_c:
         assert ops_taken >= 2100
         # a full buffer hands one evaluation over, and so does a check that has
         # not landed within 200 us (Python waits for it): 4 ranks on 2 cores
         assert evals_taken >= 1500
         assert ops_left >= 1 and evals_left >= 2  # stream=; after tolist; after lazy
-    assert all(t[0] == 0 and t[2] == 0 for t in taken_p)
+    assert all(t[0] == 0 and t[2] == 0 and t[4] == 0 for t in taken_p)
     assert seq_c == seq_p == [2100 + 14] * nranks
     assert state_c == state_p
     for rank_c, rank_p in zip(trace_c, trace_p, strict=True):
@@ -135,3 +136,47 @@ def test_a_mismatch_reads_the_same_from_the_c_path(run, nranks):
     assert f"has float32[{nranks}]" in errors[0]
     run("ok = mx.distributed.all_sum(mx.ones(2)).tolist()")  # nothing aborted
     assert mxnb.pull("ok") == [[float(nranks)] * 2] * nranks
+
+
+#: A loop past what any record keeps: the op log's last 2,000 ops, the
+#: recorder's first 5,000; long enough to fill the C path's buffer once
+#: (16,384 notes), with a few results kept alive along the way.
+LONG = """
+d = mx.distributed
+x = mx.ones((4, 3)) * (rank + 1)
+alive = []
+for i in range(12000):
+    y = d.all_sum(x)
+    mx.eval(y)
+    if i % 3000 == 1:
+        alive.append(y)
+mid = state = _rt().oplog.state()
+seq = _rt().hooks.seq
+taken = [a - b for a, b in zip(_rt().fast.module.counts(), _before)]
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("line", ["--no-check", "--no-check --no-trace", ""])
+def test_ops_no_record_keeps_are_counted_not_recorded(ip, run, nranks, line):
+    """Records the op log would push out at once and the recorder would drop
+    are not made, and the op log, the trace and the reports read the same.
+
+    With checks on (""), an evaluation whose check has not landed within
+    200 us goes to Python, which takes the notes so far: batches are then
+    too short to leave anything out, and the two paths must still agree."""
+    ip.run_line_magic("mxdist", "restart")
+    fast, python = _run_both(run, LONG, line)
+    state_c, seq_c, taken_c, trace_c = fast
+    state_p, seq_p, taken_p, trace_p = python
+    if line:
+        assert all(t[4] >= 1000 for t in taken_c), taken_c  # left out, counted
+    assert all(t[4] == 0 for t in taken_p)
+    assert seq_c == seq_p == [12000] * nranks
+    assert state_c == state_p
+    assert len(state_c[1][0]["ops"]) == 2000
+    for rank_c, rank_p in zip(trace_c, trace_p, strict=True):
+        assert {**rank_c, "ops": None} == {**rank_p, "ops": None}
+        assert rank_c["ops"] == rank_p["ops"]
+    if "--no-trace" not in line:
+        assert trace_c[0]["dropped"] == 12000 - 5000
