@@ -194,9 +194,9 @@ class FastPath:
         records to throw them away cost more than the ops' own notes.
         """
         oplog = self.oplog
-        recorder = oplog.recorder
-        room = 0 if recorder is None else max(0, MAX_RECORDS - len(recorder.ops))
-        with self.lock:
+        with self.lock:  # the room as this batch finds it: another may have filled it
+            recorder = oplog.recorder
+            room = 0 if recorder is None else max(0, MAX_RECORDS - len(recorder.ops))
             notes, running, _, dropped = self.module.take(oplog.cell_ops.maxlen or CAP_ALL, room)
             if recorder is not None:
                 recorder.dropped += dropped  # as recorder.called counts them
