@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from mxnb.protocol.ops import AGREEING, DTYPES, nbytes, op_code
 from mxnb.rank import check
+from mxnb.rank.oplog import MAX_OPS
 from mxnb.rank.oprecord import OpRecord
 from mxnb.rank.recorder import MAX_RECORDS
 
@@ -55,7 +56,6 @@ FAST_OPS = AGREEING
 #: How an evaluation the C path took reads in a report.
 ENTRY = "mx.eval"
 _OP, _EVALS = 1, 3  # a note's kind; 2: an evaluation; 3: evaluations handed nothing
-CAP_ALL = 2**31 - 1  # keep every op (an unbounded op log)
 
 
 def _target() -> Path:
@@ -197,7 +197,7 @@ class FastPath:
         with self.lock:  # the room as this batch finds it: another may have filled it
             recorder = oplog.recorder
             room = 0 if recorder is None else max(0, MAX_RECORDS - len(recorder.ops))
-            notes, running, _, dropped = self.module.take(oplog.cell_ops.maxlen or CAP_ALL, room)
+            notes, running, _, dropped = self.module.take(MAX_OPS, room)
             if recorder is not None:
                 recorder.dropped += dropped  # as recorder.called counts them
             if notes or running is not None:
