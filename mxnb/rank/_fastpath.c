@@ -101,8 +101,14 @@ static PyObject *s_found, *s_dtype, *s_shape, *s_comm, *s_in_eval, *s_live, *s_i
 
 /* -- small helpers -------------------------------------------------------- */
 
+static double mono(void);
+
+/* time.perf_counter's reading: read directly where Python says it is CLOCK_MONOTONIC
+ * (``clock`` None), which spares a Python call and a float per reading */
 static double now(void)
 {
+    if (S.clock == Py_None)
+        return mono();
     PyObject *t = PyObject_CallNoArgs(S.clock);
     if (t == NULL) {
         PyErr_Clear();
@@ -166,16 +172,35 @@ static int table_find(PyObject *a)
     return -1;
 }
 
-/* Hand every note to Python (mxnb.rank.fastpath.FastPath.sync) */
+/* A full buffer: Python takes the notes (mxnb.rank.fastpath.FastPath.sync), but for
+ * the op log's last ops, which stay here until a later op pushes them out */
 static int sync_now(void)
 {
     if (n_notes == 0 && !(in_eval && !eval_taken))
         return 0;
-    PyObject *r = PyObject_CallNoArgs(S.sync);
+    PyObject *r = PyObject_CallOneArg(S.sync, Py_True);
     if (r == NULL)
         return -1;
     Py_DECREF(r);
     return 0;
+}
+
+/* The (name, code) of an MLX dtype, or NULL (an error set or not).  MLX makes a new
+ * Dtype object per read, and a dict lookup by it calls its __hash__ and __eq__
+ * through nanobind: one __eq__ against the last dtype seen costs half of that. */
+static PyObject *last_dtype, *last_info;
+
+static PyObject *dtype_info(PyObject *dtype)
+{
+    if (last_dtype != NULL && PyObject_RichCompareBool(dtype, last_dtype, Py_EQ) == 1)
+        return last_info;
+    PyErr_Clear();
+    PyObject *info = PyDict_GetItemWithError(S.dtypes, dtype); /* borrowed */
+    if (info != NULL) {
+        Py_XSETREF(last_dtype, Py_NewRef(dtype));
+        Py_XSETREF(last_info, Py_NewRef(info));
+    }
+    return info;
 }
 
 /* -- the call site, as mxnb.rank.hooks.raw_site finds it ---------------- */
@@ -276,10 +301,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     PyObject *dtype = NULL, *info = NULL, *shape = NULL, *group_seq = NULL;
     Note n;
     memset(&n, 0, sizeof n);
-    if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL)
-        goto go_slow;
-    info = PyDict_GetItemWithError(S.dtypes, dtype); /* borrowed: (name, code) */
-    if (info == NULL)
+    if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL || (info = dtype_info(dtype)) == NULL)
         goto go_slow; /* bool, or a dtype mxnb does not know: Python decides */
     if ((shape = PyObject_GetAttr(x, s_shape)) == NULL || !PyTuple_CheckExact(shape) ||
         PyTuple_GET_SIZE(shape) > MAX_NDIM)
@@ -451,7 +473,7 @@ static int checks_agree(const int *given, int n_given)
             order[j] = order[j - 1];
             order[j - 1] = tmp;
         }
-    double until = mono() + SPIN_S;
+    double until = k ? mono() + SPIN_S : 0.0;
     for (int i = 0; i < k; i++) {
         Note *n = &notes[order[i]];
         int done = 0;
@@ -691,6 +713,8 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
     for (int i = 0; i < 16; i++)
         Py_XSETREF(*slots[i], Py_NewRef(o[i]));
     S.size = size;
+    Py_CLEAR(last_dtype); /* dtypes may have changed */
+    Py_CLEAR(last_info);
     Py_XSETREF(S.world_group, PyObject_GetAttr(S.groups, s_world_group));
     if (S.world_group == NULL)
         return NULL;
@@ -791,14 +815,66 @@ static int unrecorded(const Note *n, int k, int n_ops, int keep, int full)
     return n->out_ref == NULL || PyWeakref_GetObject(n->out_ref) == Py_None;
 }
 
+/* Where the notes that stay here begin: the op log's last ``keep`` ops and every
+ * note after the first of them, less any evaluation handed an op before it.  A full
+ * buffer's loop then makes records only for the ops the op log still holds when
+ * Python looks.  n_notes: none stay (they would fill half the buffer or more). */
+static int kept_back_from(int n_ops, int keep)
+{
+    if (in_eval || keep >= n_ops)
+        return n_notes;
+    int split = n_notes;
+    for (int i = 0, k = 0; i < n_notes; i++)
+        if (notes[i].kind == OP && k++ == n_ops - keep) {
+            split = i;
+            break;
+        }
+    for (int again = 1; again;) { /* given ops are older than their evaluation */
+        again = 0;
+        for (int i = split; i < n_notes; i++)
+            for (int j = 0; notes[i].kind == EVAL && j < notes[i].n_given; j++)
+                if (notes[i].given[j] < split) {
+                    split = notes[i].given[j];
+                    again = 1;
+                }
+    }
+    return n_notes - split > CAP / 2 ? n_notes : split;
+}
+
+/* Drop the notes before ``split`` (taken) and move the rest to the front. */
+static void keep_back(int split)
+{
+    int rest = n_notes - split;
+    for (int i = 0; i < split; i++)
+        clear_note(&notes[i]);
+    memmove(notes, notes + split, sizeof(Note) * rest);
+    n_notes = rest;
+    for (int i = 0; i < rest; i++)
+        for (int j = 0; notes[i].kind == EVAL && j < notes[i].n_given; j++)
+            notes[i].given[j] -= split;
+    int open = 0;
+    for (int i = 0; i < n_open; i++) /* open ops taken are Python's now */
+        if (open_notes[i] >= split)
+            open_notes[open++] = open_notes[i] - split;
+    n_open = open;
+    for (int i = 0; i < n_filled; i++)
+        table[filled[i]] = 0;
+    n_filled = 0;
+    for (int i = 0; i < rest; i++)
+        if (notes[i].kind == OP && notes[i].out_ref &&
+            PyWeakref_GetObject(notes[i].out_ref) != Py_None)
+            table_put(notes[i].out_id, i);
+}
+
 /* The notes, as tuples Python replays (mxnb.rank.fastpath.replay), the running
  * evaluation's (None outside one), and how many ops and recorded ops it left
- * out (``unrecorded``); the buffer starts empty again.  ``keep``: the op log
- * keeps the last that many ops; ``room``: records the recorder still keeps. */
+ * out (``unrecorded``); the buffer starts empty again, or (``hold``) holds the op
+ * log's last ops (kept_back_from).  ``keep``: the op log keeps the last that many
+ * ops; ``room``: records the recorder still keeps. */
 static PyObject *take(PyObject *m, PyObject *args)
 {
-    int keep = INT_MAX, room = INT_MAX;
-    if (!PyArg_ParseTuple(args, "|ii", &keep, &room))
+    int keep = INT_MAX, room = INT_MAX, hold = 0;
+    if (!PyArg_ParseTuple(args, "|iip", &keep, &room, &hold))
         return NULL;
     PyObject *out = PyList_New(0);
     if (out == NULL)
@@ -807,7 +883,8 @@ static PyObject *take(PyObject *m, PyObject *args)
     long left_out = 0, left_recorded = 0;
     for (int i = 0; i < n_notes; i++)
         n_ops += notes[i].kind == OP;
-    for (int i = 0; i < n_notes; i++) {
+    int split = hold ? kept_back_from(n_ops, keep) : n_notes;
+    for (int i = 0; i < split; i++) {
         Note *n = &notes[i];
         place[i] = -1;
         PyObject *item;
@@ -869,13 +946,17 @@ static PyObject *take(PyObject *m, PyObject *args)
         eval_taken = 1;
         cur.n_given = 0;
     }
-    for (int i = 0; i < n_notes; i++)
-        clear_note(&notes[i]);
-    n_notes = 0;
-    n_open = 0;
-    for (int i = 0; i < n_filled; i++)
-        table[filled[i]] = 0;
-    n_filled = 0;
+    if (split < n_notes) {
+        keep_back(split);
+    } else {
+        for (int i = 0; i < n_notes; i++)
+            clear_note(&notes[i]);
+        n_notes = 0;
+        n_open = 0;
+        for (int i = 0; i < n_filled; i++)
+            table[filled[i]] = 0;
+        n_filled = 0;
+    }
     generation++;
     stats[4] += left_out;
     return Py_BuildValue("(NNll)", out, running, left_out, left_recorded);
@@ -906,7 +987,8 @@ static PyMethodDef methods[] = {
     {"wrap_eval", wrap_eval, METH_VARARGS, "wrap_eval(real, fallback) -> callable"},
     {"waiting", waiting, METH_NOARGS, "Whether notes wait to be taken."},
     {"take", take, METH_VARARGS,
-     "take(keep, room) -> (notes, running evaluation or None, ops left out, recorded ones)"},
+     "take(keep, room, hold) -> (notes, running evaluation or None, ops left out, recorded "
+     "ones); hold: a full buffer keeps the op log's last ops back"},
     {NULL, NULL, 0, NULL},
 };
 

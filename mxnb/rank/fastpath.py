@@ -56,6 +56,9 @@ FAST_OPS = AGREEING
 #: How an evaluation the C path took reads in a report.
 ENTRY = "mx.eval"
 _OP, _EVALS = 1, 3  # a note's kind; 2: an evaluation; 3: evaluations handed nothing
+_CHECK_OK = 2  # a note's check state (0: none, 1: open)
+#: time.perf_counter is CLOCK_MONOTONIC here (Linux): the C path reads that clock itself
+_MONOTONIC = time.get_clock_info("perf_counter").implementation == "clock_gettime(CLOCK_MONOTONIC)"
 
 
 def _target() -> Path:
@@ -152,7 +155,8 @@ class FastPath:
                 dtypes[dtype] = (name, code)
         module.configure(
             oplog=oplog, cells=hooks_module._cells, array=mx.array, dtypes=dtypes,
-            clock=time.perf_counter, sync=self.sync, after=self._after, groups=oplog.groups,
+            clock=None if _MONOTONIC else time.perf_counter, sync=self.sync,
+            after=self._after, groups=oplog.groups,
             world_label=oplog.groups.world.label, size=len(oplog.groups.world.ranks),
             # read directly on every call: these are cleared, never replaced
             stack=oplog.compile.stack, sizes=oplog.vmap.sizes, compiled_live=oplog.compile.live,
@@ -185,19 +189,22 @@ class FastPath:
     def wrap_eval(self, real: Any, fallback: Any) -> Any:
         return self.module.wrap_eval(real, fallback)
 
-    def sync(self) -> None:
+    def sync(self, full: bool = False) -> None:
         """Turn the notes so far into the op log's records.
 
         Ops no record would keep (settled, their results gone, pushed out of
         the op log's bounded list by later ones, past what the recorder keeps)
         stay in C and are only counted: in a long loop of small ops, making
-        records to throw them away cost more than the ops' own notes.
+        records to throw them away cost more than the ops' own notes.  When
+        the C path's buffer is ``full`` (nobody reads the op log now), the op
+        log's last ops stay in C too, until later ops push them out or
+        someone looks: every other look calls this without ``full``.
         """
         oplog = self.oplog
         with self.lock:  # the room as this batch finds it: another may have filled it
             recorder = oplog.recorder
             room = 0 if recorder is None else max(0, MAX_RECORDS - len(recorder.ops))
-            notes, running, _, dropped = self.module.take(MAX_OPS, room)
+            notes, running, _, dropped = self.module.take(MAX_OPS, room, full)
             if recorder is not None:
                 recorder.dropped += dropped  # as recorder.called counts them
             if notes or running is not None:
@@ -226,30 +233,40 @@ def attach(oplog: OpLog, hooks: Hooks, entries: EvalEntries, recorder: Recorder)
 
 def replay(oplog: OpLog, notes: list[tuple[Any, ...]], running: tuple[Any, ...] | None) -> None:
     """Do, in order, what the op log did at the time for ops and evaluations the
-    C path took; ``running``: the evaluation under way, if any."""
-    made: dict[int, tuple[OpRecord, int | None]] = {}  # note index -> (record, result id)
+    C path took; ``running``: the evaluation under way, if any.
+
+    It runs once per note of a long loop's first ops, so it makes as few
+    objects as it can: every container it makes is work for the collector too.
+    """
+    made: list[tuple[OpRecord, int | None] | None] = []  # by note index: (record, result id)
     recorder = oplog.recorder
-    for index, note in enumerate(notes):
-        if note[0] == _OP:
-            made[index] = _op(oplog, recorder, note)
-        elif note[0] == _EVALS:  # each as an evaluation handed no op result
-            oplog.given, oplog.unhanded, oplog.in_eval = [], [], None
-            if recorder is not None:
-                if recorder.timer.pending:
-                    for _ in range(note[1]):
-                        recorder.timer.on_eval([], 1, 0.0, ENTRY)
-                else:
-                    recorder.timer.evals += note[1]
-        else:
-            _, given, c0, e0, e1, raised, n_arrays, checked = note
-            _evaluated(oplog, [made[i] for i in given])
+    timer = None if recorder is None else recorder.timer
+    for note in notes:
+        kind = note[0]
+        if kind == _OP:
+            made.append(_op(oplog, recorder, note))
+            continue
+        made.append(None)
+        if kind == _EVALS:  # each as an evaluation handed no op result
+            oplog.given = []
+            if oplog.unhanded:
+                oplog.unhanded = []
             oplog.in_eval = None
-            if not raised and recorder is not None:
-                recs = [made[i][0] for i in given]
-                recorder.timer.on_eval(recs, n_arrays, e1 - e0, ENTRY, e0 - c0 if checked else None)
+            if timer is not None:
+                if timer.pending:
+                    for _ in range(note[1]):
+                        timer.on_eval([], 1, 0.0, ENTRY)
+                else:
+                    timer.evals += note[1]
+            continue
+        _, given, c0, e0, e1, raised, n_arrays, checked = note
+        recs = _evaluated(oplog, [made[i] for i in given])  # type: ignore[misc]
+        oplog.in_eval = None
+        if not raised and timer is not None:
+            timer.on_eval(recs, n_arrays, e1 - e0, ENTRY, e0 - c0 if checked else None)
     if running is not None:
         given, frame, since, _ = running
-        _evaluated(oplog, [made[i] for i in given])
+        _evaluated(oplog, [made[i] for i in given])  # type: ignore[misc]
         oplog.in_eval = (ENTRY, frame, since)
 
 
@@ -259,35 +276,58 @@ def _op(oplog: OpLog, recorder: Any, note: tuple[Any, ...]) -> tuple[OpRecord, i
     name = FAST_OPS[op_no]
     rec = OpRecord(seq, name, mirror, None, shape, dtype, site, name)
     oplog.cell_ops.append(rec)
-    if check_state:
+    if check_state == _CHECK_OK:  # completed and compared by the C path, for its evaluation
+        rec.check = "ok"
+    elif check_state:  # still open: Python completes it
         rec.check = "pending"
-        if request is None:  # completed by the C path: the evaluation below says so
-            from mpi4py import MPI
-
-            request = MPI.REQUEST_NULL
         rec.posted = check.PendingCheck(seq, name, mirror, None, [request], [sent, recv])
     if recorded and recorder is not None:
-        recorder.called(rec, in_ref, nbytes(shape, dtype), t0)
+        recorder.called(rec, in_ref, _nbytes(shape, dtype), t0)
     if failed:
         oplog.failed(rec)
         return rec, None
     if out_ref is None:
         return rec, None
     if recorder is not None and rec.t:
-        recorder.returned(rec, t1, out_ref, out_shape, nbytes(out_shape, dtype))
+        recorder.returned(rec, t1, out_ref, out_shape, _nbytes(out_shape, dtype))
     oplog.follow(rec, out_ref, out_id)
     return rec, out_id
 
 
-def _evaluated(oplog: OpLog, given: list[tuple[OpRecord, int | None]]) -> None:
-    """What the op log's ``before_eval`` did: the given ops evaluated, their checks passed."""
+#: (shape, dtype) -> bytes: a loop's ops repeat a handful of shapes
+_NBYTES: dict[tuple[Any, str], int] = {}
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    size = _NBYTES.get((shape, dtype))
+    if size is None:
+        if len(_NBYTES) > 256:
+            _NBYTES.clear()
+        size = _NBYTES[shape, dtype] = nbytes(shape, dtype)
+    return size
+
+
+def _evaluated(oplog: OpLog, given: list[tuple[OpRecord, int | None]]) -> list[OpRecord]:
+    """What the op log's ``before_eval`` did: the given ops evaluated, their checks
+    passed.  Returns their records (the op log's ``given``)."""
+    recs = []
     for rec, _ in given:
         rec.evaluated = True
-    oplog.given, oplog.unhanded = [rec for rec, _ in given], []
-    for rec, key in sorted(given, key=lambda g: g[0].seq):
+        recs.append(rec)
+    oplog.given = recs
+    if oplog.unhanded:  # the Python path makes a new list before it adds to it
+        oplog.unhanded = []
+    if len(given) > 1:
+        given = sorted(given, key=_seq_of)
+    for rec, key in given:
         if rec.posted is not None:
             rec.check, rec.posted = "ok", None
             oplog.pending.pop(key, None)
+    return recs
+
+
+def _seq_of(given: tuple[OpRecord, int | None]) -> int:
+    return given[0].seq
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def test_a_mismatch_reads_the_same_from_the_c_path(run, nranks):
 
 #: A loop past what any record keeps: the op log's last 2,000 ops, the
 #: recorder's first 5,000; long enough to fill the C path's buffer once
-#: (16,384 notes), with a few results kept alive along the way.
+#: (16,384 notes: after op 8,192), with a few results kept alive along the
+#: way, and a probe's look while the op log's last ops wait in C.
 LONG = """
 d = mx.distributed
 x = mx.ones((4, 3)) * (rank + 1)
@@ -150,7 +151,9 @@ for i in range(12000):
     mx.eval(y)
     if i % 3000 == 1:
         alive.append(y)
-mid = state = _rt().oplog.state()
+    if i == 9000:
+        mid = _rt().oplog.state()
+state = _rt().oplog.state()
 seq = _rt().hooks.seq
 taken = [a - b for a, b in zip(_rt().fast.module.counts(), _before)]
 """
@@ -171,6 +174,10 @@ def test_ops_no_record_keeps_are_counted_not_recorded(ip, run, nranks, line):
     state_p, seq_p, taken_p, trace_p = python
     if line:
         assert all(t[4] >= 1000 for t in taken_c), taken_c  # left out, counted
+        # records made: the recorder's first ops, the op log's last ones once per
+        # look (mid, state: a full buffer keeps them back), the results kept alive
+        recorded = 0 if "--no-trace" in line else 5000
+        assert all(t[0] - t[4] <= recorded + 2 * 2000 + 8 for t in taken_c), taken_c
     assert all(t[4] == 0 for t in taken_p)
     assert seq_c == seq_p == [12000] * nranks
     assert state_c == state_p
@@ -180,3 +187,26 @@ def test_ops_no_record_keeps_are_counted_not_recorded(ip, run, nranks, line):
         assert rank_c["ops"] == rank_p["ops"]
     if "--no-trace" not in line:
         assert trace_c[0]["dropped"] == 12000 - 5000
+
+
+@pytest.mark.cluster
+def test_the_c_path_reads_the_clock_the_trace_reads(run):
+    """Where time.perf_counter is CLOCK_MONOTONIC (Linux) the C path reads that
+    clock itself: its times must land inside the cell, as Python's do."""
+    run("mx.eval(mx.distributed.all_sum(mx.ones(4)))")  # the first op makes what later ones use
+    run(
+        TOGGLE.format(on=True) + "import time\n_t0 = time.perf_counter()\n"
+        "for _ in range(3):\n    mx.eval(mx.distributed.all_sum(mx.ones(4)))\n"
+        "took = time.perf_counter() - _t0\n"
+        "taken = [a - b for a, b in zip(_rt().fast.module.counts(), _before)]\n",
+        "--no-check",  # checked, an evaluation whose check is late goes to Python
+    )
+    taken = mxnb.pull("taken")
+    assert all(t[0] == 3 and t[2] == 3 for t in taken), taken  # the C path took them
+    took = max(mxnb.pull("took"))
+    for report in mxnb.last_trace().reports:
+        assert len(report["ops"]) == 3
+        for op in report["ops"]:
+            assert 0 <= op["t"] < took + 1.0  # since the cell began, just before _t0
+            assert 0 <= op["call_s"] < took
+            assert 0 < op["eval_s"] < took
