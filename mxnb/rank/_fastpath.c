@@ -32,7 +32,12 @@
 #define MAX_NDIM 10
 #define WIDTH (4 + MAX_NDIM)
 #define META_BYTES (8 * WIDTH)
-#define SPIN_S 200e-6     /* as mxnb.rank.check.SPIN_S: then Python waits, interruptibly */
+/* then Python waits, interruptibly.  Longer than Python's own spin (mxnb.rank.check.SPIN_S,
+ * 200 us): handing an evaluation over makes records of the op log's last ops, and at 200 us
+ * a rank's batch or a preemption on the other rank sent a loop's evaluations there 5-18
+ * times in 20,000 (1 KB, 2 ranks: default 2.2x -> 1.9x).  The GIL's switch interval is
+ * 5 ms, so a probe or Ctrl-C waits no longer than it may anyway. */
+#define SPIN_S 2e-3
 
 enum { OP = 1, EVAL = 2, EVALS = 3 /* evaluations of nothing handed over, counted */ };
 enum { CHECK_NONE = 0, CHECK_OPEN = 1, CHECK_OK = 2 };
@@ -253,8 +258,9 @@ typedef struct {
     PyObject *real, *fallback;
 } Wrapper;
 
-static long stats[5]; /* ops taken, ops left to Python, evaluations taken, left; ops not
-                        * handed over (take): no record would have kept them */
+static long stats[6]; /* ops taken, ops left to Python, evaluations taken, left; ops not
+                        * handed over (take): no record would have kept them; ops a full
+                        * buffer kept back (kept_back_from), each time */
 
 static PyObject *slow(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -947,6 +953,8 @@ static PyObject *take(PyObject *m, PyObject *args)
         cur.n_given = 0;
     }
     if (split < n_notes) {
+        for (int i = split; i < n_notes; i++)
+            stats[5] += notes[i].kind == OP;
         keep_back(split);
     } else {
         for (int i = 0; i < n_notes; i++)
@@ -968,13 +976,14 @@ error:
 
 static PyObject *counts(PyObject *m, PyObject *unused)
 {
-    return Py_BuildValue("(lllll)", stats[0], stats[1], stats[2], stats[3], stats[4]);
+    return Py_BuildValue("(llllll)", stats[0], stats[1], stats[2], stats[3], stats[4],
+                         stats[5]);
 }
 
 static PyMethodDef methods[] = {
     {"counts", counts, METH_NOARGS,
      "(ops taken, ops left to Python, evaluations taken, evaluations left, ops handed over "
-     "without a record): for tests"},
+     "without a record, ops a full buffer kept back): for tests"},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "What the op path reads: the rank's hooks, op log and the rest."},
     {"update", (PyCFunction)(void (*)(void))update, METH_VARARGS | METH_KEYWORDS,

@@ -104,10 +104,10 @@ def test_the_c_path_records_what_the_python_path_records(ip, run, nranks):
     state_c, seq_c, taken_c, trace_c = fast
     state_p, seq_p, taken_p, trace_p = python
     # the C path took the loop's ops and evaluations, and left the rest
-    for ops_taken, ops_left, evals_taken, evals_left, _ in taken_c:
+    for ops_taken, ops_left, evals_taken, evals_left, *_ in taken_c:
         assert ops_taken >= 2100
         # a full buffer hands one evaluation over, and so does a check that has
-        # not landed within 200 us (Python waits for it): 4 ranks on 2 cores
+        # not landed within 2 ms (Python waits for it): 4 ranks on 2 cores
         assert evals_taken >= 1500
         assert ops_left >= 1 and evals_left >= 2  # stream=; after tolist; after lazy
     assert all(t[0] == 0 and t[2] == 0 and t[4] == 0 for t in taken_p)
@@ -166,7 +166,7 @@ def test_ops_no_record_keeps_are_counted_not_recorded(ip, run, nranks, line):
     are not made, and the op log, the trace and the reports read the same.
 
     With checks on (""), an evaluation whose check has not landed within
-    200 us goes to Python, which takes the notes so far: batches are then
+    2 ms goes to Python, which takes the notes so far: batches are then
     too short to leave anything out, and the two paths must still agree."""
     ip.run_line_magic("mxdist", "restart")
     fast, python = _run_both(run, LONG, line)
@@ -174,10 +174,8 @@ def test_ops_no_record_keeps_are_counted_not_recorded(ip, run, nranks, line):
     state_p, seq_p, taken_p, trace_p = python
     if line:
         assert all(t[4] >= 1000 for t in taken_c), taken_c  # left out, counted
-        # records made: the recorder's first ops, the op log's last ones once per
-        # look (mid, state: a full buffer keeps them back), the results kept alive
-        recorded = 0 if "--no-trace" in line else 5000
-        assert all(t[0] - t[4] <= recorded + 2 * 2000 + 8 for t in taken_c), taken_c
+        # the full buffer (after op 8,192) kept the op log's last ops back
+        assert all(t[5] >= 2000 for t in taken_c), taken_c
     assert all(t[4] == 0 for t in taken_p)
     assert seq_c == seq_p == [12000] * nranks
     assert state_c == state_p
