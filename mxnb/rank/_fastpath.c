@@ -847,7 +847,7 @@ static int kept_back_from(int n_ops, int keep)
     return n_notes - split > CAP / 2 ? n_notes : split;
 }
 
-/* Drop the notes before ``split`` (taken) and move the rest to the front. */
+/* Drop the notes before ``split`` (taken) and move the rest, if any, to the front. */
 static void keep_back(int split)
 {
     int rest = n_notes - split;
@@ -952,19 +952,9 @@ static PyObject *take(PyObject *m, PyObject *args)
         eval_taken = 1;
         cur.n_given = 0;
     }
-    if (split < n_notes) {
-        for (int i = split; i < n_notes; i++)
-            stats[5] += notes[i].kind == OP;
-        keep_back(split);
-    } else {
-        for (int i = 0; i < n_notes; i++)
-            clear_note(&notes[i]);
-        n_notes = 0;
-        n_open = 0;
-        for (int i = 0; i < n_filled; i++)
-            table[filled[i]] = 0;
-        n_filled = 0;
-    }
+    for (int i = split; i < n_notes; i++)
+        stats[5] += notes[i].kind == OP;
+    keep_back(split); /* split == n_notes: the buffer starts empty */
     generation++;
     stats[4] += left_out;
     return Py_BuildValue("(NNll)", out, running, left_out, left_recorded);

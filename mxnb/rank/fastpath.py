@@ -248,9 +248,7 @@ def replay(oplog: OpLog, notes: list[tuple[Any, ...]], running: tuple[Any, ...] 
             continue
         made.append(None)
         if kind == _EVALS:  # each as an evaluation handed no op result
-            oplog.given = []
-            if oplog.unhanded:
-                oplog.unhanded = []
+            _evaluated(oplog, [])
             oplog.in_eval = None
             if timer is not None:
                 if timer.pending:
