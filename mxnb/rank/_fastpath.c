@@ -76,12 +76,23 @@ static int open_notes[CAP]; /* ops not yet handed to an evaluation */
 static int n_open;
 static unsigned long generation; /* notes handed over so far: a take() while a call runs */
 
+/* A full buffer's notes whose replay can wait (settled_op): those the recorder makes
+ * the trace's first records of, and their evaluations.  They wait here, out of the
+ * loop that made them, and are handed over first when Python next looks (a take
+ * without ``hold``).  Their evaluations name ops by index here; EVALS notes count
+ * evaluations of nothing handed over (n_arrays). */
+static Note later[CAP];
+static int n_later;
+static int later_kept; /* records the recorder keeps of them */
+#define LATER_LIVE 64
+static int later_live[LATER_LIVE]; /* its ops whose results lived when they came */
+static int n_later_live;
+
 /* the running evaluation taken here */
 static int in_eval;
 static int eval_taken; /* its notes were handed over while it ran */
 static Note cur;
 static PyFrameObject *cur_frame; /* borrowed: the caller waits in it */
-static double cur_since;
 
 static struct {
     int ready;
@@ -95,6 +106,7 @@ static struct {
     PyObject *cell_files; /* IPython's map of cell files, once found */
     PyObject *timer_pending; /* the recorder's untimed ops (cleared, never replaced) */
     PyObject *oplog, *cells, *array, *dtypes, *clock, *sync, *after;
+    PyObject *oplog_dict; /* the op log's attributes: in_eval, read at every evaluation */
     PyObject *groups, *world_label, *world_group;
     /* containers that live as long as the rank (cleared, never replaced): read directly */
     PyObject *stack, *sizes, *compiled_live, *pending, *pairing_open, *group_seq;
@@ -208,6 +220,18 @@ static PyObject *dtype_info(PyObject *dtype)
     return info;
 }
 
+/* A weak reference, left out of the collector's passes: one without a callback holds
+ * nothing, so it is never part of a cycle, and a loop's notes hold thousands (tracked,
+ * they made the collector run about twice as often). */
+static PyObject *weak(PyObject *o)
+{
+    PyObject *ref = PyWeakref_NewRef(o, NULL);
+    if (ref != NULL && PyWeakref_CheckRefExact(ref) &&
+        ((PyWeakReference *)ref)->wr_callback == NULL && PyObject_GC_IsTracked(ref))
+        PyObject_GC_UnTrack(ref);
+    return ref;
+}
+
 /* -- the call site, as mxnb.rank.hooks.raw_site finds it ---------------- */
 
 static int site_of(PyObject *cells, PyObject **code_out, int *lasti_out, PyObject **cell_out)
@@ -258,9 +282,10 @@ typedef struct {
     PyObject *real, *fallback;
 } Wrapper;
 
-static long stats[6]; /* ops taken, ops left to Python, evaluations taken, left; ops not
+static long stats[7]; /* ops taken, ops left to Python, evaluations taken, left; ops not
                         * handed over (take): no record would have kept them; ops a full
-                        * buffer kept back (kept_back_from), each time */
+                        * buffer kept back (kept_back_from), each time; full buffers
+                        * whose notes waited in later (take) */
 
 static PyObject *slow(Wrapper *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -276,7 +301,8 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     if (kwnames && PyTuple_GET_SIZE(kwnames)) { /* group=world (or None) alone */
         PyObject *g = args[1];
         if (PyTuple_GET_SIZE(kwnames) != 1 ||
-            PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_group) != 0 ||
+            (PyTuple_GET_ITEM(kwnames, 0) != s_group && /* interned, as a call's names are */
+             PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), s_group) != 0) ||
             (g != Py_None && g != S.world_group))
             return slow(self, args, nargsf, kwnames);
     }
@@ -360,7 +386,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
         n.check = CHECK_OPEN;
     }
     if (n.recorded) {
-        n.in_ref = PyWeakref_NewRef(x, NULL);
+        n.in_ref = weak(x);
         if (n.in_ref == NULL)
             PyErr_Clear();
         n.t0 = now();
@@ -371,7 +397,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     } else {
         if (n.recorded)
             n.t1 = now();
-        n.out_ref = PyWeakref_NewRef(y, NULL);
+        n.out_ref = weak(y);
         if (n.out_ref == NULL) {
             PyErr_Clear();
         } else {
@@ -428,6 +454,18 @@ error:
 
 /* -- an evaluation --------------------------------------------------------- */
 
+/* An op result among later's notes: Python must know it first (the Python path
+ * brings them in), as it would had they been replayed. */
+static int in_later(PyObject *a)
+{
+    for (int i = 0; i < n_later_live; i++) {
+        Note *n = &later[later_live[i]];
+        if (n->out_id == (void *)a && PyWeakref_GetObject(n->out_ref) == a)
+            return 1;
+    }
+    return 0;
+}
+
 /* 0: taken here, 1: Python's entry takes it, -1: error */
 static int eval_eligible(PyObject *const *args, Py_ssize_t nargs)
 {
@@ -439,10 +477,9 @@ static int eval_eligible(PyObject *const *args, Py_ssize_t nargs)
     if (PyDict_GET_SIZE(S.pending) || PyDict_GET_SIZE(S.pairing_open) ||
         PyDict_GET_SIZE(S.compiled_live) || (S.recording && PyDict_GET_SIZE(S.timer_pending)))
         return 1; /* checks open in Python, point to point ops, compiled functions, untimed ops */
-    PyObject *running = PyObject_GetAttr(S.oplog, s_in_eval);
+    PyObject *running = PyDict_GetItemWithError(S.oplog_dict, s_in_eval); /* borrowed */
     if (running == NULL)
-        return -1;
-    Py_DECREF(running);
+        return PyErr_Occurred() ? -1 : 1;
     return running != Py_None; /* inside one of Python's entry points */
 }
 
@@ -509,7 +546,7 @@ static PyObject *eval_call(Wrapper *self, PyObject *const *args, size_t nargsf,
         return PyObject_Vectorcall(self->real, args, nargsf, kwnames);
     if (n_notes >= CAP - 1 && sync_now() < 0) /* room for this evaluation's note */
         goto go_slow;
-    double c0 = now();
+    double c0 = S.checked ? now() : 0.0; /* what the checks take: checked alone */
     int t = eval_eligible(args, nargs);
     if (t < 0)
         PyErr_Clear();
@@ -521,7 +558,7 @@ static PyObject *eval_call(Wrapper *self, PyObject *const *args, size_t nargsf,
     for (Py_ssize_t i = 0; i < nargs; i++) {
         int index = table_find(args[i]);
         if (index < 0) {
-            int known = known_to_python(args[i]);
+            int known = in_later(args[i]) ? 1 : known_to_python(args[i]);
             if (known != 0) {
                 PyErr_Clear();
                 goto go_slow;
@@ -571,15 +608,14 @@ static PyObject *eval_call(Wrapper *self, PyObject *const *args, size_t nargsf,
         open_notes[i] = open_notes[--n_open];
     }
     e.c0 = c0;
+    e.e0 = now(); /* also when it began, should a probe ask (take) */
     cur = e;
     in_eval = 1;
     eval_taken = 0;
     cur_frame = PyEval_GetFrame();
-    cur_since = wall();
     unsigned long gen = generation;
-    e.e0 = now();
     PyObject *out = PyObject_Vectorcall(self->real, args, nargsf, kwnames);
-    e.e1 = now();
+    e.e1 = S.recording ? now() : e.e0; /* timed only while the trace records */
     e.raised = out == NULL;
     in_eval = 0;
     cur_frame = NULL;
@@ -724,6 +760,9 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
     Py_XSETREF(S.world_group, PyObject_GetAttr(S.groups, s_world_group));
     if (S.world_group == NULL)
         return NULL;
+    Py_XSETREF(S.oplog_dict, PyObject_GenericGetDict(S.oplog, NULL));
+    if (S.oplog_dict == NULL)
+        return NULL;
     S.ready = 1;
     Py_RETURN_NONE;
 }
@@ -772,22 +811,53 @@ static PyObject *enable(PyObject *m, PyObject *on)
 
 static PyObject *waiting(PyObject *m, PyObject *unused)
 {
-    return PyBool_FromLong(n_notes > 0 || (in_eval && !eval_taken));
+    return PyBool_FromLong(n_notes > 0 || n_later > 0 || (in_eval && !eval_taken));
 }
 
-/* note index -> its place in the list take() hands over; -1: left out */
+/* note index -> its place in the list take() hands over; -1: left out, -2: an
+ * evaluation of nothing handed over (while take() plans: 1, handed) */
 static int place[CAP];
+static int later_place[CAP]; /* the same for later */
+static char given_here[CAP]; /* an evaluation among the notes taken was given this op */
 
-static PyObject *given_list(const Note *e)
+static PyObject *given_list(const Note *e, const int *where)
 {
     int n = 0;
     for (int j = 0; j < e->n_given; j++)
-        n += place[e->given[j]] >= 0;
+        n += where[e->given[j]] >= 0;
     PyObject *g = PyList_New(n);
     for (int j = 0, k = 0; g && j < e->n_given; j++)
-        if (place[e->given[j]] >= 0)
-            PyList_SET_ITEM(g, k++, PyLong_FromLong(place[e->given[j]]));
+        if (where[e->given[j]] >= 0)
+            PyList_SET_ITEM(g, k++, PyLong_FromLong(where[e->given[j]]));
     return g;
+}
+
+/* A note as the tuple mxnb.rank.fastpath.replay reads; ``where``: as for given_list */
+static PyObject *item_of(const Note *n, const int *where)
+{
+    if (n->kind == EVALS)
+        return Py_BuildValue("(ii)", EVALS, n->n_arrays);
+    if (n->kind == EVAL) {
+        PyObject *given = given_list(n, where);
+        if (given == NULL)
+            return NULL;
+        return Py_BuildValue("(iNdddiii)", EVAL, given, n->c0, n->e0, n->e1, n->raised,
+                             n->n_arrays, n->checked);
+    }
+    PyObject *req = Py_NewRef(Py_None);
+    if (n->check == CHECK_OPEN) {
+        Py_DECREF(req);
+        req = PyMPIRequest_New(n->req); /* Python's from now on */
+        if (req == NULL)
+            return NULL;
+    }
+    return Py_BuildValue(
+        "(iLiO(OiO)OOONNOddiiiNOO)", OP, n->seq, n->op, n->mirror, n->code, n->lasti, n->cell,
+        n->dtype, n->shape, n->in_ref ? n->in_ref : Py_None,
+        n->out_ref ? Py_NewRef(n->out_ref) : Py_NewRef(Py_None),
+        n->out_ref ? PyLong_FromVoidPtr(n->out_id) : Py_NewRef(Py_None),
+        n->out_shape ? n->out_shape : Py_None, n->t0, n->t1, n->recorded, n->failed, n->check,
+        req, n->sent ? n->sent : Py_None, n->recv ? n->recv : Py_None);
 }
 
 static int append(PyObject *out, PyObject *item)
@@ -819,6 +889,20 @@ static int unrecorded(const Note *n, int k, int n_ops, int keep, int full)
     if (n->recorded && !full)
         return 0;
     return n->out_ref == NULL || PyWeakref_GetObject(n->out_ref) == Py_None;
+}
+
+/* Whether replaying a handed op can wait (mxnb.rank.fastpath.FastPath.sync): nothing
+ * the C path reads in Python (open checks, untimed ops) would come of it but a live
+ * result, which later_live lists.  ``given``: an evaluation among the same notes was
+ * given its result. */
+static int settled_op(const Note *n, int given)
+{
+    return given && n->handed && !n->failed && n->check != CHECK_OPEN;
+}
+
+static int lives(const Note *n)
+{
+    return n->out_ref != NULL && PyWeakref_GetObject(n->out_ref) != Py_None;
 }
 
 /* Where the notes that stay here begin: the op log's last ``keep`` ops and every
@@ -872,83 +956,140 @@ static void keep_back(int split)
             table_put(notes[i].out_id, i);
 }
 
-/* The notes, as tuples Python replays (mxnb.rank.fastpath.replay), the running
- * evaluation's (None outside one), and how many ops and recorded ops it left
- * out (``unrecorded``); the buffer starts empty again, or (``hold``) holds the op
- * log's last ops (kept_back_from).  ``keep``: the op log keeps the last that many
- * ops; ``room``: records the recorder still keeps. */
+/* The later notes first, as tuples: later starts empty again. */
+static int hand_later(PyObject *out)
+{
+    for (int i = 0; i < n_later; i++) {
+        later_place[i] = (int)PyList_GET_SIZE(out);
+        if (append(out, item_of(&later[i], later_place)) < 0)
+            return -1;
+    }
+    for (int i = 0; i < n_later; i++)
+        clear_note(&later[i]);
+    n_later = later_kept = n_later_live = 0;
+    return 0;
+}
+
+/* Move the notes before ``split`` that take() would hand over (place[] planned) to
+ * later, their evaluations renumbered, runs of quiet ones as one EVALS note. */
+static void defer(int split)
+{
+    int quiet = 0;
+    for (int i = 0; i <= split; i++) {
+        if (i < split && place[i] < 0) { /* left out, or quiet */
+            quiet += place[i] == -2;
+            continue;
+        }
+        if (quiet) {
+            Note *q = &later[n_later++];
+            memset(q, 0, sizeof *q);
+            q->kind = EVALS;
+            q->n_arrays = quiet;
+            quiet = 0;
+        }
+        if (i == split)
+            break;
+        Note *l = &later[n_later];
+        *l = notes[i];
+        if (l->kind == EVAL) {
+            int k = 0;
+            for (int j = 0; j < l->n_given; j++)
+                if (place[l->given[j]] >= 0)
+                    l->given[k++] = place[l->given[j]];
+            l->n_given = k;
+        }
+        if (l->kind == OP && lives(l))
+            later_live[n_later_live++] = n_later;
+        place[i] = n_later++;
+        memset(&notes[i], 0, sizeof notes[i]); /* its references are later's now */
+    }
+}
+
+/* The notes, as tuples Python replays (mxnb.rank.fastpath.replay), the later ones
+ * first; the running evaluation's (None outside one); and how many ops and recorded
+ * ops it left out (``unrecorded``).  The buffer starts empty again, or (``hold``, a
+ * full buffer) holds the op log's last ops (kept_back_from), and the notes before
+ * them wait in later if their replay can (settled_op), handing over nothing.
+ * ``keep``: the op log keeps the last that many ops; ``room``: records the
+ * recorder still keeps. */
 static PyObject *take(PyObject *m, PyObject *args)
 {
     int keep = INT_MAX, room = INT_MAX, hold = 0;
     if (!PyArg_ParseTuple(args, "|iip", &keep, &room, &hold))
         return NULL;
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    int n_ops = 0, k = 0, kept = 0, quiet = 0;
+    int n_ops = 0, k = 0, kept = 0, quiet = 0, settled = 1, moving = 0, last = 0, live = 0;
     long left_out = 0, left_recorded = 0;
+    room = room > later_kept ? room - later_kept : 0;
     for (int i = 0; i < n_notes; i++)
         n_ops += notes[i].kind == OP;
     int split = hold ? kept_back_from(n_ops, keep) : n_notes;
-    for (int i = 0; i < split; i++) {
+    for (int i = 0; i < split; i++)
+        given_here[i] = 0;
+    for (int i = 0; i < split; i++)
+        for (int j = 0; notes[i].kind == EVAL && j < notes[i].n_given; j++)
+            given_here[notes[i].given[j]] = 1;
+    for (int i = 0; i < split; i++) { /* the plan: which notes are handed over */
         Note *n = &notes[i];
-        place[i] = -1;
-        PyObject *item;
         if (n->kind == OP) {
             int full = kept >= room; /* as the recorder finds it when it reaches this op */
             if (n->recorded && !full && !n->failed && n->out_ref)
                 kept++;
-            if (unrecorded(n, k++, n_ops, keep, full)) {
+            place[i] = unrecorded(n, k++, n_ops, keep, full) ? -1 : 1;
+            if (place[i] < 0) {
                 left_out++;
                 left_recorded += n->recorded;
+            } else {
+                settled &= settled_op(n, given_here[i]);
+                live += lives(n);
+            }
+        } else {
+            int handed = 0;
+            for (int j = 0; j < n->n_given; j++)
+                handed += place[n->given[j]] >= 0;
+            place[i] = handed || n->raised ? 1 : -2;
+            settled &= !n->raised;
+        }
+        if (place[i] != -1) { /* what defer() moves: each note handed, each run of quiet ones */
+            moving += place[i] == 1 || last != -2;
+            last = place[i];
+        }
+    }
+    int running_eval = in_eval && !eval_taken;
+    PyObject *out = NULL;
+    if (hold && settled && !running_eval && n_later + moving <= CAP &&
+        n_later_live + live <= LATER_LIVE) {
+        defer(split);
+        later_kept += kept;
+        stats[6]++;
+        out = PyList_New(0);
+    } else {
+        out = PyList_New(0);
+        if (out == NULL || hand_later(out) < 0)
+            goto error;
+        for (int i = 0; i < split; i++) {
+            if (place[i] == -1)
+                continue;
+            if (place[i] == -2) {
+                quiet++;
                 continue;
             }
             if (flush_quiet(out, &quiet) < 0)
                 goto error;
-            PyObject *req = Py_None;
-            Py_INCREF(req);
-            if (n->check == CHECK_OPEN) {
-                Py_DECREF(req);
-                req = PyMPIRequest_New(n->req); /* Python's from now on */
-                if (req == NULL)
-                    goto error;
-            }
-            item = Py_BuildValue(
-                "(iLiO(OiO)OOONNOddiiiNOO)", OP, n->seq, n->op, n->mirror, n->code, n->lasti,
-                n->cell, n->dtype, n->shape, n->in_ref ? n->in_ref : Py_None,
-                n->out_ref ? Py_NewRef(n->out_ref) : Py_NewRef(Py_None),
-                n->out_ref ? PyLong_FromVoidPtr(n->out_id) : Py_NewRef(Py_None),
-                n->out_shape ? n->out_shape : Py_None, n->t0, n->t1, n->recorded, n->failed,
-                n->check, req, n->sent ? n->sent : Py_None, n->recv ? n->recv : Py_None);
-        } else {
-            PyObject *given = given_list(n);
-            if (given == NULL)
+            place[i] = (int)PyList_GET_SIZE(out);
+            if (append(out, item_of(&notes[i], place)) < 0)
                 goto error;
-            if (PyList_GET_SIZE(given) == 0 && !n->raised) {
-                Py_DECREF(given);
-                quiet++;
-                continue;
-            }
-            if (flush_quiet(out, &quiet) < 0) {
-                Py_DECREF(given);
-                goto error;
-            }
-            item = Py_BuildValue("(iNdddiii)", EVAL, given, n->c0, n->e0, n->e1, n->raised,
-                                 n->n_arrays, n->checked);
         }
-        place[i] = (int)PyList_GET_SIZE(out);
-        if (append(out, item) < 0)
+        if (flush_quiet(out, &quiet) < 0)
             goto error;
     }
-    if (flush_quiet(out, &quiet) < 0)
-        goto error;
-    PyObject *running = Py_None;
-    Py_INCREF(running);
-    if (in_eval && !eval_taken) {
+    if (out == NULL)
+        return NULL;
+    PyObject *running = Py_NewRef(Py_None);
+    if (running_eval) {
         Py_DECREF(running);
-        running = Py_BuildValue("(NOdi)", given_list(&cur),
-                                cur_frame ? (PyObject *)cur_frame : Py_None, cur_since,
-                                cur.checked);
+        running = Py_BuildValue("(NOdi)", given_list(&cur, place),
+                                cur_frame ? (PyObject *)cur_frame : Py_None,
+                                wall() - (now() - cur.e0), cur.checked);
         eval_taken = 1;
         cur.n_given = 0;
     }
@@ -960,20 +1101,21 @@ static PyObject *take(PyObject *m, PyObject *args)
     return Py_BuildValue("(NNll)", out, running, left_out, left_recorded);
 
 error:
-    Py_DECREF(out);
+    Py_XDECREF(out);
     return NULL;
 }
 
 static PyObject *counts(PyObject *m, PyObject *unused)
 {
-    return Py_BuildValue("(llllll)", stats[0], stats[1], stats[2], stats[3], stats[4],
-                         stats[5]);
+    return Py_BuildValue("(lllllll)", stats[0], stats[1], stats[2], stats[3], stats[4],
+                         stats[5], stats[6]);
 }
 
 static PyMethodDef methods[] = {
     {"counts", counts, METH_NOARGS,
      "(ops taken, ops left to Python, evaluations taken, evaluations left, ops handed over "
-     "without a record, ops a full buffer kept back): for tests"},
+     "without a record, ops a full buffer kept back, full buffers whose notes waited): for "
+     "tests"},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
      "What the op path reads: the rank's hooks, op log and the rest."},
     {"update", (PyCFunction)(void (*)(void))update, METH_VARARGS | METH_KEYWORDS,
@@ -987,7 +1129,8 @@ static PyMethodDef methods[] = {
     {"waiting", waiting, METH_NOARGS, "Whether notes wait to be taken."},
     {"take", take, METH_VARARGS,
      "take(keep, room, hold) -> (notes, running evaluation or None, ops left out, recorded "
-     "ones); hold: a full buffer keeps the op log's last ops back"},
+     "ones); hold: a full buffer keeps the op log's last ops back, and the notes before "
+     "them if their replay can wait"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -199,6 +199,12 @@ class FastPath:
         the C path's buffer is ``full`` (nobody reads the op log now), the op
         log's last ops stay in C too, until later ops push them out or
         someone looks: every other look calls this without ``full``.
+
+        A full buffer's notes whose replay would leave nothing the C path
+        reads in Python (every op evaluated there, its check passed, its
+        result gone) wait in C as well, and come first at that look: the
+        trace's records of a loop's first ops are made after the loop, or at
+        the first probe, not inside it (bench/README.md, fourteenth session).
         """
         oplog = self.oplog
         with self.lock:  # the room as this batch finds it: another may have filled it

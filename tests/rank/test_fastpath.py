@@ -69,8 +69,9 @@ def _plain(report: dict[str, Any]) -> dict[str, Any]:
 INSIDE = 9
 
 
-def _settled(states: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**st, "ops": [{**op, "evaluated": None} if op["seq"] == INSIDE else op
+def _settled(states: list[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+    return [None if st is None else
+            {**st, "ops": [{**op, "evaluated": None} if op["seq"] == INSIDE else op
                            for op in st["ops"]]} for st in states]  # fmt: skip
 
 
@@ -141,18 +142,21 @@ def test_a_mismatch_reads_the_same_from_the_c_path(run, nranks):
 #: A loop past what any record keeps: the op log's last 2,000 ops, the
 #: recorder's first 5,000; long enough to fill the C path's buffer once
 #: (16,384 notes: after op 8,192), with a few results kept alive along the
-#: way, and a probe's look while the op log's last ops wait in C.
+#: way, and a probe's look at op ``{look}`` (-1: none) while the op log's last
+#: ops and the notes before them wait in C.
 LONG = """
 d = mx.distributed
 x = mx.ones((4, 3)) * (rank + 1)
 alive = []
+mid = None
 for i in range(12000):
     y = d.all_sum(x)
     mx.eval(y)
     if i % 3000 == 1:
         alive.append(y)
-    if i == 9000:
+    if i == {look}:
         mid = _rt().oplog.state()
+mx.eval(*alive)  # results of ops whose notes may still wait in C
 state = _rt().oplog.state()
 seq = _rt().hooks.seq
 taken = [a - b for a, b in zip(_rt().fast.module.counts(), _before)]
@@ -160,22 +164,29 @@ taken = [a - b for a, b in zip(_rt().fast.module.counts(), _before)]
 
 
 @pytest.mark.cluster
-@pytest.mark.parametrize("line", ["--no-check", "--no-check --no-trace", ""])
-def test_ops_no_record_keeps_are_counted_not_recorded(ip, run, nranks, line):
+@pytest.mark.parametrize(
+    ("line", "look"),
+    [("--no-check", 9000), ("--no-check", -1), ("--no-check --no-trace", 9000), ("", 9000)],
+)
+def test_ops_no_record_keeps_are_counted_not_recorded(ip, run, nranks, line, look):
     """Records the op log would push out at once and the recorder would drop
-    are not made, and the op log, the trace and the reports read the same.
+    are not made, and the op log, the trace and the reports read the same,
+    whether the notes that waited in C are replayed at a probe's look
+    mid-loop or at the cell's end.
 
     With checks on (""), an evaluation whose check has not landed within
     2 ms goes to Python, which takes the notes so far: batches are then
     too short to leave anything out, and the two paths must still agree."""
     ip.run_line_magic("mxdist", "restart")
-    fast, python = _run_both(run, LONG, line)
+    fast, python = _run_both(run, LONG.format(look=look), line)
     state_c, seq_c, taken_c, trace_c = fast
     state_p, seq_p, taken_p, trace_p = python
     if line:
         assert all(t[4] >= 1000 for t in taken_c), taken_c  # left out, counted
-        # the full buffer (after op 8,192) kept the op log's last ops back
+        # the full buffer (after op 8,192) kept the op log's last ops back,
+        # and the notes before them waited in C for the next look
         assert all(t[5] >= 2000 for t in taken_c), taken_c
+        assert all(t[6] >= 1 for t in taken_c), taken_c
     assert all(t[4] == 0 for t in taken_p)
     assert seq_c == seq_p == [12000] * nranks
     assert state_c == state_p
