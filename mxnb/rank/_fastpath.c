@@ -41,6 +41,7 @@
 
 enum { OP = 1, EVAL = 2, EVALS = 3 /* evaluations of nothing handed over, counted */ };
 enum { CHECK_NONE = 0, CHECK_OPEN = 1, CHECK_OK = 2 };
+#define SAME (-2) /* a result's shape: its input's */
 
 typedef struct {
     int kind;
@@ -52,11 +53,11 @@ typedef struct {
     int lasti;
     PyObject *cell;
     PyObject *dtype;     /* its name */
-    PyObject *shape;     /* the input's */
+    int ndim, out_ndim;  /* out_ndim: -1, no result shape; SAME, the input's */
+    int dims[MAX_NDIM], out_dims[MAX_NDIM]; /* no tuples kept: each would be the collector's */
     PyObject *in_ref;    /* recorded only */
     PyObject *out_ref;   /* NULL: the result is not weakly referenceable */
     void *out_id;
-    PyObject *out_shape;
     double t0, t1;
     int recorded, failed, check, handed;
     PyObject *sent, *recv;
@@ -156,10 +157,8 @@ static void clear_note(Note *n)
     Py_CLEAR(n->code);
     Py_CLEAR(n->cell);
     Py_CLEAR(n->dtype);
-    Py_CLEAR(n->shape);
     Py_CLEAR(n->in_ref);
     Py_CLEAR(n->out_ref);
-    Py_CLEAR(n->out_shape);
     Py_CLEAR(n->sent);
     Py_CLEAR(n->recv);
 }
@@ -232,7 +231,38 @@ static PyObject *weak(PyObject *o)
     return ref;
 }
 
+/* A shape's dimensions into ``dims``: its length, or -1 (not a tuple of ints MLX takes). */
+static int dims_of(PyObject *shape, int *dims)
+{
+    if (shape == NULL || !PyTuple_CheckExact(shape) || PyTuple_GET_SIZE(shape) > MAX_NDIM)
+        return -1;
+    int nd = (int)PyTuple_GET_SIZE(shape);
+    for (int i = 0; i < nd; i++) {
+        long d = PyLong_AsLong(PyTuple_GET_ITEM(shape, i));
+        if (d < 0 || d > INT_MAX)
+            return -1;
+        dims[i] = (int)d;
+    }
+    return nd;
+}
+
+static PyObject *shape_tuple(int nd, const int *dims)
+{
+    PyObject *t = PyTuple_New(nd);
+    for (int i = 0; t != NULL && i < nd; i++) {
+        PyObject *d = PyLong_FromLong(dims[i]);
+        if (d == NULL)
+            Py_CLEAR(t);
+        else
+            PyTuple_SET_ITEM(t, i, d);
+    }
+    return t;
+}
+
 /* -- the call site, as mxnb.rank.hooks.raw_site finds it ---------------- */
+
+/* the code whose file was last found a cell's, and that cell: a loop's ops share one */
+static PyObject *last_code, *last_cell;
 
 static int site_of(PyObject *cells, PyObject **code_out, int *lasti_out, PyObject **cell_out)
 {
@@ -243,7 +273,13 @@ static int site_of(PyObject *cells, PyObject **code_out, int *lasti_out, PyObjec
     Py_INCREF(f);
     while (f != NULL) {
         PyCodeObject *code = PyFrame_GetCode(f);
-        PyObject *cell = PyDict_GetItemWithError(cells, code->co_filename);
+        PyObject *cell = (PyObject *)code == last_code
+                             ? last_cell
+                             : PyDict_GetItemWithError(cells, code->co_filename);
+        if (cell != NULL && cell != last_cell) {
+            Py_XSETREF(last_code, Py_NewRef(code));
+            Py_XSETREF(last_cell, Py_NewRef(cell));
+        }
         int ipy = 0;
         if (cell == NULL) {
             if (PyErr_Occurred()) {
@@ -335,9 +371,10 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     memset(&n, 0, sizeof n);
     if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL || (info = dtype_info(dtype)) == NULL)
         goto go_slow; /* bool, or a dtype mxnb does not know: Python decides */
-    if ((shape = PyObject_GetAttr(x, s_shape)) == NULL || !PyTuple_CheckExact(shape) ||
-        PyTuple_GET_SIZE(shape) > MAX_NDIM)
+    shape = PyObject_GetAttr(x, s_shape);
+    if ((n.ndim = dims_of(shape, n.dims)) < 0)
         goto go_slow;
+    Py_CLEAR(shape);
     if (site_of(S.cell_files, &n.code, &n.lasti, &n.cell) != 0)
         goto go_slow;
     int checked = S.checked;
@@ -348,7 +385,6 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     n.op = self->op;
     n.mirror = Py_NewRef(S.world);
     n.dtype = Py_NewRef(PyTuple_GET_ITEM(info, 0));
-    n.shape = Py_NewRef(shape);
     n.recorded = S.recording;
     if (checked) {
         long long gseq = 1;
@@ -363,13 +399,13 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
         }
         Py_DECREF(g);
         long long v[WIDTH];
-        Py_ssize_t nd = PyTuple_GET_SIZE(shape);
+        int nd = n.ndim;
         v[0] = self->meta;
         v[1] = gseq;
         v[2] = PyLong_AsLongLong(PyTuple_GET_ITEM(info, 1));
         v[3] = nd;
-        for (Py_ssize_t i = 0; i < MAX_NDIM; i++)
-            v[4 + i] = i < nd ? PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i)) : -1;
+        for (int i = 0; i < MAX_NDIM; i++)
+            v[4 + i] = i < nd ? n.dims[i] : -1;
         if (PyErr_Occurred())
             goto error;
         n.sent = PyBytes_FromStringAndSize((const char *)v, META_BYTES);
@@ -398,16 +434,18 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
         if (n.recorded)
             n.t1 = now();
         n.out_ref = weak(y);
+        n.out_ndim = -1;
         if (n.out_ref == NULL) {
             PyErr_Clear();
         } else {
             n.out_id = (void *)y;
             if (self->same_shape) {
-                n.out_shape = Py_NewRef(shape);
+                n.out_ndim = SAME;
             } else { /* all_gather: MLX decides the result's shape */
-                n.out_shape = PyObject_GetAttr(y, s_shape);
-                if (n.out_shape == NULL)
-                    PyErr_Clear();
+                PyObject *out_shape = PyObject_GetAttr(y, s_shape);
+                n.out_ndim = dims_of(out_shape, n.out_dims);
+                Py_XDECREF(out_shape);
+                PyErr_Clear();
             }
         }
     }
@@ -433,7 +471,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
         open_notes[n_open++] = index;
     }
     Py_DECREF(dtype);
-    Py_DECREF(shape);
+    Py_XDECREF(shape);
     Py_XDECREF(group_seq);
     return y;
 
@@ -756,6 +794,8 @@ static PyObject *configure(PyObject *m, PyObject *args, PyObject *kw)
         Py_XSETREF(*slots[i], Py_NewRef(o[i]));
     S.size = size;
     Py_CLEAR(last_dtype); /* dtypes may have changed */
+    Py_CLEAR(last_code);
+    Py_CLEAR(last_cell);
     Py_CLEAR(last_info);
     Py_XSETREF(S.world_group, PyObject_GetAttr(S.groups, s_world_group));
     if (S.world_group == NULL)
@@ -851,13 +891,23 @@ static PyObject *item_of(const Note *n, const int *where)
         if (req == NULL)
             return NULL;
     }
+    PyObject *shape = shape_tuple(n->ndim, n->dims);
+    PyObject *out_shape = n->out_ndim == SAME ? Py_XNewRef(shape)
+                          : n->out_ndim < 0   ? Py_NewRef(Py_None)
+                                              : shape_tuple(n->out_ndim, n->out_dims);
+    if (shape == NULL || out_shape == NULL) {
+        Py_XDECREF(shape);
+        Py_XDECREF(out_shape);
+        Py_DECREF(req);
+        return NULL;
+    }
     return Py_BuildValue(
-        "(iLiO(OiO)OOONNOddiiiNOO)", OP, n->seq, n->op, n->mirror, n->code, n->lasti, n->cell,
-        n->dtype, n->shape, n->in_ref ? n->in_ref : Py_None,
+        "(iLiO(OiO)ONONNNddiiiNOO)", OP, n->seq, n->op, n->mirror, n->code, n->lasti, n->cell,
+        n->dtype, shape, n->in_ref ? n->in_ref : Py_None,
         n->out_ref ? Py_NewRef(n->out_ref) : Py_NewRef(Py_None),
-        n->out_ref ? PyLong_FromVoidPtr(n->out_id) : Py_NewRef(Py_None),
-        n->out_shape ? n->out_shape : Py_None, n->t0, n->t1, n->recorded, n->failed, n->check,
-        req, n->sent ? n->sent : Py_None, n->recv ? n->recv : Py_None);
+        n->out_ref ? PyLong_FromVoidPtr(n->out_id) : Py_NewRef(Py_None), out_shape, n->t0,
+        n->t1, n->recorded, n->failed, n->check, req, n->sent ? n->sent : Py_None,
+        n->recv ? n->recv : Py_None);
 }
 
 static int append(PyObject *out, PyObject *item)
