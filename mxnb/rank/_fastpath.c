@@ -9,7 +9,9 @@
  *
  * The notes become the op log's records later, in one batch, when Python
  * next needs them (mxnb.rank.fastpath.replay): a report, the cell's end, an
- * op or an evaluation this file does not take, or a full buffer.  Every case
+ * op or an evaluation this file does not take.  A full buffer hands over only
+ * what cannot wait (take: most of a loop's notes are counted, not handed, and
+ * those the trace will keep wait in ``later``).  Every case
  * this file is not sure of goes to the Python wrapper it wraps, after the
  * notes so far are handed over, so the op log always sees ops in order.
  */
@@ -381,6 +383,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     long long seq = ++S.seq;
     /* from here the op is ours: every note before it was taken here too */
     n.kind = OP;
+    n.out_ndim = -1; /* no result, until MLX gives one */
     n.seq = seq;
     n.op = self->op;
     n.mirror = Py_NewRef(S.world);
@@ -434,7 +437,6 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
         if (n.recorded)
             n.t1 = now();
         n.out_ref = weak(y);
-        n.out_ndim = -1;
         if (n.out_ref == NULL) {
             PyErr_Clear();
         } else {
