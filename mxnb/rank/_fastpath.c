@@ -1008,7 +1008,7 @@ static void keep_back(int split)
             table_put(notes[i].out_id, i);
 }
 
-/* The later notes first, as tuples: later starts empty again. */
+/* The later notes first, as tuples (clear_later once the rest are too). */
 static int hand_later(PyObject *out)
 {
     for (int i = 0; i < n_later; i++) {
@@ -1016,10 +1016,14 @@ static int hand_later(PyObject *out)
         if (append(out, item_of(&later[i], later_place)) < 0)
             return -1;
     }
+    return 0;
+}
+
+static void clear_later(void)
+{
     for (int i = 0; i < n_later; i++)
         clear_note(&later[i]);
     n_later = later_kept = n_later_live = 0;
-    return 0;
 }
 
 /* Move the notes before ``split`` that take() would hand over (place[] planned) to
@@ -1133,6 +1137,7 @@ static PyObject *take(PyObject *m, PyObject *args)
         }
         if (flush_quiet(out, &quiet) < 0)
             goto error;
+        clear_later(); /* handed over: a failure before this kept them for the next look */
     }
     if (out == NULL)
         return NULL;

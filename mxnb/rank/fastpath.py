@@ -201,10 +201,11 @@ class FastPath:
         someone looks: every other look calls this without ``full``.
 
         A full buffer's notes whose replay would leave nothing the C path
-        reads in Python (every op evaluated there, its check passed, its
-        result gone) wait in C as well, and come first at that look: the
-        trace's records of a loop's first ops are made after the loop, or at
-        the first probe, not inside it (bench/README.md, fourteenth session).
+        reads in Python (every op evaluated among them, its check passed; an
+        evaluation of a result still alive goes to Python, which brings them
+        in) wait in C as well, and come first at that look: the trace's
+        records of a loop's first ops are made after the loop, or at the
+        first probe, not inside it (bench/README.md, fourteenth session).
         """
         oplog = self.oplog
         with self.lock:  # the room as this batch finds it: another may have filled it
