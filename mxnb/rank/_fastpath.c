@@ -79,7 +79,7 @@ static int open_notes[CAP]; /* ops not yet handed to an evaluation */
 static int n_open;
 static unsigned long generation; /* notes handed over so far: a take() while a call runs */
 
-/* A full buffer's notes whose replay can wait (settled_op): those the recorder makes
+/* A full buffer's notes whose replay can wait (take): those the recorder makes
  * the trace's first records of, and their evaluations.  They wait here, out of the
  * loop that made them, and are handed over first when Python next looks (a take
  * without ``hold``).  Their evaluations name ops by index here; EVALS notes count
@@ -109,7 +109,7 @@ static struct {
     PyObject *cell_files; /* IPython's map of cell files, once found */
     PyObject *timer_pending; /* the recorder's untimed ops (cleared, never replaced) */
     PyObject *oplog, *cells, *array, *dtypes, *clock, *sync, *after;
-    PyObject *oplog_dict; /* the op log's attributes: in_eval, read at every evaluation */
+    PyObject *oplog_dict; /* the op log's attributes: in_eval and live, read directly */
     PyObject *groups, *world_label, *world_group;
     /* containers that live as long as the rank (cleared, never replaced): read directly */
     PyObject *stack, *sizes, *compiled_live, *pending, *pairing_open, *group_seq;
@@ -163,6 +163,19 @@ static void clear_note(Note *n)
     Py_CLEAR(n->out_ref);
     Py_CLEAR(n->sent);
     Py_CLEAR(n->recv);
+}
+
+/* An op's result is still alive. */
+static int lives(const Note *n)
+{
+    return n->out_ref != NULL && PyWeakref_GetObject(n->out_ref) != Py_None;
+}
+
+/* An op handed to an evaluation here, its check passed, no error: nothing of it is
+ * left for Python to complete. */
+static int settled(const Note *n)
+{
+    return n->handed && !n->failed && n->check != CHECK_OPEN;
 }
 
 /* A live object has one address, so a newer result at an address replaces
@@ -494,17 +507,6 @@ error:
 
 /* -- an evaluation --------------------------------------------------------- */
 
-/* An op result among later's notes: Python must know it first (the Python path
- * brings them in), as it would had they been replayed. */
-static int in_later(PyObject *a)
-{
-    for (int i = 0; i < n_later_live; i++) {
-        Note *n = &later[later_live[i]];
-        if (n->out_id == (void *)a && PyWeakref_GetObject(n->out_ref) == a)
-            return 1;
-    }
-    return 0;
-}
 
 /* 0: taken here, 1: Python's entry takes it, -1: error */
 static int eval_eligible(PyObject *const *args, Py_ssize_t nargs)
@@ -523,12 +525,18 @@ static int eval_eligible(PyObject *const *args, Py_ssize_t nargs)
     return running != Py_None; /* inside one of Python's entry points */
 }
 
-/* An array given that Python already knows as an op's result: Python's path. */
+/* An array given that Python knows as an op's result, or will once the notes in
+ * later come in (the Python path brings them in first): Python's path. */
 static int known_to_python(PyObject *a)
 {
-    PyObject *live = PyObject_GetAttr(S.oplog, s_live);
+    for (int i = 0; i < n_later_live; i++) {
+        Note *n = &later[later_live[i]];
+        if (n->out_id == (void *)a && PyWeakref_GetObject(n->out_ref) == a)
+            return 1;
+    }
+    PyObject *live = PyDict_GetItemWithError(S.oplog_dict, s_live); /* borrowed */
     if (live == NULL)
-        return -1;
+        return PyErr_Occurred() ? -1 : 1;
     PyObject *key = PyLong_FromVoidPtr(a);
     PyObject *hit = key ? PyDict_GetItemWithError(live, key) : NULL;
     int known = 0;
@@ -537,7 +545,6 @@ static int known_to_python(PyObject *a)
         known = PyWeakref_Check(ref) && PyWeakref_GetObject(ref) == a;
     }
     Py_XDECREF(key);
-    Py_DECREF(live);
     return PyErr_Occurred() ? -1 : known;
 }
 
@@ -598,7 +605,7 @@ static PyObject *eval_call(Wrapper *self, PyObject *const *args, size_t nargsf,
     for (Py_ssize_t i = 0; i < nargs; i++) {
         int index = table_find(args[i]);
         if (index < 0) {
-            int known = in_later(args[i]) ? 1 : known_to_python(args[i]);
+            int known = known_to_python(args[i]);
             if (known != 0) {
                 PyErr_Clear();
                 goto go_slow;
@@ -620,7 +627,7 @@ static PyObject *eval_call(Wrapper *self, PyObject *const *args, size_t nargsf,
             given |= e.given[j] == open_notes[i];
         if (given)
             continue;
-        if (n->check == CHECK_OPEN || (n->out_ref && PyWeakref_GetObject(n->out_ref) != Py_None))
+        if (n->check == CHECK_OPEN || lives(n))
             goto go_slow;
     }
     if (!checks_agree(e.given, e.n_given))
@@ -851,11 +858,6 @@ static PyObject *enable(PyObject *m, PyObject *on)
     Py_RETURN_NONE;
 }
 
-static PyObject *waiting(PyObject *m, PyObject *unused)
-{
-    return PyBool_FromLong(n_notes > 0 || n_later > 0 || (in_eval && !eval_taken));
-}
-
 /* note index -> its place in the list take() hands over; -1: left out, -2: an
  * evaluation of nothing handed over (while take() plans: 1, handed) */
 static int place[CAP];
@@ -930,31 +932,16 @@ static int flush_quiet(PyObject *out, int *quiet)
     return n ? append(out, Py_BuildValue("(ii)", EVALS, n)) : 0;
 }
 
-/* Whether no record could keep this op: settled (handed to an evaluation here,
- * its check passed, no error), its result gone, among the ops the op log's
- * bounded list pushes out (not the last ``keep``), and past the ops the
- * recorder still has room for. */
+/* Whether no record could keep this op: settled, its result gone, among the ops
+ * the op log's bounded list pushes out (not the last ``keep``), and past the ops
+ * the recorder still has room for. */
 static int unrecorded(const Note *n, int k, int n_ops, int keep, int full)
 {
-    if (k >= n_ops - keep || !n->handed || n->failed || n->check == CHECK_OPEN)
+    if (k >= n_ops - keep || !settled(n))
         return 0;
     if (n->recorded && !full)
         return 0;
-    return n->out_ref == NULL || PyWeakref_GetObject(n->out_ref) == Py_None;
-}
-
-/* Whether replaying a handed op can wait (mxnb.rank.fastpath.FastPath.sync): nothing
- * the C path reads in Python (open checks, untimed ops) would come of it but a live
- * result, which later_live lists.  ``given``: an evaluation among the same notes was
- * given its result. */
-static int settled_op(const Note *n, int given)
-{
-    return given && n->handed && !n->failed && n->check != CHECK_OPEN;
-}
-
-static int lives(const Note *n)
-{
-    return n->out_ref != NULL && PyWeakref_GetObject(n->out_ref) != Py_None;
+    return !lives(n);
 }
 
 /* Where the notes that stay here begin: the op log's last ``keep`` ops and every
@@ -1003,8 +990,7 @@ static void keep_back(int split)
         table[filled[i]] = 0;
     n_filled = 0;
     for (int i = 0; i < rest; i++)
-        if (notes[i].kind == OP && notes[i].out_ref &&
-            PyWeakref_GetObject(notes[i].out_ref) != Py_None)
+        if (notes[i].kind == OP && lives(&notes[i]))
             table_put(notes[i].out_id, i);
 }
 
@@ -1065,7 +1051,7 @@ static void defer(int split)
  * first; the running evaluation's (None outside one); and how many ops and recorded
  * ops it left out (``unrecorded``).  The buffer starts empty again, or (``hold``, a
  * full buffer) holds the op log's last ops (kept_back_from), and the notes before
- * them wait in later if their replay can (settled_op), handing over nothing.
+ * them wait in later if their replay can, handing over nothing.
  * ``keep``: the op log keeps the last that many ops; ``room``: records the
  * recorder still keeps. */
 static PyObject *take(PyObject *m, PyObject *args)
@@ -1073,7 +1059,7 @@ static PyObject *take(PyObject *m, PyObject *args)
     int keep = INT_MAX, room = INT_MAX, hold = 0;
     if (!PyArg_ParseTuple(args, "|iip", &keep, &room, &hold))
         return NULL;
-    int n_ops = 0, k = 0, kept = 0, quiet = 0, settled = 1, moving = 0, last = 0, live = 0;
+    int n_ops = 0, k = 0, kept = 0, quiet = 0, can_wait = 1, moving = 0, last = 0, live = 0;
     long left_out = 0, left_recorded = 0;
     room = room > later_kept ? room - later_kept : 0;
     for (int i = 0; i < n_notes; i++)
@@ -1095,7 +1081,9 @@ static PyObject *take(PyObject *m, PyObject *args)
                 left_out++;
                 left_recorded += n->recorded;
             } else {
-                settled &= settled_op(n, given_here[i]);
+                /* its replay can wait: nothing the C path reads in Python would
+                 * come of it but a live result, which later_live lists */
+                can_wait &= given_here[i] && settled(n);
                 live += lives(n);
             }
         } else {
@@ -1103,7 +1091,7 @@ static PyObject *take(PyObject *m, PyObject *args)
             for (int j = 0; j < n->n_given; j++)
                 handed += place[n->given[j]] >= 0;
             place[i] = handed || n->raised ? 1 : -2;
-            settled &= !n->raised;
+            can_wait &= !n->raised;
         }
         if (place[i] != -1) { /* what defer() moves: each note handed, each run of quiet ones */
             moving += place[i] == 1 || last != -2;
@@ -1112,7 +1100,7 @@ static PyObject *take(PyObject *m, PyObject *args)
     }
     int running_eval = in_eval && !eval_taken;
     PyObject *out = NULL;
-    if (hold && settled && !running_eval && n_later + moving <= CAP &&
+    if (hold && can_wait && !running_eval && n_later + moving <= CAP &&
         n_later_live + live <= LATER_LIVE) {
         defer(split);
         later_kept += kept;
@@ -1183,7 +1171,6 @@ static PyMethodDef methods[] = {
     {"wrap_op", wrap_op, METH_VARARGS,
      "wrap_op(op, meta, same_shape, real, fallback) -> callable"},
     {"wrap_eval", wrap_eval, METH_VARARGS, "wrap_eval(real, fallback) -> callable"},
-    {"waiting", waiting, METH_NOARGS, "Whether notes wait to be taken."},
     {"take", take, METH_VARARGS,
      "take(keep, room, hold) -> (notes, running evaluation or None, ops left out, recorded "
      "ones); hold: a full buffer keeps the op log's last ops back, and the notes before "

@@ -32,7 +32,7 @@ __all__ = ["Runtime", "current", "probe_ip", "start"]
 
 #: A cell that runs this many ops on a rank, most of them under SMALL_BYTES,
 #: is a loop whose stopwatch reads mxnb's cost per op too (see _tell_cost):
-#: at 1 KB that is 1.3-2.1x MLX's own time on 2 ranks here through mxnb's op
+#: at 1 KB that is 1.3-1.7x MLX's own time on 2 ranks here through mxnb's op
 #: path in C, 1.5-4.5x through its Python path; at 1 MB 0-10% (bench/README.md).
 MANY_OPS = 1000
 SMALL_BYTES = 1 << 20
