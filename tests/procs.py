@@ -85,10 +85,30 @@ def jupyter_kernel(name: str) -> Iterator[tuple[Any, Any]]:
 def stop_output_relay(cluster: Any) -> int:
     """Kill the controller's relay of the ranks' output, as a relay that could not
     bind its port ends (it is a process of its own); returns its pid."""
+    return stop_relay(cluster, "client", "iopub")
+
+
+def stop_heart_monitor(cluster: Any, timeout: float = 10) -> int:
+    """Kill the controller's heart monitor as soon as it listens (it is the
+    controller's last process to start), as one that could not bind its port ends;
+    returns its pid."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return stop_relay(cluster, "engine", "hb_ping")
+        except (AssertionError, OSError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def stop_relay(cluster: Any, side: str, channel: str) -> int:
+    """Kill the process of the controller that listens on the port ``channel`` of its
+    connection file for ``side`` ("client" or "engine"); returns its pid."""
     security = os.path.join(cluster.profile_dir, "security")
-    (client,) = [f for f in os.listdir(security) if f.endswith("-client.json")]
-    with open(os.path.join(security, client)) as f:
-        port = json.load(f)["iopub"]
+    (named,) = [f for f in os.listdir(security) if f.endswith(f"-{side}.json")]
+    with open(os.path.join(security, named)) as f:
+        port = json.load(f)[channel]
     controller = psutil.Process(cluster._ipp.controller.pid)
     for child in controller.children(recursive=True):
         if any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
@@ -99,4 +119,4 @@ def stop_output_relay(cluster: Any) -> int:
                 assert time.monotonic() < deadline, "the relay outlived SIGKILL"
                 time.sleep(0.05)
             return child.pid
-    raise AssertionError(f"no process of the controller listens on its output port {port}")
+    raise AssertionError(f"no process of the controller listens on its {channel} port {port}")

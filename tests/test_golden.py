@@ -11,6 +11,7 @@ then read the changed ``.txt`` files as a user would before committing them.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from mxnb.kernel.diagnose import diagnose
 from mxnb.kernel.magics import MxdistMagics, parse_targets
 from mxnb.kernel.openmpi import OpenMPI
 from mxnb.kernel.recovery import crash_report
-from mxnb.kernel.relay import lost_report
+from mxnb.kernel.relay import ended_relay, lost_report
 from mxnb.kernel.runner import CellResult, RankOutcome
 from mxnb.kernel.session import HEADLINES, cost_note
 from mxnb.protocol.ops import Meta
@@ -592,6 +593,24 @@ def test_error_lost_answers(tmp_path: Path) -> None:
     outcomes = [RankOutcome(r) for r in range(4)]
     err = RankError(CellResult(outcomes), note=note, report=report, headline=HEADLINES["lost"])
     check_error("error-lost", err)
+
+
+def test_start_again_after_a_relay_ended(tmp_path: Path) -> None:
+    """What the magic prints when its first start found a relay of the controller
+    gone (here known from the log alone: a real process stands for the controller)."""
+    (tmp_path / "log").mkdir()
+    log = tmp_path / "log" / "ipcontroller-1-y0rf-3779.log"
+    controller = subprocess.Popen(["sleep", "30"])
+    try:
+        assert ended_relay(controller.pid, str(tmp_path)) is None
+        log.write_text(RELAY_LOG)
+        lost = ended_relay(controller.pid, str(tmp_path))
+    finally:
+        controller.kill()
+        controller.wait()
+    assert lost is not None
+    # as MxdistSession.ensure_cluster prints it (mxnb/kernel/session.py)
+    check_golden("start-again-relay-ended", f"mxdist: started twice: the first time, {lost}")
 
 
 #: MLX 0.32's message when the C++ it meant to write for a compiled function is missing.

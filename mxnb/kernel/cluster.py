@@ -325,7 +325,7 @@ class MxCluster(HasTraits):
     def _wait_for_engines(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         es = self._ipp.engine_set
-        checked = 0.0
+        checked = looked = 0.0
         while len(self._client.ids) < self.n:
             time.sleep(0.01)
             # whether the controller and mpiexec live, ten times a second: each
@@ -336,6 +336,11 @@ class MxCluster(HasTraits):
             failure = self._controller_failure()
             if failure is not None:
                 raise failure
+            if checked - looked >= 0.5:  # its relays: all of /proc, so twice a second
+                looked = checked
+                lost = relay.ended_relay(self._ipp.controller.pid, self._profile_dir)
+                if lost is not None:
+                    raise lost
             if (es is not None and es.state == "after") or (
                 es is not None and es.pid and not alive(es.pid)
             ):

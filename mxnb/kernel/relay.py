@@ -7,11 +7,13 @@ another process took the port meanwhile, that relay dies with "Address
 already in use" while the controller lives on, and a cell never finishes:
 its reply or output does not come, though every rank is idle.
 
-The guards read what the ranks are doing rather than trust the relay:
-start-up waits for the output of its first request (a broken relay means
-starting again, on new ports); while a cell runs, :class:`LostWatch` notices
-ranks that are idle yet whose reply or output never arrived; and a timeout
-or stop that comes first finds them with the same rule, :func:`unanswered`.
+The guards read what the ranks are doing rather than trust the relay.
+Start-up watches the relays while the ranks register (the heart monitor,
+whose beat completes a registration, is one too), then waits for the output
+of its first request; a broken relay means starting again, on new ports.
+While a cell runs, :class:`LostWatch` notices ranks that are idle yet whose
+reply or output never arrived; a timeout or stop that comes first finds them
+with the same rule, :func:`unanswered`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Mapping
 from concurrent import futures
 from typing import Any
 
+import psutil
+
 from mxnb.errors import ClusterError
 from mxnb.kernel import ipp
 from mxnb.kernel.runner import CellResult
@@ -33,6 +37,7 @@ __all__ = [
     "LostWatch",
     "RelayLost",
     "controller_errors",
+    "ended_relay",
     "lost_report",
     "unanswered",
 ]
@@ -66,6 +71,36 @@ def controller_errors(profile_dir: str | None) -> list[str]:
 def _said(profile_dir: str | None) -> str:
     errors = controller_errors(profile_dir)
     return f" The controller's log says: {errors[-1]}" if errors else ""
+
+
+def ended_relay(controller_pid: int, profile_dir: str | None) -> RelayLost | None:
+    """The error to raise if one of the controller's relays ended while ranks start.
+
+    Each relay, and the heart monitor whose beat completes a rank's registration,
+    is a process of the controller's own.  If one could not bind its port the
+    controller lives on, but the ranks never register: each gives up after
+    missing heartbeats for 30 s, and only then does ``mpiexec`` end.  An ended
+    relay is a child left unreaped; one reaped already shows in the log.
+    """
+    try:
+        children = psutil.Process(controller_pid).children()
+    except psutil.NoSuchProcess:
+        return None
+    ended = []
+    for child in children:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                ended.append(child.pid)
+        except psutil.NoSuchProcess:
+            ended.append(child.pid)
+    bound = [e for e in controller_errors(profile_dir) if "Address already in use" in e]
+    if not ended and not bound:
+        return None
+    which = f" (process {', '.join(map(str, ended))})" if ended else ""
+    return RelayLost(
+        f"a relay of ipyparallel's controller ended{which} while the ranks were starting, "
+        "so they could not register." + _said(profile_dir)
+    )
 
 
 def check_output(ar: Any, profile_dir: str | None, timeout: float = OUTPUT_WAIT) -> None:

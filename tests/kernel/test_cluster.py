@@ -14,7 +14,13 @@ import pytest
 
 from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.cluster import ClusterError, MxCluster
-from procs import cluster_processes, processes_with, stop_output_relay, wait_gone
+from procs import (
+    cluster_processes,
+    processes_with,
+    stop_heart_monitor,
+    stop_output_relay,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -310,3 +316,28 @@ def test_a_controller_that_does_not_relay_output_is_started_again(monkeypatch):
         out = c.view.execute("print(rank)", block=True)
         assert [o.stdout for o in out] == ["0\n", "1\n"]  # its output arrives
     assert time.monotonic() - t0 < relay.OUTPUT_WAIT + 30
+
+
+def test_a_controller_whose_heart_monitor_ended_is_started_again(monkeypatch):
+    """Ranks register only once their heartbeat is seen: with the heart monitor gone
+    (it could not bind its port: a CI run), each rank gave up after 30 s and the
+    start failed.  The first start's monitor is killed as soon as it listens."""
+    from mxnb.kernel import cluster
+
+    real, broken = cluster.MxCluster._wait_for_engines, []
+
+    def wait_after_breaking(self):
+        if not broken:
+            broken.append((self.profile_dir, stop_heart_monitor(self)))
+        return real(self)
+
+    monkeypatch.setattr(cluster.MxCluster, "_wait_for_engines", wait_after_breaking)
+    t0 = time.monotonic()
+    c = MxCluster(n=2)
+    with c:
+        assert len(broken) == 1 and c.profile_dir != broken[0][0]
+        assert wait_gone(broken[0][0], 5) == []  # nothing of the first start is left
+        assert f"controller ended (process {broken[0][1]}) while the ranks were" in c.retried
+        out = c.view.execute("print(rank)", block=True)
+        assert [o.stdout for o in out] == ["0\n", "1\n"]
+    assert time.monotonic() - t0 < 20  # not the ranks' 30 s of missed heartbeats
