@@ -27,7 +27,6 @@ from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.launch import LaunchPlan, ipp_cluster
 from mxnb.kernel.placement import Placement, plan
 from mxnb.kernel.processes import alive, kill_pids, led_groups, live_groups
-from mxnb.kernel.relay import RelayLost
 from mxnb.kernel.ringwait import likely_cause, ring_waits
 from mxnb.kernel.startfail import start_failure
 from mxnb.kernel.status import ClusterStatus
@@ -213,7 +212,7 @@ class MxCluster(HasTraits):
         self.retried = ""
         try:
             return self._start()
-        except RelayLost as e:
+        except relay.RelayLost as e:
             self.retried = str(e)
         return self._start()
 
@@ -324,7 +323,7 @@ class MxCluster(HasTraits):
 
     def _wait_for_engines(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        es = self._ipp.engine_set
+        es, controller = self._ipp.engine_set, self._ipp.controller.pid
         checked = looked = 0.0
         while len(self._client.ids) < self.n:
             time.sleep(0.01)
@@ -334,13 +333,10 @@ class MxCluster(HasTraits):
                 continue
             checked = time.monotonic()
             failure = self._controller_failure()
+            if failure is None and checked - looked >= 0.5:  # its relays: all of /proc
+                looked, failure = checked, relay.ended_relay(controller, self._profile_dir)
             if failure is not None:
                 raise failure
-            if checked - looked >= 0.5:  # its relays: all of /proc, so twice a second
-                looked = checked
-                lost = relay.ended_relay(self._ipp.controller.pid, self._profile_dir)
-                if lost is not None:
-                    raise lost
             if (es is not None and es.state == "after") or (
                 es is not None and es.pid and not alive(es.pid)
             ):
