@@ -30,7 +30,7 @@ from mxnb.kernel.diagnose import diagnose
 from mxnb.kernel.magics import MxdistMagics, parse_targets
 from mxnb.kernel.openmpi import OpenMPI
 from mxnb.kernel.recovery import crash_report
-from mxnb.kernel.relay import ended_relay, lost_report
+from mxnb.kernel.relay import RelayLost, check_relays, lost_report
 from mxnb.kernel.runner import CellResult, RankOutcome
 from mxnb.kernel.session import HEADLINES, cost_note
 from mxnb.protocol.ops import Meta
@@ -602,15 +602,15 @@ def test_start_again_after_a_relay_ended(tmp_path: Path) -> None:
     log = tmp_path / "log" / "ipcontroller-1-y0rf-3779.log"
     controller = subprocess.Popen(["sleep", "30"])
     try:
-        assert ended_relay(controller.pid, str(tmp_path)) is None
+        check_relays(controller.pid, str(tmp_path))  # nothing ended: no error
         log.write_text(RELAY_LOG)
-        lost = ended_relay(controller.pid, str(tmp_path))
+        with pytest.raises(RelayLost) as lost:
+            check_relays(controller.pid, str(tmp_path))
     finally:
         controller.kill()
         controller.wait()
-    assert lost is not None
     # as MxdistSession.ensure_cluster prints it (mxnb/kernel/session.py)
-    check_golden("start-again-relay-ended", f"mxdist: started twice: the first time, {lost}")
+    check_golden("start-again-relay-ended", f"mxdist: started twice: the first time, {lost.value}")
 
 
 #: MLX 0.32's message when the C++ it meant to write for a compiled function is missing.

@@ -184,19 +184,9 @@ class MxCluster(HasTraits):
 
     def mpiexec_output(self, lines: int = 25) -> str:
         """The last lines mpiexec and the ranks wrote outside of cells."""
-        if self._ipp is None or self._ipp.engine_set is None:
-            return ""
-        es = self._ipp.engine_set
-        path = getattr(es, "output_file", "")
-        if path and os.path.exists(path):
-            with open(path, errors="replace") as f:
-                text = f.read()
-        else:
-            # ipyparallel reads and removes the file once the job has ended
-            # (when an event loop runs, as in a kernel), keeping the text
-            text = ipp.launcher_output(es)
-        kept = [ln for ln in text.splitlines() if ln.strip()]
-        return "\n".join(kept[-lines:])
+        es = self._ipp.engine_set if self._ipp is not None else None
+        text = ipp.launcher_output(es) if es is not None else ""
+        return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
 
     def start(self) -> MxCluster:
         """Start controller and ranks; verify every rank sees the whole group.
@@ -333,10 +323,11 @@ class MxCluster(HasTraits):
                 continue
             checked = time.monotonic()
             failure = self._controller_failure()
-            if failure is None and checked - looked >= 0.5:  # its relays: all of /proc
-                looked, failure = checked, relay.ended_relay(controller, self._profile_dir)
             if failure is not None:
                 raise failure
+            if checked - looked >= 0.5:  # its relays: that reads all of /proc
+                looked = checked
+                relay.check_relays(controller, self._profile_dir)
             if (es is not None and es.state == "after") or (
                 es is not None and es.pid and not alive(es.pid)
             ):
@@ -383,6 +374,7 @@ class MxCluster(HasTraits):
         )
 
     def _verify(self) -> None:
+        relay.check_relays(self._ipp.controller.pid, self._profile_dir)  # one that ended late
         info, request = remote.prepare(self._view, self.start_timeout)
         relay.check_output(request, self._profile_dir)
         bad = []

@@ -8,6 +8,7 @@ harmless if the attribute is gone.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["launcher_output", "reply_metadata", "reply_payloads", "task_futures"]
@@ -45,5 +46,11 @@ def reply_payloads(child: Any) -> list[dict[str, Any]]:
 
 
 def launcher_output(launcher: Any) -> str:
-    """What a launcher's process wrote, after ipyparallel has read and removed its file."""
+    """What a launcher's process wrote: its output file, or the text ipyparallel kept
+    once it read and removed the file (after the job ended, when an event loop
+    runs, as in a kernel)."""
+    path = getattr(launcher, "output_file", "")
+    if path and os.path.exists(path):
+        with open(path, errors="replace") as f:
+            return f.read()
     return getattr(launcher, "_output", None) or ""

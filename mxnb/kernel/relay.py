@@ -36,8 +36,8 @@ __all__ = [
     "LOST_AFTER",
     "LostWatch",
     "RelayLost",
+    "check_relays",
     "controller_errors",
-    "ended_relay",
     "lost_report",
     "unanswered",
 ]
@@ -73,19 +73,20 @@ def _said(profile_dir: str | None) -> str:
     return f" The controller's log says: {errors[-1]}" if errors else ""
 
 
-def ended_relay(controller_pid: int, profile_dir: str | None) -> RelayLost | None:
-    """The error to raise if one of the controller's relays ended while ranks start.
+def check_relays(controller_pid: int, profile_dir: str | None) -> None:
+    """Raise :class:`RelayLost` if one of the controller's relays has ended.
 
     Each relay, and the heart monitor whose beat completes a rank's registration,
     is a process of the controller's own.  If one could not bind its port the
-    controller lives on, but the ranks never register: each gives up after
-    missing heartbeats for 30 s, and only then does ``mpiexec`` end.  An ended
-    relay is a child left unreaped; one reaped already shows in the log.
+    controller lives on, but the ranks never register (each gives up after
+    missing heartbeats for 30 s, and only then does ``mpiexec`` end), or never
+    get mxnb's first request, or their reply never comes.  An ended relay is a
+    child left unreaped; one reaped already shows in the log.
     """
     try:
         children = psutil.Process(controller_pid).children()
     except psutil.NoSuchProcess:
-        return None
+        return
     ended = []
     for child in children:
         try:
@@ -94,13 +95,12 @@ def ended_relay(controller_pid: int, profile_dir: str | None) -> RelayLost | Non
         except psutil.NoSuchProcess:
             ended.append(child.pid)
     bound = [e for e in controller_errors(profile_dir) if "Address already in use" in e]
-    if not ended and not bound:
-        return None
-    which = f" (process {', '.join(map(str, ended))})" if ended else ""
-    return RelayLost(
-        f"a relay of ipyparallel's controller ended{which} while the ranks were starting, "
-        "so they could not register." + _said(profile_dir)
-    )
+    if ended or bound:
+        which = f" (process {', '.join(map(str, ended))})" if ended else ""
+        raise RelayLost(
+            f"a relay of ipyparallel's controller ended{which} as the ranks started, so "
+            "messages between them and the notebook could not pass." + _said(profile_dir)
+        )
 
 
 def check_output(ar: Any, profile_dir: str | None, timeout: float = OUTPUT_WAIT) -> None:

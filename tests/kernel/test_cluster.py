@@ -337,7 +337,7 @@ def test_a_controller_whose_heart_monitor_ended_is_started_again(monkeypatch):
     with c:
         assert len(broken) == 1 and c.profile_dir != broken[0][0]
         assert wait_gone(broken[0][0], 5) == []  # nothing of the first start is left
-        assert f"controller ended (process {broken[0][1]}) while the ranks were" in c.retried
+        assert f"controller ended (process {broken[0][1]}) as the ranks started" in c.retried
         out = c.view.execute("print(rank)", block=True)
         assert [o.stdout for o in out] == ["0\n", "1\n"]
     assert time.monotonic() - t0 < 20  # not the ranks' 30 s of missed heartbeats
