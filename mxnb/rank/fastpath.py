@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 __all__ = ["FastPath", "attach", "build", "compile_module", "replay"]
 
 SOURCE = Path(__file__).with_name("_fastpath.c")
+#: The files ``SOURCE`` includes: one translation unit, split to be read in parts.
+PARTS = tuple(SOURCE.with_name(f"_fastpath_{part}.h") for part in ("notes", "calls", "take"))
 #: The ops the C path takes (numbered by their place here in its notes).
 FAST_OPS = AGREEING
 #: How an evaluation the C path took reads in a report.
@@ -67,7 +69,10 @@ def _target() -> Path:
 
 def source_digest() -> str:
     """Which source a built module was made from: a stale build is not loaded."""
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in (SOURCE, *PARTS):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def compile_module(source: Path, out: Path, flags: list[str]) -> str:
