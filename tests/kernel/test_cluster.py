@@ -319,9 +319,10 @@ def test_a_controller_that_does_not_relay_output_is_started_again(monkeypatch):
 
 
 def test_a_controller_whose_heart_monitor_ended_is_started_again(monkeypatch):
-    """Ranks register only once their heartbeat is seen: with the heart monitor gone
-    (it could not bind its port: a CI run), each rank gave up after 30 s and the
-    start failed.  The first start's monitor is killed as soon as it listens."""
+    """Ranks register only once their heartbeat is seen: with the heart monitor gone,
+    as one that cannot bind its port goes, each rank gave up after 30 s and the
+    start failed (so did a CI run's restart).  The first start's monitor is killed
+    as soon as it listens."""
     from mxnb.kernel import cluster
 
     real, broken = cluster.MxCluster._wait_for_engines, []
