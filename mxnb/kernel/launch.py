@@ -16,9 +16,11 @@ from typing import Any
 from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.backends import backend_env
 from mxnb.kernel.placement import Placement
+from mxnb.protocol.net import LOOPBACK, free_range
 
 __all__ = [
     "BLAS_SPIN",
+    "CONTROLLER_POOL",
     "HEARTBEAT_MS",
     "HEART_TOLERANCE_S",
     "LaunchPlan",
@@ -38,6 +40,9 @@ HEARTBEAT_MS = 100
 #: do as they start: 0.1 s of CPU each, on cores the start already fills
 #: (issue 18).  MLX does not use OpenBLAS; the number of threads stays.
 BLAS_SPIN = "4"
+#: Ports in the controller's pool: it binds at least 14 (16 with its default
+#: scheduler depth); any beyond the pool it would pick as before.
+CONTROLLER_POOL = 32
 #: Seconds without an answer after which the controller gives a rank up (as
 #: ipyparallel's default of 10 missed beats at the old 200 ms period).
 HEART_TOLERANCE_S = 2.0
@@ -130,6 +135,9 @@ def ipp_cluster(plan: LaunchPlan) -> Any:
     quiet = logging.getLogger("mxnb.ipyparallel")
     quiet.setLevel(logging.CRITICAL)
     quiet.propagate = False
+    # the controller's ports, where no port the system picks can be one (its
+    # internal ones are on the loopback whatever the address); none free: its own
+    pool = free_range(CONTROLLER_POOL, [plan.placement.ip, LOOPBACK])
     return Cluster(
         n=plan.n,
         profile_dir=plan.profile_dir,
@@ -146,6 +154,7 @@ def ipp_cluster(plan: LaunchPlan) -> Any:
         # heartbeat is seen; at the default 3 s period that is most of a
         # cold start.
         controller_args=[
+            *([f"--IPController.ports={pool[0]}-{pool[-1]}"] if pool else []),
             f"--HeartMonitor.period={HEARTBEAT_MS}",
             "--HeartMonitor.max_heartmonitor_misses="
             f"{round(HEART_TOLERANCE_S * 1000 / HEARTBEAT_MS)}",

@@ -2,7 +2,8 @@
 
 The controller relays each rank's reply (its "mux" queue) and each rank's
 output (its "iopub" queue) in processes of their own.  It picks their ports
-by binding to port 0 and letting go; each relay binds its port later.  If
+before each relay binds its own, from a pool only a process asking for a
+port by number can take one of (:func:`mxnb.protocol.net.free_range`).  If
 another process took the port meanwhile, that relay dies with "Address
 already in use" while the controller lives on, and a cell never finishes:
 its reply or output does not come, though every rank is idle.

@@ -15,11 +15,13 @@ import socket
 import psutil
 
 __all__ = [
+    "CONTROLLER_PORTS",
     "LOOPBACK",
     "RING_PORTS",
     "address_towards",
     "ephemeral_low",
     "free_ports",
+    "free_range",
     "is_loopback",
     "subnet_of",
 ]
@@ -51,6 +53,9 @@ def subnet_of(ip: str) -> str:
 
 #: Where MLX's ring's ports are drawn from: below the ports the system hands out itself.
 RING_PORTS = (20000, 32768)
+#: Where ipyparallel's controller's ports are drawn from: below the ring's, for the
+#: same reason (:func:`free_range`).
+CONTROLLER_PORTS = (10000, 20000)
 
 
 def free_ports(n: int, host: str = LOOPBACK, span: tuple[int, int] = RING_PORTS) -> list[int]:
@@ -94,3 +99,33 @@ def ephemeral_low() -> int:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return 49152
+
+
+def free_range(n: int, hosts: list[str], span: tuple[int, int] = CONTROLLER_PORTS) -> range | None:
+    """``n`` consecutive ports free now on each of ``hosts``; None if 20 tries found none.
+
+    ipyparallel's controller takes its ports as one pool.  Left alone, it picks
+    each by binding to port 0 and letting go, and the process that needs it
+    binds it later: meanwhile the system can hand it to another bind to port 0
+    or to an outgoing connection (Open MPI's daemons, the ranks, the kernel's
+    own client), and the controller's relay that wanted it ends
+    (:mod:`mxnb.kernel.relay`).  From below the system's range, only a process
+    asking for a port by number can take one.
+    """
+    low, high = span[0], min(span[1], ephemeral_low())
+    for _ in range(20 if high - low >= n else 0):
+        first = random.randrange(low, high - n + 1)
+        if all(_free(host, port) for port in range(first, first + n) for host in hosts):
+            return range(first, first + n)
+    return None
+
+
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        # as the controller's sockets bind: a port left in TIME_WAIT is free to them
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -14,6 +14,8 @@ import pytest
 
 from mxnb.kernel import openmpi as mpi
 from mxnb.kernel.cluster import ClusterError, MxCluster
+from mxnb.kernel.launch import CONTROLLER_POOL
+from mxnb.protocol.net import CONTROLLER_PORTS
 from procs import (
     cluster_processes,
     processes_with,
@@ -23,6 +25,10 @@ from procs import (
 )
 
 pytestmark = pytest.mark.cluster
+
+#: The controller's sockets a connection file names by port.
+PORT_NAMES = ("registration", "control", "mux", "task", "iopub", "hb_ping", "hb_pong",
+              "broadcast", "notification", "query")  # fmt: skip
 
 
 def test_start_stop_leaves_nothing(tmp_path):
@@ -269,6 +275,11 @@ def test_sockets_connection_files_and_signing():
             assert info["signature_scheme"] == "hmac-sha256"
             assert len(info["key"]) >= 32
             assert info["interface"] == "tcp://127.0.0.1"
+            # from one pool below the ports the system picks (net.free_range)
+            numbers = [v for k, v in info.items() if k in PORT_NAMES]
+            flat = [p for v in numbers for p in (v if isinstance(v, list) else [v])]
+            assert len(numbers) >= 7 and max(flat) - min(flat) < CONTROLLER_POOL, info
+            assert CONTROLLER_PORTS[0] <= min(flat) and max(flat) < CONTROLLER_PORTS[1], info
         # each rank's probe listens on the loopback and answers only the key's holder
         probes_at = [r["probe"] for r in c._ranks]
         assert all(a.startswith("127.0.0.1:") for a in probes_at), probes_at

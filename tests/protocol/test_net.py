@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import socket
 
-from mxnb.protocol.net import LOOPBACK, address_towards, ephemeral_low, free_ports
+from mxnb.protocol.net import (
+    CONTROLLER_PORTS,
+    LOOPBACK,
+    RING_PORTS,
+    address_towards,
+    ephemeral_low,
+    free_ports,
+    free_range,
+)
 
 
 def test_the_ring_s_ports_come_from_below_the_system_s_own_range() -> None:
@@ -33,3 +41,24 @@ def test_ports_are_free_on_the_address_asked_for() -> None:
 
 def test_the_loopback_is_reached_through_the_loopback() -> None:
     assert address_towards(LOOPBACK) == LOOPBACK
+
+
+def test_the_controller_s_pool_is_free_and_apart_from_the_ring_s() -> None:
+    pool = free_range(32, [LOOPBACK])
+    assert pool is not None and len(pool) == 32
+    assert CONTROLLER_PORTS[0] <= pool[0] and pool[-1] < min(RING_PORTS[0], ephemeral_low())
+    for port in pool:  # each binds, as the controller's sockets will
+        with socket.socket() as s:
+            s.bind((LOOPBACK, port))
+
+
+def test_a_pool_is_never_one_with_a_port_in_use() -> None:
+    pool = free_range(2, [LOOPBACK])
+    assert pool is not None
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, pool[1]))
+        taken.listen()
+        # the span holds two pools of 2 that include it, and one that does not
+        found = {free_range(2, [LOOPBACK], span=(pool[0], pool[0] + 4)) for _ in range(30)}
+    assert found <= {range(pool[0] + 2, pool[0] + 4), None}
+    assert free_range(2, [LOOPBACK], span=(pool[1], pool[1] + 1)) is None  # too narrow
