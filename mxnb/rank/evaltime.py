@@ -34,7 +34,9 @@ many arrays that evaluation was handed.  An op that is not timed says why
 
 After each evaluation, untimed ops are checked for having been run by it
 indirectly; otherwise a later, cheap ``print(y)`` of an already computed
-result would be credited with the transfer.
+result would be credited with the transfer.  An evaluation of one op's own
+result whose graph holds no other primitive runs no other op, and asks
+nothing (:meth:`EvalTimer.before`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mxnb.rank import graph
 from mxnb.rank.entries import ENTRY_NAMES
 from mxnb.rank.pairing import channel, unordered
 
@@ -77,12 +80,38 @@ class EvalTimer:
         #: the cell's evaluations that ran so far: each op notes which one ran it
         #: (``eval_no``), the order a view compares across ranks (MPI pairs in it)
         self.evals = 0
+        #: the running evaluation runs no op but the one it was handed (before)
+        self.alone = False
 
     def reset(self) -> None:
         """A new cell: nothing followed, no evaluation yet (the dict stays the same
         object, which the C path reads: mxnb.rank.fastpath)."""
         self.pending.clear()
         self.evals = 0
+        self.alone = False
+
+    def before(
+        self, arrays: Sequence[Any], given: Sequence[OpRecord], reading: graph.Reading | None
+    ) -> None:
+        """Before MLX runs an evaluation: can it run an untimed op it was not handed?
+
+        ``for y in ys: mx.eval(y)`` otherwise asks it of up to :data:`MAX_FOLLOW`
+        untimed ops after every evaluation, one reading of MLX's graph each
+        (about 240 us an evaluation), and gives up the older ones as "unknown",
+        though each is then evaluated by itself.  One array that is an op's own
+        result, whose graph holds no other primitive, runs no other op: one
+        reading (``reading``, if the op log made one; see :mod:`mxnb.rank.graph`).
+        """
+        self.alone = False
+        pending = self.pending
+        if len(given) != 1 or len(pending) <= (id(given[0]) in pending):  # none to ask of
+            return
+        if output(given[0]) is not arrays[0] or any(a is not arrays[0] for a in arrays):
+            return
+        try:  # timing must never break the user's evaluation
+            self.alone = graph.runs_alone(reading or graph.Reading(arrays))
+        except Exception:
+            pass
 
     def follow(self, rec: OpRecord) -> None:
         """Start following an op's result (``rec.ref``) until an evaluation runs it."""
@@ -115,6 +144,7 @@ class EvalTimer:
         checks, before MLX ran."""
         if seconds is not None:
             self.evals += 1
+        alone, self.alone = self.alone, False  # said of this evaluation alone
         pending = self.pending
         if not pending:
             return
@@ -129,7 +159,7 @@ class EvalTimer:
                     pending.pop(id(rec), None)
             if hits:
                 self._time(hits, arrays, seconds, entry, check_s)
-            if pending:
+            if pending and not alone:
                 self._follow_up()
         except Exception:  # timing must never break the user's evaluation
             pass

@@ -26,6 +26,7 @@ __all__ = [
     "occurrences",
     "own_primitive",
     "primitives",
+    "runs_alone",
 ]
 
 #: MLX's name (``Primitive::name``) of the primitive each checked op makes.
@@ -87,6 +88,13 @@ def has_pending_graph(a: Any) -> bool | None:
     """True if ``a`` still has a primitive to run; None if MLX cannot tell."""
     text = dot([a])
     return None if text is None else _NODE.search(text) is not None
+
+
+def runs_alone(reading: Reading) -> bool:
+    """Whether the evaluation of one array runs at most one primitive, the one that
+    makes the array itself (an evaluated array runs none), and so no other op."""
+    text = reading.text
+    return text is not None and len(_NODE.findall(text)) <= 1
 
 
 def own_primitive(a: Any) -> int | None:

@@ -263,6 +263,8 @@ class OpLog:
                     rec.evaluated = True  # run by this evaluation, inside an expression
                     self.unhanded.append(rec)
                     self._finish(key, rec, wait=True)
+        if self.recorder is not None:  # before MLX runs: which ops it can run
+            self.recorder.timer.before(arrays, direct, reading)
         # Only a report reads this; it is worked out then (see entries.eval_state).
         self.in_eval = (entry, sys._getframe(2), time.time())
 
