@@ -75,14 +75,11 @@ def _said(profile_dir: str | None) -> str:
 
 
 def check_relays(controller_pid: int, profile_dir: str | None) -> None:
-    """Raise :class:`RelayLost` if one of the controller's relays has ended.
-
-    Each relay, and the heart monitor whose beat completes a rank's registration,
-    is a process of the controller's own.  If one could not bind its port the
-    controller lives on, but the ranks never register (each gives up after
-    missing heartbeats for 30 s, and only then does ``mpiexec`` end), or never
-    get mxnb's first request, or their reply never comes.  An ended relay is a
-    child left unreaped; one reaped already shows in the log.
+    """Raise :class:`RelayLost` if one of the controller's relays has ended (see
+    above): then the ranks never register, as the heart monitor is one too (each
+    gives up after missing heartbeats for 30 s, and only then does ``mpiexec``
+    end), or never get mxnb's first request, or their reply never comes.  An
+    ended relay is a child left unreaped; one reaped already shows in the log.
     """
     try:
         children = psutil.Process(controller_pid).children()

@@ -91,7 +91,7 @@ class EvalTimer:
         self.alone = False
 
     def before(
-        self, arrays: Sequence[Any], given: Sequence[OpRecord], reading: graph.Reading | None
+        self, arrays: Sequence[Any], given: Sequence[OpRecord], reading: graph.Reading
     ) -> None:
         """Before MLX runs an evaluation: can it run an untimed op it was not handed?
 
@@ -100,7 +100,7 @@ class EvalTimer:
         (about 240 us an evaluation), and gives up the older ones as "unknown",
         though each is then evaluated by itself.  One array that is an op's own
         result, whose graph holds no other primitive, runs no other op: one
-        reading (``reading``, if the op log made one; see :mod:`mxnb.rank.graph`).
+        reading, the evaluation's own (``reading``, shared with the op log).
         """
         self.alone = False
         pending = self.pending
@@ -109,7 +109,7 @@ class EvalTimer:
         if output(given[0]) is not arrays[0] or any(a is not arrays[0] for a in arrays):
             return
         try:  # timing must never break the user's evaluation
-            self.alone = graph.runs_alone(reading or graph.Reading(arrays))
+            self.alone = graph.runs_alone(reading)
         except Exception:
             pass
 

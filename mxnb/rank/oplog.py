@@ -220,10 +220,10 @@ class OpLog:
                 direct.append(hit[0])
         self.given, self.unhanded = direct, []
         waits = []  # checks to wait for, oldest op first: (seq, key in pending, record)
-        # one reading of MLX's graph for the parts below that look (none, in a plain loop)
-        reading = graph.Reading(arrays) if self.pairing.open or self.compile.live else None
-        p2p = self.pairing.running(direct, reading) if reading and self.pairing.open else []
-        if reading and self.compile.live and (self.checked or self.recorder is not None):
+        # one reading of MLX's graph, written only if a part below looks (none in a plain loop)
+        reading = graph.Reading(arrays)
+        p2p = self.pairing.running(direct, reading) if self.pairing.open else []
+        if self.compile.live and (self.checked or self.recorder is not None):
             replays = self.compile.replays(reading, self.groups.of, self._next_seq)
             self.cell_ops.extend(replays)
             if self.recorder is not None:
@@ -256,9 +256,7 @@ class OpLog:
                     self._finish(key, rec, wait=False)
             if pending:  # still open: does this evaluation run them, unhanded? (all_sum(x) / n)
                 open_ = [(key, rec, ref()) for key, (rec, ref) in pending.items()]
-                hits = graph.inside(
-                    reading or graph.Reading(arrays), [(rec.op, out) for _, rec, out in open_]
-                )
+                hits = graph.inside(reading, [(rec.op, out) for _, rec, out in open_])
                 for key, rec, _ in sorted((open_[i] for i in hits), key=lambda o: o[1].seq):
                     rec.evaluated = True  # run by this evaluation, inside an expression
                     self.unhanded.append(rec)
