@@ -35,8 +35,8 @@ many arrays that evaluation was handed.  An op that is not timed says why
 After each evaluation, untimed ops are checked for having been run by it
 indirectly; otherwise a later, cheap ``print(y)`` of an already computed
 result would be credited with the transfer.  An evaluation of one op's own
-result whose graph holds no other primitive runs no other op, and asks
-nothing (:meth:`EvalTimer.before`).
+result whose graph holds no other of MLX's distributed primitives runs no
+other op, and asks nothing (:meth:`EvalTimer.before`).
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ class EvalTimer:
         untimed ops after every evaluation, one reading of MLX's graph each
         (about 240 us an evaluation), and gives up the older ones as "unknown",
         though each is then evaluated by itself.  One array that is an op's own
-        result, whose graph holds no other primitive, runs no other op: one
-        reading, the evaluation's own (``reading``, shared with the op log).
+        result, whose graph holds no other distributed primitive (``send(x * 2,
+        1)`` holds a multiply too), runs no other op: one reading, the
+        evaluation's own (``reading``, shared with the op log).
         """
         self.alone = False
         pending = self.pending
