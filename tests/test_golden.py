@@ -29,7 +29,7 @@ from mxnb.kernel.cluster import ClusterStatus
 from mxnb.kernel.diagnose import diagnose
 from mxnb.kernel.magics import MxdistMagics, parse_targets
 from mxnb.kernel.openmpi import OpenMPI
-from mxnb.kernel.recovery import crash_report
+from mxnb.kernel.recovery import between_cells, crash_report
 from mxnb.kernel.relay import RelayLost, check_relays, lost_report
 from mxnb.kernel.runner import CellResult, RankOutcome
 from mxnb.kernel.session import HEADLINES, cost_note
@@ -712,6 +712,30 @@ def test_recovery_killed_by_signal() -> None:
 
 def test_recovery_exit_code() -> None:
     check_golden("recovery-exit-code", crash_report(EXIT_OUTPUT))
+
+
+#: What two ranks and mpiexec wrote as the ranks gave up on their controller's heartbeat.
+HEARTBEAT_OUTPUT = """\
+2026-12-01 01:21:14.402 [IPEngine] WARNING | No heartbeat in the last 600 ms (50 time(s) in a row).
+2026-12-01 01:21:14.402 [IPEngine] CRITICAL | Maximum number of heartbeats misses reached \
+(50 times 600 ms), shutting down.
+--------------------------------------------------------------------------
+prterun detected that one or more processes exited with non-zero status,
+thus causing the job to be terminated. The first process to do so was:
+
+   Process name: [prterun-vm-28232@1,1]
+   Exit code:    1
+--------------------------------------------------------------------------"""
+
+
+@pytest.mark.parametrize("case", ["signal", "heartbeat", "silent"])
+def test_recovery_between_cells(case: str) -> None:
+    """Ranks that ended while no cell ran, as the next cell prints it before it
+    starts fresh ones (MxdistSession.ensure_cluster): killed; shut down for want
+    of the controller's heartbeat; ended with nothing said."""
+    output = {"signal": SIGNAL_OUTPUT, "heartbeat": HEARTBEAT_OUTPUT, "silent": ""}[case]
+    dead = [1] if case == "signal" else [0, 1, 2, 3]
+    check_golden(f"recovery-between-cells-{case}", f"mxdist: {between_cells(output, dead, 4)}")
 
 
 # -- results ------------------------------------------------------------------

@@ -8,7 +8,9 @@ runs.  :func:`settle` stops the job after a crash or lost answers; after a
 stall, a timeout or stop it takes each rank's report, interrupts the ranks
 that still run, and if some are blocked inside MPI where no signal reaches
 them, stops the job so the next cell gets fresh ranks.  The user is told
-which of these happened.
+which of these happened.  Ranks that end while no cell runs (killed, or shut
+down for want of the controller's heartbeat) are not a failure of the next
+cell: it says how they ended (:func:`between_cells`) and runs on fresh ranks.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from mxnb.kernel.waitgraph import wait_graph
 from mxnb.protocol.startup import faults_of
 from mxnb.protocol.wording import ranks_text
 
-__all__ = ["HangWatch", "Settlement", "crash_report", "settle"]
+__all__ = ["HangWatch", "Settlement", "between_cells", "crash_output", "crash_report", "settle"]
 
 #: Lines of mpiexec's output read after a crash: the dead rank's stacks come before
 #: the launcher's block.
@@ -131,6 +133,41 @@ def crash_sentence(message: str, where: str = "") -> str | None:
     return None
 
 
+def crash_output(cluster: Any) -> str:
+    """mpiexec's output once it says why the job ended: it writes that, then
+    exits, so it gets a moment, and the dead rank's last words (forwarded
+    alongside) a moment more."""
+    deadline = time.monotonic() + 3.0
+    output = cluster.mpiexec_output(OUTPUT_LINES)
+    while not crash_sentence(launcher_message(output)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        output = cluster.mpiexec_output(OUTPUT_LINES)
+    return output
+
+
+#: What an ipyparallel engine logs as it gives up on its controller's heartbeat.
+_NO_HEARTBEAT = re.compile(r"Maximum number of heartbeats misses reached \((\d+) times (\d+) ms\)")
+
+
+def between_cells(output: str, dead: list[int], n: int) -> str:
+    """Why the ranks are gone though no cell ran, from mpiexec's ``output``;
+    ``dead``: the ranks seen gone, of ``n``.  Said before fresh ranks start."""
+    message = launcher_message(output)
+    said = crash_sentence(message) or (
+        f"{ranks_text(dead)} ended" + ("; the MPI job ended." if len(dead) < n else ".")
+    )
+    m = _NO_HEARTBEAT.search(output)
+    if m:
+        seconds = int(m.group(1)) * int(m.group(2)) / 1000
+        said += (
+            f" The ranks shut themselves down: no heartbeat came from ipyparallel's "
+            f"controller for {seconds:g} s ({m.group(1)} checks, {m.group(2)} ms apart), "
+            "so its heart monitor had ended or hung."
+        )
+    text = f"since the last cell, {said} Fresh ranks start now; variables on the ranks are lost."
+    return text + ("\nmpiexec reported:\n" + message if message else "")
+
+
 #: Why a rank dies of a buffer overrun while evaluating, under mxnb's checks.
 OVERRUN_CAUSE = (
     "MPI paired collectives of different sizes across the ranks and wrote past a buffer. "
@@ -215,13 +252,7 @@ def settle(
         return _lost(cluster, missing or {})
     if reason == "crash":
         dead = cluster.dead_ranks()
-        # mpiexec writes why the rank ended, then exits: give it a moment, and
-        # the dead rank's last words (forwarded alongside) a moment more
-        deadline = time.monotonic() + 3.0
-        output = cluster.mpiexec_output(OUTPUT_LINES)
-        while not crash_sentence(launcher_message(output)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-            output = cluster.mpiexec_output(OUTPUT_LINES)
+        output = crash_output(cluster)
         where = cluster.profile_dir
         faults = faults_of(where, range(cluster.n)) if where else {}
         cluster.stop()

@@ -22,7 +22,7 @@ from mxnb.kernel.background import BackgroundStart
 from mxnb.kernel.causes import likely_cause
 from mxnb.kernel.cluster import DEFAULT_NP, MxCluster
 from mxnb.kernel.live import LiveStrip
-from mxnb.kernel.recovery import HangWatch, settle
+from mxnb.kernel.recovery import HangWatch, between_cells, crash_output, settle
 from mxnb.kernel.runner import CellResult, CellRun, RankStreamer
 from mxnb.kernel.tracing import Tracing
 from mxnb.kernel.waitgraph import wait_graph
@@ -142,6 +142,8 @@ class MxdistSession(Configurable):
     def ensure_cluster(self, n: int | None) -> MxCluster:
         """Reuse the running cluster, or (re)start one with ``n`` ranks."""
         self.join_background()
+        if self.cluster is not None and self.cluster.running and self.cluster.dead_ranks():
+            self._gone_between_cells(self.cluster)
         running = self.running_n
         want = n if n is not None else (running or self.ranks)
         now = _launch_of(self)
@@ -202,6 +204,16 @@ class MxdistSession(Configurable):
             raise ClusterError("no cluster running; run a %%mxdist cell first")
         view = cluster.view if targets is None else cluster.client[targets]
         return remote.pull(view, name)
+
+    def _gone_between_cells(self, cluster: MxCluster) -> None:
+        """Ranks that ended while no cell ran: say how, stop what is left, and let
+        the cell start fresh ranks, as Jupyter starts a kernel that died anew."""
+        dead = cluster.dead_ranks()
+        output = crash_output(cluster)
+        cluster.stop()
+        self.cluster = None
+        self._lost_n = cluster.n
+        print(f"mxdist: {between_cells(output, dead, cluster.n)}", flush=True)
 
     # -- one cell ------------------------------------------------------------------
 

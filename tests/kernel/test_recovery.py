@@ -17,7 +17,7 @@ import pytest
 from mxnb.errors import RankError
 from mxnb.protocol.wording import ranks_text
 from mxnb.views.outcome import strip_ansi
-from procs import stop_output_relay, wait_gone
+from procs import stop_output_relay, stop_relay, wait_gone
 
 pytestmark = pytest.mark.cluster
 
@@ -529,3 +529,59 @@ def test_answers_lost_before_a_timeout_are_not_called_blocked_in_mpi(run, nranks
     assert "Likely cause: ipyparallel's controller stopped relaying messages" in text
     assert "blocked inside an MPI call" not in text
     assert_restarted(run, magics, profile, nranks, capsys)
+
+
+def _wait_dead(cluster, timeout):
+    deadline = time.monotonic() + timeout
+    while not cluster.dead_ranks():
+        assert time.monotonic() < deadline, f"the ranks still ran after {timeout} s"
+        time.sleep(0.1)
+
+
+def test_a_rank_that_died_between_cells_is_explained_and_the_cell_runs_on_fresh_ranks(
+    run, nranks, magics, capsys
+):
+    """No cell ran when the last rank died: the next cell says how it ended and
+    that variables are lost, then runs on fresh ranks; nothing of the old job is
+    left."""
+    run("import os\npid = os.getpid()\nkept = 1")
+    cluster, profile = magics.cluster, magics.cluster.profile_dir
+    pid = cluster.view.pull("pid", block=True)[-1]
+    os.kill(pid, signal.SIGKILL)
+    _wait_dead(cluster, 10)
+    capsys.readouterr()
+    run("print('fresh', 'kept' in dir(), size)")
+    out = strip_ansi(capsys.readouterr().out)
+    assert (
+        f"mxdist: since the last cell, rank {nranks - 1} was killed by signal 9 (Killed); the "
+        "MPI job ended. Fresh ranks start now; variables on the ranks are lost.\n"
+        "mpiexec reported:\n" in out
+    )
+    assert f"process rank {nranks - 1} with PID {pid} on node" in out
+    assert f"starting {nranks} MPI ranks" in out
+    for r in range(nranks):
+        assert f"[rank {r}] fresh False {nranks}" in out
+    assert wait_gone(profile, 15) == []
+
+
+def test_ranks_that_lost_the_controllers_heartbeat_are_explained(ip, magics, capsys):
+    """The controller's heart monitor ended between cells: each rank shuts itself
+    down once it has missed the heartbeat 50 times (30 s).  The next cell names
+    that, not a crash of the cell, and runs on fresh ranks."""
+    if magics.cluster is None or not magics.cluster.running:
+        ip.run_cell_magic("mxdist", "", "pass")
+    cluster = magics.cluster
+    n, profile = cluster.n, cluster.profile_dir
+    stop_relay(cluster, "engine", "hb_ping")
+    _wait_dead(cluster, 60)
+    capsys.readouterr()
+    ip.run_cell_magic("mxdist", "", "print('fresh', size)")
+    out = strip_ansi(capsys.readouterr().out)
+    assert "mxdist: since the last cell, " in out
+    assert (
+        "The ranks shut themselves down: no heartbeat came from ipyparallel's controller "
+        "for 30 s (50 checks, 600 ms apart), so its heart monitor had ended or hung. "
+        "Fresh ranks start now; variables on the ranks are lost." in out
+    )
+    assert f"[rank {n - 1}] fresh {n}" in out
+    assert wait_gone(profile, 15) == []
