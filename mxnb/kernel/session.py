@@ -142,7 +142,7 @@ class MxdistSession(Configurable):
     def ensure_cluster(self, n: int | None) -> MxCluster:
         """Reuse the running cluster, or (re)start one with ``n`` ranks."""
         self.join_background()
-        if self.cluster is not None and self.cluster.running and self.cluster.dead_ranks():
+        if self.cluster is not None and self.cluster.running and self.cluster.job_ended():
             self._gone_between_cells(self.cluster)
         running = self.running_n
         want = n if n is not None else (running or self.ranks)
@@ -207,7 +207,9 @@ class MxdistSession(Configurable):
 
     def _gone_between_cells(self, cluster: MxCluster) -> None:
         """Ranks that ended while no cell ran: say how, stop what is left, and let
-        the cell start fresh ranks, as Jupyter starts a kernel that died anew."""
+        the cell start fresh ranks, as Jupyter starts a kernel that died anew.
+        Open MPI ends the job when a rank dies; a cell sent before it has ended
+        notices the death itself, as a crash while it ran."""
         dead = cluster.dead_ranks()
         output = crash_output(cluster)
         cluster.stop()

@@ -531,9 +531,10 @@ def test_answers_lost_before_a_timeout_are_not_called_blocked_in_mpi(run, nranks
     assert_restarted(run, magics, profile, nranks, capsys)
 
 
-def _wait_dead(cluster, timeout):
+def _wait_ended(cluster, timeout):
+    """Until mpiexec has ended the job, as it does once a rank is gone."""
     deadline = time.monotonic() + timeout
-    while not cluster.dead_ranks():
+    while not cluster.job_ended():
         assert time.monotonic() < deadline, f"the ranks still ran after {timeout} s"
         time.sleep(0.1)
 
@@ -548,7 +549,7 @@ def test_a_rank_that_died_between_cells_is_explained_and_the_cell_runs_on_fresh_
     cluster, profile = magics.cluster, magics.cluster.profile_dir
     pid = cluster.view.pull("pid", block=True)[-1]
     os.kill(pid, signal.SIGKILL)
-    _wait_dead(cluster, 10)
+    _wait_ended(cluster, 10)
     capsys.readouterr()
     run("print('fresh', 'kept' in dir(), size)")
     out = strip_ansi(capsys.readouterr().out)
@@ -573,7 +574,7 @@ def test_ranks_that_lost_the_controllers_heartbeat_are_explained(ip, magics, cap
     cluster = magics.cluster
     n, profile = cluster.n, cluster.profile_dir
     stop_relay(cluster, "engine", "hb_ping")
-    _wait_dead(cluster, 60)
+    _wait_ended(cluster, 60)
     capsys.readouterr()
     ip.run_cell_magic("mxdist", "", "print('fresh', size)")
     out = strip_ansi(capsys.readouterr().out)
