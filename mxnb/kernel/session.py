@@ -143,6 +143,7 @@ class MxdistSession(Configurable):
         """Reuse the running cluster, or (re)start one with ``n`` ranks."""
         self.join_background()
         if self.cluster is not None and self.cluster.running and self.cluster.job_ended():
+            n = n or self.cluster.n  # fresh ranks of the same size, as after a crash in a cell
             self._gone_between_cells(self.cluster)
         running = self.running_n
         want = n if n is not None else (running or self.ranks)
@@ -214,7 +215,6 @@ class MxdistSession(Configurable):
         output = crash_output(cluster)
         cluster.stop()
         self.cluster = None
-        self._lost_n = cluster.n
         print(f"mxdist: {between_cells(output, dead, cluster.n)}", flush=True)
 
     # -- one cell ------------------------------------------------------------------
