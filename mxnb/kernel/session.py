@@ -197,6 +197,9 @@ class MxdistSession(Configurable):
             return f"mxdist: {self.starting} ranks starting in the background"
         self.join_background()
         c = self.cluster
+        if c is not None and c.running and c.job_ended():
+            return (f"mxdist: the {c.n} ranks have ended since the last cell; the next "
+                    "%%mxdist cell says how, and starts fresh ones")  # fmt: skip
         return str(c.status()) if c is not None else "mxdist: no cluster running"
 
     def pull(self, name: str, targets: list[int] | None = None) -> list[Any]:

@@ -540,7 +540,7 @@ def _wait_ended(cluster, timeout):
 
 
 def test_a_rank_that_died_between_cells_is_explained_and_the_cell_runs_on_fresh_ranks(
-    run, nranks, magics, capsys
+    run, nranks, ip, magics, capsys
 ):
     """No cell ran when the last rank died: the next cell says how it ended and
     that variables are lost, then runs on fresh ranks; nothing of the old job is
@@ -551,6 +551,11 @@ def test_a_rank_that_died_between_cells_is_explained_and_the_cell_runs_on_fresh_
     os.kill(pid, signal.SIGKILL)
     _wait_ended(cluster, 10)
     capsys.readouterr()
+    ip.run_line_magic("mxdist", "status")
+    assert capsys.readouterr().out == (
+        f"mxdist: the {nranks} ranks have ended since the last cell; the next %%mxdist cell "
+        "says how, and starts fresh ones\n"
+    )
     run("print('fresh', 'kept' in dir(), size)")
     out = strip_ansi(capsys.readouterr().out)
     assert (
