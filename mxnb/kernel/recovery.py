@@ -149,13 +149,11 @@ def crash_output(cluster: Any) -> str:
 _NO_HEARTBEAT = re.compile(r"Maximum number of heartbeats misses reached \((\d+) times (\d+) ms\)")
 
 
-def between_cells(output: str, dead: list[int], n: int) -> str:
-    """Why the ranks are gone though no cell ran, from mpiexec's ``output``;
-    ``dead``: the ranks seen gone, of ``n``.  Said before fresh ranks start."""
+def between_cells(output: str, n: int) -> str:
+    """Why the ``n`` ranks are gone though no cell ran, from mpiexec's ``output``
+    (the job has ended).  Said before fresh ranks start."""
     message = launcher_message(output)
-    said = crash_sentence(message) or (
-        f"{ranks_text(dead)} ended" + ("; the MPI job ended." if len(dead) < n else ".")
-    )
+    said = crash_sentence(message) or f"{ranks_text(list(range(n)))} ended."
     m = _NO_HEARTBEAT.search(output)
     if m:
         seconds = int(m.group(1)) * int(m.group(2)) / 1000

@@ -214,11 +214,10 @@ class MxdistSession(Configurable):
         the cell start fresh ranks, as Jupyter starts a kernel that died anew.
         Open MPI ends the job when a rank dies; a cell sent before it has ended
         notices the death itself, as a crash while it ran."""
-        dead = cluster.dead_ranks()
         output = crash_output(cluster)
         cluster.stop()
         self.cluster = None
-        print(f"mxdist: {between_cells(output, dead, cluster.n)}", flush=True)
+        print(f"mxdist: {between_cells(output, cluster.n)}", flush=True)
 
     # -- one cell ------------------------------------------------------------------
 
