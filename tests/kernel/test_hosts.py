@@ -226,6 +226,33 @@ def test_a_rank_dying_on_another_host_is_named(
     assert hosts.wait_empty() == {}
 
 
+def test_a_rank_ending_on_another_host_between_cells_is_named_and_fresh_ranks_start(
+    ip: Any, magics: Any, spread: str, hosts: Hosts, capsys
+) -> None:
+    """Rank 3, on the second host, dies after its cell returned: the next cell says
+    how, then runs on fresh ranks on both hosts, and nothing of the old job is left
+    on either."""
+    cell(ip, "pass", f"-n 4 --hostfile {spread}")  # after the crash above: fresh ranks
+    before = hosts.processes()
+    cell(ip, "import os, signal, threading\nif rank == 3:\n    "
+             "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGKILL)).start()")  # fmt: skip
+    cluster, deadline = magics.cluster, time.monotonic() + 20
+    while not cluster.job_ended():
+        assert time.monotonic() < deadline, "the job outlived its rank 3 by 20 s"
+        time.sleep(0.1)
+    capsys.readouterr()
+    cell(ip, "import socket\nhost = socket.gethostname()")
+    out = strip_ansi(capsys.readouterr().out)
+    assert (
+        "mxdist: since the last cell, rank 3 was killed by signal 9 (Killed); the MPI job "
+        "ended. Fresh ranks start now; variables on the ranks are lost." in out
+    ), out
+    assert mxnb.pull("host") == ["node1", "node1", "node2", "node2"]
+    after = hosts.processes()
+    assert all(set(before[h]).isdisjoint(after[h]) for h in before), (before, after)
+    assert all(len(p) >= 2 for p in after.values()), after  # a daemon and 2 ranks each
+
+
 RING_LINKS = (
     "import psutil\n"
     "from mxnb.protocol.net import RING_PORTS, ephemeral_low\n"
