@@ -45,8 +45,6 @@ MAX_LOOKUPS = 64
 
 _NODE = re.compile(r'\{ (\d+) \[label ="([^"]*)", shape=rectangle\]; \}')
 _TO_ARRAY = re.compile(r'^(\d+) -> "', re.M)
-#: Any of MLX's distributed primitives (``distributed/primitives.h``), by the end of its name.
-_DISTRIBUTED = re.compile(r'\[label ="[^"]*(?:AllReduce|AllGather|ReduceScatter|Send|Recv)", shape')
 
 
 def dot(arrays: Sequence[Any]) -> str | None:
@@ -95,13 +93,13 @@ def has_pending_graph(a: Any) -> bool | None:
 def runs_alone(reading: Reading) -> bool:
     """Whether the evaluation of one op's own result runs no other op.
 
-    Its graph then holds at most one of MLX's distributed primitives, the
-    op's own (an evaluated result holds none).  Any primitive of theirs counts,
-    the ones mxnb refuses before MLX (``sum_scatter``) too, so that this does
-    not rest on :data:`LABELS` being complete.
+    Its graph then holds at most one primitive of the ops in :data:`LABELS`,
+    the op's own (an evaluated result holds none).  They are every primitive
+    of MLX's that moves data and that a rank can make: mxnb refuses
+    ``sum_scatter`` before MLX makes one.
     """
-    text = reading.text
-    return text is not None and len(_DISTRIBUTED.findall(text)) <= 1
+    found = occurrences(reading, LABELS.values())
+    return found is not None and len(found) <= 1
 
 
 def own_primitive(a: Any) -> int | None:
