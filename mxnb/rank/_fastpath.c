@@ -206,6 +206,44 @@ static PyObject *counts(PyObject *m, PyObject *unused)
                          stats[5], stats[6]);
 }
 
+/* What the C++ reads give for one array, for Python to hold against its own reads:
+ * (MLX's number of its dtype, its shape), or None where Python would read it. */
+static PyObject *mlx_read(PyObject *m, PyObject *a)
+{
+    int dtype, nd, dims[MAX_NDIM];
+    if (S.array == NULL || Py_TYPE(a) != (PyTypeObject *)S.array ||
+        mxnb_mlx_read(a, &dtype, &nd, dims, MAX_NDIM) != 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(iN)", dtype, shape_tuple(nd, dims));
+}
+
+/* use_reader({MLX's number: (name, code)}) turns the reads on; None turns them off. */
+static PyObject *use_reader(PyObject *m, PyObject *table)
+{
+    reader_on = 0;
+    for (int i = 0; i < DTYPE_VALS; i++)
+        Py_CLEAR(by_dtype[i]);
+    if (table == Py_None)
+        Py_RETURN_NONE;
+    if (!PyDict_Check(table))
+        return PyErr_Format(PyExc_TypeError, "use_reader takes a dict or None");
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(table, &pos, &key, &value)) {
+        long v = PyLong_AsLong(key);
+        if (v < 0 || v >= DTYPE_VALS || !PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2) {
+            for (int i = 0; i < DTYPE_VALS; i++)
+                Py_CLEAR(by_dtype[i]);
+            PyErr_Clear();
+            return PyErr_Format(PyExc_ValueError, "use_reader: %R is not number -> (name, code)",
+                                key);
+        }
+        Py_XSETREF(by_dtype[v], Py_NewRef(value));
+    }
+    reader_on = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"counts", counts, METH_NOARGS,
      "(ops taken, ops left to Python, evaluations taken, evaluations left, ops handed over "
@@ -221,6 +259,10 @@ static PyMethodDef methods[] = {
     {"wrap_op", wrap_op, METH_VARARGS,
      "wrap_op(op, meta, same_shape, real, fallback) -> callable"},
     {"wrap_eval", wrap_eval, METH_VARARGS, "wrap_eval(real, fallback) -> callable"},
+    {"mlx_read", mlx_read, METH_O,
+     "mlx_read(array) -> (MLX's number of its dtype, shape) read in C++, or None"},
+    {"use_reader", use_reader, METH_O,
+     "use_reader({number: (name, code)}): ops read dtype and shape in C++; None: off"},
     {"take", take, METH_VARARGS,
      "take(keep, room, hold) -> (notes, running evaluation or None, ops left out, recorded "
      "ones); hold: a full buffer keeps the op log's last ops back, and the notes before "

