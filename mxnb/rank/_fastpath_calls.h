@@ -66,6 +66,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     PyObject *dtype = NULL, *info = NULL, *shape = NULL, *group_seq = NULL;
     Note n;
     memset(&n, 0, sizeof n);
+    n.kind = OP; /* its half of the note, which clear_note clears */
     if ((info = read_array(x, &n.ndim, n.dims)) == NULL) { /* else: ask the Python object */
         if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL || (info = dtype_info(dtype)) == NULL)
             goto go_slow; /* bool, or a dtype mxnb does not know: Python decides */
@@ -79,7 +80,6 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     int checked = S.checked;
     long long seq = ++S.seq;
     /* from here the op is ours: every note before it was taken here too */
-    n.kind = OP;
     n.out_ndim = -1; /* no result, until MLX gives one */
     n.seq = seq;
     n.op = self->op;

@@ -5,7 +5,7 @@
  * shapes, the call site).
  */
 
-#define CAP 16384 /* notes (ops and evaluations) before they are handed over: ~4 MB */
+#define CAP 16384 /* notes (ops and evaluations) before they are handed over: ~3.5 MB */
 #define TABLE (4 * CAP)   /* result address -> note, open addressing */
 #define MAX_GIVEN 8       /* arrays of an evaluation taken here */
 #define MAX_NDIM 10
@@ -22,29 +22,36 @@ enum { OP = 1, EVAL = 2, EVALS = 3 /* evaluations of nothing handed over, counte
 enum { CHECK_NONE = 0, CHECK_OPEN = 1, CHECK_OK = 2 };
 #define SAME (-2) /* a result's shape: its input's */
 
+/* An op's fields and an evaluation's share their memory (by ``kind``): a loop
+ * writes a note an op and one an evaluation, and a full buffer is walked a few
+ * times as it is handed over, so every byte of a note is paid for 16,384 times. */
 typedef struct {
     int kind;
-    /* an op */
-    long long seq;
-    int op;              /* the op's number, as Python gave it (mxnb.rank.fastpath.FAST_OPS) */
-    PyObject *mirror;    /* the world's GroupInfo */
-    PyObject *code;
-    int lasti;
-    PyObject *cell;
-    PyObject *dtype;     /* its name */
-    int ndim, out_ndim;  /* out_ndim: -1, no result shape; SAME, the input's */
-    int dims[MAX_NDIM], out_dims[MAX_NDIM]; /* no tuples kept: each would be the collector's */
-    PyObject *in_ref;    /* recorded only */
-    PyObject *out_ref;   /* NULL: the result is not weakly referenceable */
-    void *out_id;
-    double t0, t1;
-    int recorded, failed, check, handed;
-    PyObject *sent, *recv;
-    MPI_Request req;
-    /* an evaluation */
-    double c0, e0, e1;
-    int raised, n_arrays, checked, n_given;
-    int given[MAX_GIVEN];
+    union {
+        struct { /* an op */
+            long long seq;
+            int op;             /* its number, as Python gave it (mxnb.rank.fastpath.FAST_OPS) */
+            int lasti;
+            PyObject *mirror;   /* the world's GroupInfo */
+            PyObject *code;
+            PyObject *cell;
+            PyObject *dtype;    /* its name */
+            int ndim, out_ndim; /* out_ndim: -1, no result shape; SAME, the input's */
+            int dims[MAX_NDIM], out_dims[MAX_NDIM]; /* no tuples kept: the collector's work */
+            PyObject *in_ref;   /* recorded only */
+            PyObject *out_ref;  /* NULL: the result is not weakly referenceable */
+            void *out_id;
+            double t0, t1;
+            unsigned char recorded, failed, check, handed;
+            PyObject *sent, *recv;
+            MPI_Request req;
+        };
+        struct { /* an evaluation (EVAL), or evaluations of nothing handed over (EVALS) */
+            double c0, e0, e1;
+            int raised, n_arrays, checked, n_given;
+            int given[MAX_GIVEN];
+        };
+    };
 } Note;
 
 static Note notes[CAP];
@@ -132,6 +139,8 @@ static double mono(void)
 
 static void clear_note(Note *n)
 {
+    if (n->kind != OP)
+        return; /* an evaluation holds no references */
     Py_CLEAR(n->mirror);
     Py_CLEAR(n->code);
     Py_CLEAR(n->cell);
