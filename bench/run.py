@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     from mxnb.rank import fastpath
 
     built, why = fastpath.build()
-    print(f"the op path in C: {built or 'not built, ' + why}", file=sys.stderr)
+    print(f"the op path in C: {built or 'not built'}{', ' + why if why else ''}", file=sys.stderr)
     t0 = time.time()
     rows = (
         payload() + warm_and_bandwidth(args.quick) + cold_start(args.quick)

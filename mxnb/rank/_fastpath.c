@@ -288,7 +288,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     s_group = PyUnicode_InternFromString("group");
     s_world_group = PyUnicode_InternFromString("world_group");
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddStringConstant(m, "SOURCE_DIGEST", SOURCE_DIGEST) < 0)
+    if (m != NULL && (PyModule_AddStringConstant(m, "SOURCE_DIGEST", SOURCE_DIGEST) < 0 ||
+                      PyModule_AddIntConstant(m, "DTYPE_VALS", DTYPE_VALS) < 0))
         Py_CLEAR(m);
     return m;
 }

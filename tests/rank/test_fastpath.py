@@ -102,13 +102,16 @@ def test_the_module_is_built_and_current() -> None:
 class _Reads:
     """Stands in for the module's C++ reads: MLX's own, or wrong in one way."""
 
+    DTYPE_VALS = 64
+
     def __init__(self, wrong: str = "") -> None:
         self.wrong = wrong
 
     def mlx_read(self, a: Any) -> tuple[int, tuple[int, ...]] | None:
         import mlx.core as mx
 
-        number = 0 if self.wrong == "one number" else DTYPE_NAMES.index(str(a.dtype))
+        number = DTYPE_NAMES.index(str(a.dtype))
+        number = {"one number": 0, "out of range": number + self.DTYPE_VALS}.get(self.wrong, number)
         shape = a.shape
         if self.wrong == "grown" and a.shape == (2, 3) and a.dtype == mx.float32:
             shape = (3,)  # as if read before MLX overwrote the array
@@ -118,7 +121,7 @@ class _Reads:
 DTYPE_NAMES = [f"mlx.core.{name}" for name in ("int32", "float32", "float16", "uint8")]
 
 
-@pytest.mark.parametrize("wrong", ["", "one number", "grown", "none"])
+@pytest.mark.parametrize("wrong", ["", "one number", "out of range", "grown", "none"])
 def test_the_reads_are_used_only_where_they_agree_with_pythons(wrong):
     import mlx.core as mx
 
