@@ -328,14 +328,15 @@ def cost_note(ops: int, checked: bool, recorded: bool, path: str = "c") -> str:
     exchange = " and one more exchange between the ranks" if checked else ""
     if path == "c":
         adds = f"about a microsecond{exchange}"
-        takes = "up to two or three times as long" if checked else "up to about twice as long"
+        # 2 ranks on 2 cores, 1 KB, four full runs (bench/README.md, 2026-12-01)
+        takes = "up to about twice as long as" if checked else "up to about a third longer than"
         later = " and writes its records after the loop"
     else:
-        adds, takes = f"some microseconds of Python{exchange}", "several times as long"
+        adds, takes = f"some microseconds of Python{exchange}", "several times as long as"
         later = ""
     note = (
         f"mxdist: this cell ran {ops:,} small mx.distributed ops on a rank, each {done}, "
-        f"which adds {adds} to every op{later}. A loop of such ops can take {takes} as in plain "
+        f"which adds {adds} to every op{later}. A loop of such ops can take {takes} in plain "
         "MLX: to time MLX itself, run the cell with %%mxdist --bare."
     )
     if path == "python-only":
