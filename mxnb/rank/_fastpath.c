@@ -211,8 +211,7 @@ static PyObject *counts(PyObject *m, PyObject *unused)
 static PyObject *mlx_read(PyObject *m, PyObject *a)
 {
     int dtype, nd, dims[MAX_NDIM];
-    if (S.array == NULL || Py_TYPE(a) != (PyTypeObject *)S.array ||
-        mxnb_mlx_read(a, &dtype, &nd, dims, MAX_NDIM) != 0)
+    if (read_mlx(a, &dtype, &nd, dims) != 0)
         Py_RETURN_NONE;
     return Py_BuildValue("(iN)", dtype, shape_tuple(nd, dims));
 }

@@ -64,10 +64,12 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
     }
     PyObject *x = args[0];
     PyObject *dtype = NULL, *info = NULL, *shape = NULL, *group_seq = NULL;
+    int dtype_no;
     Note n;
     memset(&n, 0, sizeof n);
     n.kind = OP; /* its half of the note, which clear_note clears */
-    if ((info = read_array(x, &n.ndim, n.dims)) == NULL) { /* else: ask the Python object */
+    int read = reader_on && read_mlx(x, &dtype_no, &n.ndim, n.dims) == 0;
+    if (!read || (info = dtype_named(dtype_no)) == NULL) { /* ask the Python object */
         if ((dtype = PyObject_GetAttr(x, s_dtype)) == NULL || (info = dtype_info(dtype)) == NULL)
             goto go_slow; /* bool, or a dtype mxnb does not know: Python decides */
         shape = PyObject_GetAttr(x, s_shape);
@@ -140,7 +142,7 @@ static PyObject *op_call(Wrapper *self, PyObject *const *args, size_t nargsf, Py
             n.out_id = (void *)y;
             if (self->same_shape) {
                 n.out_ndim = SAME;
-            } else if ((n.out_ndim = read_dims(y, n.out_dims)) < 0) {
+            } else if (!reader_on || read_mlx(y, &dtype_no, &n.out_ndim, n.out_dims) != 0) {
                 /* all_gather: MLX decides the result's shape */
                 PyObject *out_shape = PyObject_GetAttr(y, s_shape);
                 n.out_ndim = dims_of(out_shape, n.out_dims);

@@ -271,25 +271,19 @@ static int mxnb_mlx_read(PyObject *o, int *dtype, int *ndim, int *dims, int max)
 static PyObject *by_dtype[DTYPE_VALS]; /* MLX's number of a dtype -> (name, code) */
 static int reader_on; /* set by Python once the reads agreed with its own (use_reader) */
 
-/* Dimensions into ``dims``: their number, or -1 (Python reads them). */
-static int read_dims(PyObject *a, int *dims)
+/* 0, with MLX's number of an mx.array's dtype and its dimensions; -1: Python reads them
+ * (not an mx.array as MLX makes them, or more than MAX_NDIM dimensions). */
+static int read_mlx(PyObject *a, int *dtype, int *ndim, int *dims)
 {
-    int dtype, nd;
-    if (!reader_on || Py_TYPE(a) != (PyTypeObject *)S.array ||
-        mxnb_mlx_read(a, &dtype, &nd, dims, MAX_NDIM) != 0)
+    if (S.array == NULL || Py_TYPE(a) != (PyTypeObject *)S.array)
         return -1;
-    return nd;
+    return mxnb_mlx_read(a, dtype, ndim, dims, MAX_NDIM);
 }
 
-/* (name, code) of an array's dtype, borrowed, and its dimensions; NULL: Python reads
- * them (the reads are off, a dtype mxnb does not take, or more than MAX_NDIM). */
-static PyObject *read_array(PyObject *a, int *ndim, int *dims)
+/* (name, code) of MLX's dtype number ``dtype``, borrowed; NULL: one mxnb does not take. */
+static PyObject *dtype_named(int dtype)
 {
-    int dtype;
-    if (!reader_on || Py_TYPE(a) != (PyTypeObject *)S.array ||
-        mxnb_mlx_read(a, &dtype, ndim, dims, MAX_NDIM) != 0 || dtype < 0 || dtype >= DTYPE_VALS)
-        return NULL;
-    return by_dtype[dtype];
+    return dtype >= 0 && dtype < DTYPE_VALS ? by_dtype[dtype] : NULL;
 }
 
 /* -- the call site, as mxnb.rank.hooks.raw_site finds it ---------------- */

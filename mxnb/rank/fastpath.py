@@ -80,24 +80,31 @@ def source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+def _compile(language: str, args: list[str], out: Path) -> str:
+    """Run this Python's C or C++ compiler (``language``: "C" or "C++") to make
+    ``out``: "" or why it could not, in the words of its first error."""
+    default = "cc" if language == "C" else "c++"
+    compiler = shlex.split(sysconfig.get_config_var("CC" if language == "C" else "CXX") or default)
+    if not compiler or shutil.which(compiler[0]) is None:
+        return f"no {language} compiler ({compiler[0] if compiler else default})"
+    done = subprocess.run([*compiler, *args, "-o", str(out)], capture_output=True, text=True)
+    if done.returncode == 0:
+        return ""
+    out.unlink(missing_ok=True)
+    lines = done.stderr.strip().splitlines() or ["(no message)"]
+    first = next((line for line in lines if "error" in line), lines[-1])
+    return f"the {language} compiler failed: {first.strip()}"
+
+
 def compile_module(source: Path, out: Path, flags: list[str]) -> str:
     """Compile one C file into a module for this Python: "" or why it could not
     be (the bench builds its compiled observer with it too)."""
-    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    if not cc or shutil.which(cc[0]) is None:
-        return f"no C compiler ({cc[0] if cc else 'cc'})"
     include = Path(sysconfig.get_paths()["include"])
     if not (include / "Python.h").exists():
         return f"no Python headers in {include}"
-    cmd = [*cc, "-O2", "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(out), *flags]
-    if sysconfig.get_platform().startswith("macosx"):
-        cmd[1:1] = ["-undefined", "dynamic_lookup"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        out.unlink(missing_ok=True)
-        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        return f"the C compiler failed: {last}"
-    return ""
+    macos = sysconfig.get_platform().startswith("macosx")
+    return _compile("C", [*(["-undefined", "dynamic_lookup"] if macos else []), "-O2", "-shared",
+                          "-fPIC", f"-I{include}", str(source), *flags], out)  # fmt: skip
 
 
 def compile_mlx_reads(out: Path) -> str:
@@ -107,19 +114,9 @@ def compile_mlx_reads(out: Path) -> str:
     include = Path(where[0]) / "include" if where else None
     if include is None or not (include / "mlx" / "array.h").exists():
         return f"no MLX headers in {include}"
-    cxx = shlex.split(sysconfig.get_config_var("CXX") or "c++")
-    if not cxx or shutil.which(cxx[0]) is None:
-        return f"no C++ compiler ({cxx[0] if cxx else 'c++'})"
     python = sysconfig.get_paths()["include"]
-    cmd = [*cxx, "-std=c++20", "-O2", "-fPIC", "-DNDEBUG", f"-I{include}", f"-I{python}",
-           "-c", str(MLX_SOURCE), "-o", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        out.unlink(missing_ok=True)
-        lines = done.stderr.strip().splitlines() or ["(no message)"]
-        first = next((line for line in lines if "error" in line), lines[-1])
-        return f"the C++ compiler failed: {first.strip()}"
-    return ""
+    return _compile("C++", ["-std=c++20", "-O2", "-fPIC", "-DNDEBUG", f"-I{include}",
+                            f"-I{python}", "-c", str(MLX_SOURCE)], out)  # fmt: skip
 
 
 def build(mpi: Path | None = None) -> tuple[Path | None, str]:
